@@ -1,0 +1,28 @@
+"""Event contracts: the envelope, the catalogue and every event model."""
+
+from cairn.contracts import events
+from cairn.contracts.catalogue import (
+    EventSpec,
+    catalogue,
+    decode_envelope,
+    event,
+    load_contract_modules,
+    spec_for,
+    spec_for_topic,
+    validate_data,
+)
+from cairn.contracts.envelope import Envelope, RawEnvelope
+
+__all__ = [
+    "Envelope",
+    "EventSpec",
+    "RawEnvelope",
+    "catalogue",
+    "decode_envelope",
+    "event",
+    "events",
+    "load_contract_modules",
+    "spec_for",
+    "spec_for_topic",
+    "validate_data",
+]

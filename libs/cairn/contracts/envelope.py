@@ -1,0 +1,40 @@
+"""The envelope every message on the bus carries, whoever produced it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+from uuid import UUID, uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel, Generic[DataT]):
+    """A past-tense fact or a request, with the ids that make handling idempotent and traceable.
+
+    `event_id` is the idempotency key; `correlation_id` ties every event of one workflow together;
+    `causation_id` is the `event_id` of the event that caused this one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: UUID = Field(default_factory=uuid4, description="Unique id; the idempotency key.")
+    type: str = Field(description="Event type name, e.g. TrainingJobCompleted.")
+    occurred_at: AwareDatetime = Field(default_factory=utc_now)
+    source: str = Field(description="Service or client that produced the event.")
+    correlation_id: str = Field(description="Shared by every event of one workflow.")
+    causation_id: str | None = Field(default=None, description="event_id of the cause, if any.")
+    schema_version: int = Field(default=1, ge=1)
+    data: DataT
+
+
+class RawEnvelope(Envelope[Any]):  # type: ignore[type-var]
+    """An envelope whose `data` is not yet validated against its event model."""
+
+    data: dict[str, Any]

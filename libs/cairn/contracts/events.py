@@ -1,0 +1,216 @@
+"""Every event and command of the platform, as pydantic models (the `data` of an envelope).
+
+Facts are past tense (`TrainingJobCompleted`); requests for work end in `Requested` and may come from
+any service or a user. `contracts/` is generated from this module; CI fails on drift.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cairn.contracts.catalogue import event
+
+JobName = str
+HyperparameterValue = str | int | float | bool
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Training --------------------------------------------------------------------------------------
+
+
+class InputChannel(_Data):
+    """One named input of a training job (SageMaker's `InputDataConfig` entry)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="train, validation, ...")
+    uri: str = Field(description="Object-store prefix or key: s3://..., file://..., or a store key.")
+    content_type: Literal["text/csv", "application/x-parquet", "application/jsonlines"] = "text/csv"
+    label_column: str | None = None
+
+
+class ResourceConfig(_Data):
+    device: Literal["cpu", "gpu"] = "cpu"
+    instance_count: int = Field(default=1, ge=1, le=64)
+
+
+class StoppingCondition(_Data):
+    max_runtime_s: int = Field(default=86_400, ge=1)
+
+
+class RegistrationSpec(_Data):
+    """Register the trained model into this model package group when the job completes."""
+
+    model_package_group: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    approval_status: Literal["PendingManualApproval", "Approved"] = "PendingManualApproval"
+    description: str = ""
+
+
+@event(owner="trainer", key="job_name", partitions=8)
+class TrainingJobRequested(_Data):
+    """A user or service asks for a training job (CreateTrainingJob)."""
+
+    job_name: JobName = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    algorithm: str = Field(description="Built-in algorithm (xgboost, linear-learner, ...) or script.")
+    hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
+    input_channels: list[InputChannel] = Field(min_length=1)
+    output_uri: str | None = Field(default=None, description="Where the model package is written.")
+    resources: ResourceConfig = Field(default_factory=ResourceConfig)
+    stopping_condition: StoppingCondition = Field(default_factory=StoppingCondition)
+    registration: RegistrationSpec | None = None
+    entry_point: str | None = Field(default=None, description="Script key for bring-your-own.")
+    image: str | None = Field(default=None, description="Container image for the Docker backend.")
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+@event(owner="trainer", key="job_name")
+class TrainingJobStarted(_Data):
+    """A worker picked the job up."""
+
+    job_name: JobName
+    worker_id: str
+    device: Literal["cpu", "gpu"]
+    attempt: int = Field(default=1, ge=1)
+
+
+@event(owner="trainer", key="job_name")
+class TrainingJobProgressed(_Data):
+    """Periodic progress with the metrics of the latest iteration."""
+
+    job_name: JobName
+    iteration: int = Field(ge=0)
+    total_iterations: int | None = Field(default=None, ge=0)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+@event(owner="trainer", key="job_name")
+class TrainingJobCompleted(_Data):
+    """The model package is written; this event points to it."""
+
+    job_name: JobName
+    algorithm: str
+    artifact_uri: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    device: Literal["cpu", "gpu"]
+    training_time_s: float = Field(ge=0)
+    total_time_s: float = Field(ge=0)
+    registration: RegistrationSpec | None = None
+
+
+@event(owner="trainer", key="job_name")
+class TrainingJobFailed(_Data):
+    """The job ended without a model; `reason` says why."""
+
+    job_name: JobName
+    reason: str
+    failure_code: Literal[
+        "invalid_hyperparameters", "invalid_input", "runtime_exceeded", "algorithm_error", "internal"
+    ] = "internal"
+
+
+# Registry --------------------------------------------------------------------------------------
+
+ApprovalStatus = Literal["PendingManualApproval", "Approved", "Rejected"]
+
+
+@event(owner="registry", key="model_package_group")
+class ModelPackageRegistered(_Data):
+    """A new version of a model package group exists."""
+
+    model_package_group: str
+    version: int = Field(ge=1)
+    artifact_uri: str
+    approval_status: ApprovalStatus
+    metrics: dict[str, float] = Field(default_factory=dict)
+    training_job: JobName | None = None
+
+
+@event(owner="registry", key="model_package_group")
+class ModelApprovalChanged(_Data):
+    """A version was approved or rejected, by whom and why."""
+
+    model_package_group: str
+    version: int = Field(ge=1)
+    approval_status: ApprovalStatus
+    previous_status: ApprovalStatus | None = None
+    changed_by: str
+    reason: str = ""
+
+
+# Deployment ------------------------------------------------------------------------------------
+
+
+class VariantSpec(_Data):
+    """A production or shadow variant: which model version, how much traffic, how many copies."""
+
+    variant_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    model_package_group: str
+    model_version: int = Field(ge=1)
+    initial_weight: float = Field(default=1.0, ge=0)
+    instance_count: int = Field(default=1, ge=1)
+
+
+class RolloutPolicy(_Data):
+    mode: Literal["all_at_once", "canary", "linear"] = "all_at_once"
+    canary_percent: float = Field(default=10.0, gt=0, le=100)
+    linear_step_percent: float = Field(default=25.0, gt=0, le=100)
+    bake_time_s: float = Field(default=60.0, ge=0)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_p99_latency_ms: float | None = Field(default=None, gt=0)
+
+
+@event(owner="deployer", key="endpoint_name")
+class DeploymentRequested(_Data):
+    """Create, update or delete an endpoint (CreateEndpoint / UpdateEndpoint / DeleteEndpoint)."""
+
+    endpoint_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    action: Literal["create", "update", "delete"] = "create"
+    production_variants: list[VariantSpec] = Field(default_factory=list)
+    shadow_variant: VariantSpec | None = None
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+
+
+class VariantState(_Data):
+    variant_name: str
+    model_package_group: str
+    model_version: int
+    artifact_uri: str
+    weight: float = Field(ge=0)
+    instance_count: int = Field(ge=1)
+
+
+@event(owner="deployer", key="endpoint_name")
+class EndpointUpdated(_Data):
+    """The full desired state of an endpoint after a change; the gateway applies it hot."""
+
+    endpoint_name: str
+    revision: int = Field(ge=1)
+    status: Literal["Creating", "Updating", "InService", "RollingBack", "Deleted", "Failed"]
+    production_variants: list[VariantState] = Field(default_factory=list)
+    shadow_variant: VariantState | None = None
+
+
+@event(owner="deployer", key="endpoint_name")
+class DeploymentRolledBack(_Data):
+    """A rollout was undone because an alarm tripped during bake time."""
+
+    endpoint_name: str
+    rolled_back_variant: str
+    restored_revision: int = Field(ge=1)
+    reason: str
+
+
+# Inference -------------------------------------------------------------------------------------
+
+
+@event(owner="gateway", key="endpoint_name")
+class InferenceCaptured(_Data):
+    """A file of captured requests and responses was written to the store."""
+
+    endpoint_name: str
+    variant_name: str
+    capture_uri: str
+    record_count: int = Field(ge=1)
