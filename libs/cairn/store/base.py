@@ -61,7 +61,7 @@ class ObjectStore(abc.ABC):
             data: the bytes.
             content_type: stored with the object.
             if_none_match: create only; PreconditionFailed if the key exists (`If-None-Match: *`).
-            if_match: replace only if the current ETag equals this one; PreconditionFailed otherwise.
+            if_match: replace only if the current ETag equals this one, else PreconditionFailed.
         """
 
     @abc.abstractmethod
