@@ -1,0 +1,149 @@
+"""The service framework: a service declares handlers; the plumbing is here, once.
+
+    service = Service("trainer")
+
+    @service.on(TrainingJobRequested)
+    async def train(envelope: Envelope[TrainingJobRequested]) -> None:
+        ...
+        await service.publish(TrainingJobCompleted(...), cause=envelope)
+
+`service.run()` serves the FastStream broker and the FastAPI control plane in one process and one
+event loop: the broker starts and stops inside the API's lifespan, so SIGTERM lets uvicorn finish,
+then the broker waits for in-flight handlers (FastStream's graceful timeout) and commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import uvicorn
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel
+
+from cairn.bus import ProcessedLedger, build_broker, ensure_topics, publish_event, subscribe
+from cairn.contracts.catalogue import load_contract_modules
+from cairn.contracts.envelope import Envelope
+from cairn.http import create_api
+from cairn.settings import CairnSettings, get_settings
+from cairn.store import open_store
+from cairn.store.base import ObjectStore
+from cairn.telemetry import setup_telemetry
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Handler = Callable[[Envelope[Any]], Awaitable[None]]
+HandlerT = TypeVar("HandlerT", bound=Handler)
+
+BROKER_PING_TIMEOUT_S = 2.0
+
+
+class Service:
+    """One Cairn service: its settings, store, Kafka broker and HTTP API, wired the same way.
+
+    Args:
+        name: the service name; the source of its events and the default consumer group suffix.
+        settings: kernel settings (default: read from the environment).
+        store: the object store (default: `open_store(settings=settings)`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        settings: CairnSettings | None = None,
+        store: ObjectStore | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings if settings is not None else get_settings()
+        load_contract_modules(self.settings.contract_modules)
+        self.store = store if store is not None else open_store(settings=self.settings)
+        self.broker: KafkaBroker = build_broker(self.settings, client_id=f"cairn-{name}")
+        self.api: FastAPI = create_api(
+            name, self.settings, readiness={"broker": self._broker_ready}
+        )
+        self._ledgers: dict[str, ProcessedLedger] = {}
+        self._wrap_lifespan()
+
+    @property
+    def default_group(self) -> str:
+        return f"cairn.{self.name}"
+
+    def on(
+        self, event_model: type[BaseModel], group: str | None = None, worker_pool: bool = False
+    ) -> Callable[[HandlerT], HandlerT]:
+        """Subscribe the decorated handler to an event type (manual commit, retries, DLQ, dedupe).
+
+        Args:
+            event_model: the event's data model, registered in the catalogue.
+            group: the consumer group (default `cairn.<service name>`).
+            worker_pool: the handler runs in a scalable worker pool (shorter session timeouts).
+        """
+        group_id = group or self.default_group
+
+        def register(handler: HandlerT) -> HandlerT:
+            subscribe(
+                self.broker,
+                event_model,
+                handler,
+                group_id=group_id,
+                ledger=self._ledger(group_id),
+                settings=self.settings,
+                worker_pool=worker_pool,
+            )
+            return handler
+
+        return register
+
+    async def publish(
+        self,
+        data: BaseModel,
+        cause: Envelope[Any] | None = None,
+        correlation_id: str | None = None,
+    ) -> Envelope[Any]:
+        """Publish an event this service produces; `cause` carries the correlation forward."""
+        return await publish_event(
+            self.broker, data, source=self.name, correlation_id=correlation_id, cause=cause
+        )
+
+    def run(self) -> None:
+        """Serve the API and consume events until SIGTERM/SIGINT (blocking)."""
+        setup_telemetry(self.name, self.settings)
+        config = uvicorn.Config(
+            self.api,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+        )
+        uvicorn.Server(config).run()
+
+    def _ledger(self, group_id: str) -> ProcessedLedger:
+        ledger = self._ledgers.get(group_id)
+        if ledger is None:
+            ledger = self._ledgers[group_id] = ProcessedLedger(self.store, group_id)
+        return ledger
+
+    async def _broker_ready(self) -> bool:
+        try:
+            return bool(await self.broker.ping(timeout=BROKER_PING_TIMEOUT_S))
+        except Exception:
+            return False
+
+    def _wrap_lifespan(self) -> None:
+        """Start the broker after the API's own start-up and stop it before its shutdown."""
+        inner = self.api.router.lifespan_context
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+            async with inner(app) as state:
+                await ensure_topics(self.settings)
+                await self.broker.start()
+                try:
+                    yield state
+                finally:
+                    await self.broker.stop()
+
+        self.api.router.lifespan_context = lifespan

@@ -1,0 +1,1 @@
+"""Small real services the runtime tests discover through CAIRN_SERVICES_PATHS."""

@@ -1,0 +1,1 @@
+"""echo: the smallest real Cairn service; proves the event -> store -> event path end to end."""

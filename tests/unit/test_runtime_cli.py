@@ -1,0 +1,88 @@
+"""`cairn up/status/down` without a platform: documented options, honest exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cairn.cli import app
+from cairn.runtime.state import RuntimeState, write_state
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+
+def test_up_help_documents_every_option() -> None:
+    result = runner.invoke(app, ["up", "--help"], env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0
+    for option in (
+        "--home",
+        "--kafka",
+        "--store",
+        "--s3-endpoint",
+        "--s3-access-key",
+        "--s3-secret-key",
+        "--services-path",
+        "--only",
+        "--broker-port",
+        "--grace-period",
+    ):
+        assert option in result.output
+
+
+def test_status_exits_1_when_nothing_runs(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["status", "--home", str(tmp_path), "--json"])
+
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {"running": False, "home": str(tmp_path.resolve())}
+
+
+def test_status_treats_a_state_left_by_a_dead_supervisor_as_not_running(tmp_path: Path) -> None:
+    dead_pid = os.fork()
+    if dead_pid == 0:
+        os._exit(0)
+    os.waitpid(dead_pid, 0)
+    write_state(
+        tmp_path,
+        RuntimeState(
+            supervisor_pid=dead_pid,
+            started_at=datetime.now(UTC),
+            home=str(tmp_path),
+            kafka_bootstrap_servers="127.0.0.1:1",
+            broker_embedded=True,
+            store_url=tmp_path.as_uri(),
+        ),
+    )
+
+    status = runner.invoke(app, ["status", "--home", str(tmp_path)])
+    down = runner.invoke(app, ["down", "--home", str(tmp_path)])
+
+    assert status.exit_code == 1
+    assert "not running" in status.output
+    assert down.exit_code == 0
+    assert not (tmp_path / "runtime.json").exists()
+
+
+def test_down_when_nothing_runs_is_a_no_op(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["down", "--home", str(tmp_path)])
+
+    assert result.exit_code == 0
+    assert "not running" in result.output
+
+
+def test_up_with_an_unknown_only_name_lists_the_services_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo_services = Path(__file__).resolve().parents[1] / "services"
+    monkeypatch.setenv("CAIRN_SERVICES_PATHS", json.dumps([str(repo_services)]))
+
+    result = runner.invoke(app, ["up", "--home", str(tmp_path), "--only", "ehco"])
+
+    assert result.exit_code == 1
+    assert "no service named ehco" in result.output
+    assert "echo" in result.output
+    assert not (tmp_path / "runtime.json").exists()
