@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.moto_server",
     "tests.support.tansu",
+    "tests.support.redis_server",
 ]
