@@ -1,18 +1,18 @@
 """The one error tree of Cairn; HTTP layers map each class to a 4xx JSON body.
 
-    CairnError                      500  (only ever a bug when it reaches a client)
-    ├── ConfigError                 500  bad or missing settings at start-up
-    ├── InvalidInput                400  a request or payload a user sent is wrong
-    │   ├── EventValidationError    400  an event's data does not match its model
-    │   └── UnknownEventType        400  no such event type in the catalogue
-    ├── Unauthenticated             401  missing or wrong credentials
-    ├── Forbidden                   403  valid credentials, not allowed
-    ├── NotFound                    404
-    │   └── ObjectNotFound          404  no object under that key in the store
-    ├── Conflict                    409
-    │   └── PreconditionFailed      412  a conditional write lost (ETag changed / key exists)
-    ├── PayloadTooLarge             413
-    └── Unavailable                 503  a dependency (broker, store) cannot be reached
+CairnError                      500  (only ever a bug when it reaches a client)
+├── ConfigError                 500  bad or missing settings at start-up
+├── InvalidInput                400  a request or payload a user sent is wrong
+│   ├── EventValidationError    400  an event's data does not match its model
+│   └── UnknownEventType        400  no such event type in the catalogue
+├── Unauthenticated             401  missing or wrong credentials
+├── Forbidden                   403  valid credentials, not allowed
+├── NotFound                    404
+│   └── ObjectNotFound          404  no object under that key in the store
+├── Conflict                    409
+│   └── PreconditionFailed      412  a conditional write lost (ETag changed / key exists)
+├── PayloadTooLarge             413
+└── Unavailable                 503  a dependency (broker, store) cannot be reached
 """
 
 from __future__ import annotations

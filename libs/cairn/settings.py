@@ -1,7 +1,7 @@
 """Settings shared by every Cairn process (pydantic-settings, `CAIRN_` prefix).
 
-A service adds its own class with the prefix `CAIRN_<SERVICE>_` for what only it reads. The same code
-runs embedded, in compose and on Kubernetes; only these values differ.
+A service adds its own class with the prefix `CAIRN_<SERVICE>_` for what only it reads. The same
+code runs embedded, in compose and on Kubernetes; only these values differ.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class CairnSettings(BaseSettings):
 
     # Kafka ---------------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field(
-        default="", description="host:port[,host:port]. Empty: `cairn up` starts the embedded broker."
+        default="", description="host:port[,...]. Empty: `cairn up` starts the embedded broker."
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

@@ -70,9 +70,12 @@ def event(
             description=(model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else "",
         )
         existing = _CATALOGUE.get(name)
-        if existing is not None and existing.model is not model:
-            if existing.model.__qualname__ != model.__qualname__:
-                raise TypeError(f"event type {name!r} is registered twice")
+        if (
+            existing is not None
+            and existing.model is not model
+            and existing.model.__qualname__ != model.__qualname__
+        ):
+            raise TypeError(f"event type {name!r} is registered twice")
         _CATALOGUE[name] = spec
         return model
 
@@ -136,7 +139,7 @@ def validate_data(event_type: str, data: Any) -> BaseModel:
 
 
 def decode_envelope(raw: bytes | str | dict[str, Any]) -> Envelope[Any]:
-    """Parse bytes from any Kafka client into a typed envelope; raise EventValidationError if bad."""
+    """Parse bytes from any Kafka client into a typed envelope (EventValidationError if bad)."""
     try:
         if isinstance(raw, dict):
             loose = RawEnvelope.model_validate(raw)

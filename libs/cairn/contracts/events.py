@@ -1,7 +1,7 @@
 """Every event and command of the platform, as pydantic models (the `data` of an envelope).
 
-Facts are past tense (`TrainingJobCompleted`); requests for work end in `Requested` and may come from
-any service or a user. `contracts/` is generated from this module; CI fails on drift.
+Facts are past tense (`TrainingJobCompleted`); requests for work end in `Requested` and may come
+from any service or a user. `contracts/` is generated from this module; CI fails on drift.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ class InputChannel(_Data):
     """One named input of a training job (SageMaker's `InputDataConfig` entry)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="train, validation, ...")
-    uri: str = Field(description="Object-store prefix or key: s3://..., file://..., or a store key.")
+    uri: str = Field(
+        description="Object-store prefix or key: s3://..., file://..., or a store key."
+    )
     content_type: Literal["text/csv", "application/x-parquet", "application/jsonlines"] = "text/csv"
     label_column: str | None = None
 
@@ -54,7 +56,9 @@ class TrainingJobRequested(_Data):
     """A user or service asks for a training job (CreateTrainingJob)."""
 
     job_name: JobName = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
-    algorithm: str = Field(description="Built-in algorithm (xgboost, linear-learner, ...) or script.")
+    algorithm: str = Field(
+        description="Built-in algorithm (xgboost, linear-learner, ...) or script."
+    )
     hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
     input_channels: list[InputChannel] = Field(min_length=1)
     output_uri: str | None = Field(default=None, description="Where the model package is written.")
@@ -107,7 +111,11 @@ class TrainingJobFailed(_Data):
     job_name: JobName
     reason: str
     failure_code: Literal[
-        "invalid_hyperparameters", "invalid_input", "runtime_exceeded", "algorithm_error", "internal"
+        "invalid_hyperparameters",
+        "invalid_input",
+        "runtime_exceeded",
+        "algorithm_error",
+        "internal",
     ] = "internal"
 
 
@@ -214,3 +222,154 @@ class InferenceCaptured(_Data):
     variant_name: str
     capture_uri: str
     record_count: int = Field(ge=1)
+
+
+class VariantTraffic(_Data):
+    variant_name: str
+    requests: int = Field(ge=0)
+    errors: int = Field(ge=0, description="Model errors and 5xx answers (not 4xx).")
+    p50_latency_ms: float = Field(ge=0)
+    p99_latency_ms: float = Field(ge=0)
+
+
+@event(owner="gateway", key="endpoint_name")
+class EndpointMetricsReported(_Data):
+    """Per-variant traffic over the last window; the deployer's rollout alarms read it."""
+
+    endpoint_name: str
+    window_s: float = Field(gt=0)
+    variants: list[VariantTraffic] = Field(default_factory=list)
+
+
+# Data: datasets ---------------------------------------------------------------------------------
+
+DatasetFormat = Literal["csv", "parquet", "jsonl"]
+
+
+class ColumnSchema(_Data):
+    """One column of a dataset or feature group."""
+
+    name: str = Field(min_length=1, max_length=128)
+    dtype: Literal["int", "float", "bool", "string", "timestamp"]
+    nullable: bool = True
+
+
+@event(owner="ingest", key="dataset_name")
+class DatasetRegistrationRequested(_Data):
+    """Register the objects under a store prefix as a new version of a dataset."""
+
+    dataset_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    source_uri: str = Field(description="Store prefix or key holding CSV, Parquet or JSON Lines.")
+    format: DatasetFormat | None = Field(default=None, description="Guessed from names if absent.")
+    declared_schema: list[ColumnSchema] | None = Field(
+        default=None, description="Rows breaking it are rejected; inferred when absent."
+    )
+
+
+@event(owner="ingest", key="dataset_name")
+class DatasetIngested(_Data):
+    """An immutable, profiled Parquet version of a dataset is stored; this points to it."""
+
+    dataset_name: str
+    version: int = Field(ge=1)
+    uri: str = Field(description="dataset://name@version")
+    location: str = Field(description="Store prefix of the Parquet files.")
+    sha256: str
+    row_count: int = Field(ge=0)
+    columns: list[ColumnSchema]
+    created: bool = Field(description="False when identical content already existed (no-op).")
+
+
+@event(owner="ingest", key="dataset_name")
+class DatasetRejected(_Data):
+    """A dataset registration failed validation; nothing was stored."""
+
+    dataset_name: str
+    source_uri: str
+    reason: str
+
+
+# Data: feature store ---------------------------------------------------------------------------
+
+
+class FeatureDefinition(_Data):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    type: Literal["Integral", "Fractional", "String", "Boolean", "Timestamp"]
+
+
+@event(owner="featurestore", key="feature_group_name")
+class FeatureGroupCreationRequested(_Data):
+    """Create a feature group (SageMaker CreateFeatureGroup)."""
+
+    feature_group_name: str = Field(pattern=r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,63}$")
+    record_identifier_feature_name: str
+    event_time_feature_name: str
+    feature_definitions: list[FeatureDefinition] = Field(min_length=2)
+    online_enabled: bool = True
+    offline_enabled: bool = True
+    ttl_s: float | None = Field(default=None, gt=0)
+    description: str = ""
+
+
+@event(owner="featurestore", key="feature_group_name")
+class FeatureGroupCreated(_Data):
+    """A feature group exists and accepts records."""
+
+    feature_group_name: str
+    record_identifier_feature_name: str
+    event_time_feature_name: str
+    feature_definitions: list[FeatureDefinition]
+    online_enabled: bool
+    offline_enabled: bool
+    ttl_s: float | None = None
+
+
+@event(owner="featurestore", key="feature_group_name", partitions=8)
+class FeatureRecordsPut(_Data):
+    """Streaming ingestion: records for a feature group, from any Kafka producer."""
+
+    feature_group_name: str
+    records: list[dict[str, str | int | float | bool | None]] = Field(
+        min_length=1, max_length=10_000
+    )
+
+
+@event(owner="featurestore", key="feature_group_name")
+class FeatureIngestionRequested(_Data):
+    """Bulk-load a registered dataset into a feature group."""
+
+    feature_group_name: str
+    dataset_uri: str = Field(description="dataset://name@version")
+
+
+@event(owner="featurestore", key="feature_group_name")
+class FeatureIngestionCompleted(_Data):
+    """A bulk or streamed batch landed in the online and/or offline store."""
+
+    feature_group_name: str
+    records_written: int = Field(ge=0)
+    records_rejected: int = Field(ge=0)
+    source: str
+
+
+@event(owner="featurestore", key="training_set_name")
+class TrainingSetRequested(_Data):
+    """Build a point-in-time correct training set from an entity dataset and feature groups."""
+
+    training_set_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+    entity_dataset_uri: str = Field(description="dataset://name@version with ids + timestamps")
+    entity_id_column: str
+    entity_time_column: str
+    features: list[str] = Field(
+        min_length=1, description="`group` (all features) or `group:feature` references."
+    )
+    as_of_known_time: bool = False
+
+
+@event(owner="featurestore", key="training_set_name")
+class TrainingSetBuilt(_Data):
+    """The training set is stored as a dataset and can be a training channel."""
+
+    training_set_name: str
+    dataset_uri: str
+    row_count: int = Field(ge=0)
