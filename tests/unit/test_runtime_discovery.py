@@ -100,3 +100,17 @@ def test_services_paths_come_from_the_environment(
     monkeypatch.setenv("CAIRN_SERVICES_PATHS", f'["{tmp_path / "extra"}"]')
 
     assert [s.name for s in discover_services(CairnSettings())] == ["echo"]
+
+
+def test_a_service_keeps_the_port_its_package_declares(tmp_path: Path) -> None:
+    from cairn.runtime.discovery import preferred_port
+
+    gateway = tmp_path / "gateway"
+    gateway.mkdir()
+    (gateway / "__main__.py").write_text("")
+    (gateway / "__init__.py").write_text('"""Gateway."""\n\nHTTP_PORT: int = 8080\n')
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "__init__.py").write_text("OTHER = 1\n")
+    assert preferred_port(gateway) == 8080
+    assert preferred_port(plain) is None

@@ -7,6 +7,7 @@ runs under its fully qualified name, with the top of that tree added to `PYTHONP
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class ServiceSpec:
     module: str
     path: Path
     pythonpath: Path | None = None
+    preferred_port: int | None = None
 
     def command(self, python: str) -> list[str]:
         """The argv that starts this service with the given interpreter."""
@@ -39,6 +41,29 @@ def _is_service_dir(folder: Path) -> bool:
         and not folder.name.startswith((".", "_"))
         and folder.name.isidentifier()
     )
+
+
+def preferred_port(folder: Path) -> int | None:
+    """The `HTTP_PORT = N` a service's `__init__.py` declares (read without importing it).
+
+    A service users call by hand (the gateway on 8080) keeps a well-known port when it is free.
+    """
+    init = folder / "__init__.py"
+    if not init.is_file():
+        return None
+    for node in ast.parse(init.read_text()).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        value = getattr(node, "value", None)
+        if (
+            isinstance(target, ast.Name)
+            and target.id == "HTTP_PORT"
+            and isinstance(value, ast.Constant)
+            and isinstance(value.value, int)
+        ):
+            return value.value
+    return None
 
 
 def _qualified(folder: Path) -> tuple[str, Path]:
@@ -75,12 +100,21 @@ def discover_services(settings: CairnSettings) -> list[ServiceSpec]:
     for root in _installed_roots():
         for folder in _scan(root):
             candidates.append(
-                ServiceSpec(folder.name, f"{INSTALLED_PACKAGE}.{folder.name}", folder.resolve())
+                ServiceSpec(
+                    folder.name,
+                    f"{INSTALLED_PACKAGE}.{folder.name}",
+                    folder.resolve(),
+                    preferred_port=preferred_port(folder),
+                )
             )
     for extra in settings.services_paths:
         for folder in _scan(extra.resolve()):
             module, import_root = _qualified(folder)
-            candidates.append(ServiceSpec(folder.name, module, folder, import_root))
+            candidates.append(
+                ServiceSpec(
+                    folder.name, module, folder, import_root, preferred_port=preferred_port(folder)
+                )
+            )
     for spec in candidates:
         existing = found.get(spec.name)
         if existing is None:

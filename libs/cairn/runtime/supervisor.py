@@ -26,7 +26,7 @@ from rich.live import Live
 
 from cairn.contracts.catalogue import load_contract_modules
 from cairn.runtime.backoff import RestartPolicy, RestartTracker
-from cairn.runtime.broker import EmbeddedBroker, free_port
+from cairn.runtime.broker import EmbeddedBroker, free_port, port_open
 from cairn.runtime.discovery import ServiceSpec
 from cairn.runtime.display import service_line, services_table
 from cairn.runtime.state import (
@@ -154,7 +154,9 @@ class Supervisor:
         host = self.settings.http_host
         probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         for spec in self.options.services:
-            port = free_port(probe_host)
+            port = spec.preferred_port
+            if port is None or port_open(probe_host, port):
+                port = free_port(probe_host)
             self.services.append(
                 _Managed(
                     spec=spec,
