@@ -6,6 +6,7 @@ extra modules (a user's own events) register theirs when listed in `CAIRN_CONTRA
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import re
 from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ class EventSpec:
     """What the platform knows about one event type."""
 
     type: str
-    model: type[BaseModel]
+    model: builtins.type[BaseModel]
     topic: str
     key_field: str
     owner: str
@@ -57,7 +58,7 @@ def event(
     """Register a pydantic model as the `data` of an event type named after the class."""
 
     def register(model: ModelT) -> ModelT:
-        if key not in model.model_fields:
+        if key not in model.__pydantic_fields__:
             raise TypeError(f"{model.__name__} has no key field {key!r}")
         name = model.__name__
         spec = EventSpec(
@@ -121,8 +122,14 @@ def validation_message(error: ValidationError, prefix: str = "") -> str:
     """A one-line reason naming every bad field, e.g. `data.job_name: Field required`."""
     parts = []
     for item in error.errors():
-        where = ".".join([prefix, *(str(p) for p in item["loc"])] if prefix else
-                         [str(p) for p in item["loc"]]) or "<root>"
+        where = (
+            ".".join(
+                [prefix, *(str(p) for p in item["loc"])]
+                if prefix
+                else [str(p) for p in item["loc"]]
+            )
+            or "<root>"
+        )
         parts.append(f"{where}: {item['msg']}")
     return "; ".join(parts)
 
@@ -131,11 +138,12 @@ def validate_data(event_type: str, data: Any) -> BaseModel:
     """Validate an event's `data` against its model; raise EventValidationError naming the field."""
     spec = spec_for(event_type)
     try:
-        return spec.model.model_validate(data)
+        validated: BaseModel = spec.model.model_validate(data)
     except ValidationError as exc:
         raise EventValidationError(
             f"invalid {event_type}: {validation_message(exc, 'data')}", event_type=event_type
         ) from exc
+    return validated
 
 
 def decode_envelope(raw: bytes | str | dict[str, Any]) -> Envelope[Any]:
@@ -148,6 +156,7 @@ def decode_envelope(raw: bytes | str | dict[str, Any]) -> Envelope[Any]:
     except ValidationError as exc:
         raise EventValidationError(f"invalid envelope: {validation_message(exc)}") from exc
     data = validate_data(loose.type, loose.data)
-    return Envelope[type(data)].model_validate(  # type: ignore[misc]
+    typed: Envelope[Any] = Envelope[type(data)].model_validate(  # type: ignore[misc]
         {**loose.model_dump(exclude={"data"}), "data": data}
     )
+    return typed

@@ -34,7 +34,7 @@ class Envelope(BaseModel, Generic[DataT]):
     data: DataT
 
 
-class RawEnvelope(Envelope[Any]):  # type: ignore[type-var]
+class RawEnvelope(Envelope[Any]):
     """An envelope whose `data` is not yet validated against its event model."""
 
     data: dict[str, Any]

@@ -52,7 +52,7 @@ def preferred_port(folder: Path) -> int | None:
     if not init.is_file():
         return None
     for node in ast.parse(init.read_text()).body:
-        target = node.target if isinstance(node, ast.AnnAssign) else None
+        target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
         value = getattr(node, "value", None)
