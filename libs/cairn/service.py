@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from cairn.bus import ProcessedLedger, build_broker, ensure_topics, publish_event, subscribe
 from cairn.contracts.catalogue import load_contract_modules
 from cairn.contracts.envelope import Envelope
-from cairn.http import create_api
+from cairn.http import DEFAULT_MAX_BODY_BYTES, create_api
 from cairn.settings import CairnSettings, get_settings
 from cairn.store import open_store
 from cairn.store.base import ObjectStore
@@ -46,6 +46,7 @@ class Service:
         name: the service name; the source of its events and the default consumer group suffix.
         settings: kernel settings (default: read from the environment).
         store: the object store (default: `open_store(settings=settings)`).
+        max_body_bytes: larger HTTP request bodies are refused with 413.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class Service:
         *,
         settings: CairnSettings | None = None,
         store: ObjectStore | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self.name = name
         self.settings = settings if settings is not None else get_settings()
@@ -61,7 +63,10 @@ class Service:
         self.store = store if store is not None else open_store(settings=self.settings)
         self.broker: KafkaBroker = build_broker(self.settings, client_id=f"cairn-{name}")
         self.api: FastAPI = create_api(
-            name, self.settings, readiness={"broker": self._broker_ready}
+            name,
+            self.settings,
+            readiness={"broker": self._broker_ready},
+            max_body_bytes=max_body_bytes,
         )
         self._ledgers: dict[str, ProcessedLedger] = {}
         self._wrap_lifespan()
@@ -71,7 +76,11 @@ class Service:
         return f"cairn.{self.name}"
 
     def on(
-        self, event_model: type[BaseModel], group: str | None = None, worker_pool: bool = False
+        self,
+        event_model: type[BaseModel],
+        group: str | None = None,
+        worker_pool: bool = False,
+        **consumer_overrides: Any,
     ) -> Callable[[HandlerT], HandlerT]:
         """Subscribe the decorated handler to an event type (manual commit, retries, DLQ, dedupe).
 
@@ -79,6 +88,8 @@ class Service:
             event_model: the event's data model, registered in the catalogue.
             group: the consumer group (default `cairn.<service name>`).
             worker_pool: the handler runs in a scalable worker pool (shorter session timeouts).
+            **consumer_overrides: aiokafka consumer options, e.g. `max_poll_interval_ms` for
+                handlers that run longer than aiokafka's default 5 minutes.
         """
         group_id = group or self.default_group
 
@@ -91,6 +102,7 @@ class Service:
                 ledger=self._ledger(group_id),
                 settings=self.settings,
                 worker_pool=worker_pool,
+                **consumer_overrides,
             )
             return handler
 

@@ -196,7 +196,7 @@ def test_new_event_and_new_service_show_up_and_vanish(tmp_path: Path) -> None:
         for op in asyncapi["operations"].values()
         if op["action"] == "receive"
     ]
-    assert received == ["cairn.acme.widget-polished"]
+    assert "cairn.acme.widget-polished" in received
     assert list(asyncapi["servers"]) == ["kafka"]
     assert "acme-kafka" not in (out / "asyncapi.yaml").read_text()
     openapi = json.loads((out / "openapi" / "acme.json").read_text())

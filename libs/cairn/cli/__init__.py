@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cairn.cli import contracts_cmd, events_cmd, runtime_cmd
+from cairn.cli import contracts_cmd, datasets_cmd, events_cmd, features_cmd, runtime_cmd
 
 app = typer.Typer(
     name="cairn",
@@ -15,6 +15,8 @@ app = typer.Typer(
 runtime_cmd.register(app)
 events_cmd.register(app)
 contracts_cmd.register(app)
+datasets_cmd.register(app)
+features_cmd.register(app)
 
 
 def main() -> None:

@@ -350,6 +350,9 @@ class FeatureIngestionCompleted(_Data):
     records_written: int = Field(ge=0)
     records_rejected: int = Field(ge=0)
     source: str
+    rejections: list[str] = Field(
+        default_factory=list, max_length=100, description="Why the first rejected records failed."
+    )
 
 
 @event(owner="featurestore", key="training_set_name")

@@ -1,0 +1,1 @@
+"""deployer: endpoint configs, variants, weights and rollouts with automatic rollback."""

@@ -1,0 +1,5 @@
+"""`python -m services.deployer` runs the deployer service."""
+
+from services.deployer.app import service
+
+service.run()

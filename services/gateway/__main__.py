@@ -1,0 +1,5 @@
+"""`python -m services.gateway` runs the inference gateway."""
+
+from services.gateway.app import run, service
+
+run(service)

@@ -1,0 +1,168 @@
+"""Data capture in SageMaker's layout: `<prefix>/<endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl`.
+
+The request path samples with one random draw and appends a tuple to a buffer; serialising and
+writing happen in a thread every `flush_s` seconds or `flush_records` records, and each written
+file is announced with an `InferenceCaptured` event. Each line is SageMaker's capture record
+(`captureData.endpointInput/endpointOutput`, `eventMetadata.eventId/inferenceId/inferenceTime`),
+so tools written for SageMaker Model Monitor read it unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cairn.contracts.events import InferenceCaptured
+from cairn.store.base import ObjectStore
+
+log = logging.getLogger("cairn.gateway.capture")
+
+_TEXT_ENCODINGS = {"text/csv": "CSV", "application/json": "JSON", "application/jsonlines": "JSON"}
+
+
+@dataclass(frozen=True, slots=True)
+class Captured:
+    """One request/response pair as it was on the wire."""
+
+    endpoint: str
+    variant: str
+    at: float  # POSIX seconds
+    inference_id: str | None
+    custom_attributes: str | None
+    input_type: str
+    input_body: bytes
+    output_type: str
+    output_body: bytes
+
+
+def _payload(content_type: str, body: bytes, mode: str) -> dict[str, Any]:
+    encoding = _TEXT_ENCODINGS.get(content_type)
+    if encoding is not None:
+        try:
+            data = body.decode()
+        except UnicodeDecodeError:
+            encoding = None
+    if encoding is None:
+        encoding, data = "BASE64", base64.b64encode(body).decode()
+    return {"observedContentType": content_type, "mode": mode, "data": data, "encoding": encoding}
+
+
+def capture_line(record: Captured) -> str:
+    """One JSON line in SageMaker's data-capture format."""
+    metadata: dict[str, Any] = {
+        "eventId": str(uuid.uuid4()),
+        "inferenceTime": datetime.fromtimestamp(record.at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    if record.inference_id is not None:
+        metadata["inferenceId"] = record.inference_id
+    if record.custom_attributes is not None:
+        metadata["customAttributes"] = record.custom_attributes
+    document = {
+        "captureData": {
+            "endpointInput": _payload(record.input_type, record.input_body, "INPUT"),
+            "endpointOutput": _payload(record.output_type, record.output_body, "OUTPUT"),
+        },
+        "eventMetadata": metadata,
+        "eventVersion": "0",
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
+def capture_key(prefix: str, endpoint: str, variant: str, at: float) -> str:
+    """`<prefix>/<endpoint>/<variant>/yyyy/mm/dd/hh/<mm-ss-mmm-uuid>.jsonl` (first record time)."""
+    moment = datetime.fromtimestamp(at, UTC)
+    name = f"{moment:%M-%S}-{moment.microsecond // 1000:03d}-{uuid.uuid4()}.jsonl"
+    return f"{prefix.strip('/')}/{endpoint}/{variant}/{moment:%Y/%m/%d/%H}/{name}"
+
+
+def group_by_file(records: list[Captured]) -> dict[tuple[str, str, str], list[Captured]]:
+    """Records per (endpoint, variant, hour folder): each group becomes one file."""
+    groups: dict[tuple[str, str, str], list[Captured]] = {}
+    for record in records:
+        hour = datetime.fromtimestamp(record.at, UTC).strftime("%Y/%m/%d/%H")
+        groups.setdefault((record.endpoint, record.variant, hour), []).append(record)
+    return groups
+
+
+Publisher = Callable[[InferenceCaptured], Awaitable[Any]]
+
+
+class CaptureWriter:
+    """Buffers captured pairs and writes them off the request path."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        publish: Publisher,
+        *,
+        prefix: str = "capture",
+        flush_s: float = 5.0,
+        flush_records: int = 1000,
+    ) -> None:
+        self.store = store
+        self.publish = publish
+        self.prefix = prefix
+        self.flush_s = flush_s
+        self.flush_records = flush_records
+        self._buffer: list[Captured] = []
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, record: Captured) -> None:
+        self._buffer.append(record)
+        if len(self._buffer) >= self.flush_records:
+            self._full.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gateway-capture")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), timeout=self.flush_s)
+            self._full.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("capture flush failed; the records are dropped")
+
+    async def flush(self) -> list[InferenceCaptured]:
+        """Write what is buffered (one file per endpoint, variant and hour) and announce it."""
+        records, self._buffer = self._buffer, []
+        if not records:
+            return []
+        written = await asyncio.to_thread(self._write, records)
+        for event in written:
+            await self.publish(event)
+        return written
+
+    def _write(self, records: list[Captured]) -> list[InferenceCaptured]:
+        events: list[InferenceCaptured] = []
+        for (endpoint, variant, _), group in group_by_file(records).items():
+            key = capture_key(self.prefix, endpoint, variant, group[0].at)
+            body = "".join(capture_line(record) + "\n" for record in group).encode()
+            self.store.put_bytes(key, body, content_type="application/jsonlines")
+            events.append(
+                InferenceCaptured(
+                    endpoint_name=endpoint,
+                    variant_name=variant,
+                    capture_uri=key,
+                    record_count=len(group),
+                )
+            )
+        return events

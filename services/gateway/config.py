@@ -1,0 +1,47 @@
+"""Gateway settings (`CAIRN_GATEWAY_*`): auth, limits, batching, capture and reporting."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """What only the gateway reads; the kernel settings (`CAIRN_*`) say where the store is."""
+
+    model_config = SettingsConfigDict(env_prefix="CAIRN_GATEWAY_", extra="ignore")
+
+    auth: Literal["keys", "none"] = Field(
+        default="keys",
+        description="keys: every invocation needs a Cairn access key (SigV4 or Bearer), even when "
+        "no key exists yet; none: open (only behind a trusted proxy or for local experiments).",
+    )
+    max_body_bytes: int = Field(default=6 * 1024 * 1024, gt=0, description="SageMaker's limit.")
+    default_endpoint: str | None = Field(
+        default=None, description="Served by POST /invocations; default: the only endpoint."
+    )
+    batch_max_size: int = Field(default=64, ge=1, description="Rows stacked into one predict.")
+    batch_max_wait_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Extra wait for a batch to fill once requests queue; 0: batch only what "
+        "arrives while the previous batch runs (no added latency).",
+    )
+    micro_batching: bool = True
+    mme_cache_bytes: int = Field(
+        default=1 << 30, gt=0, description="Memory budget of models loaded by Target-Model."
+    )
+    mme_root: str = Field(
+        default="models/", description="Store prefix a Target-Model path is relative to."
+    )
+    capture_sample_rate: float = Field(
+        default=1.0, ge=0, le=1, description="Share of requests captured (0 turns capture off)."
+    )
+    capture_prefix: str = "capture"
+    capture_flush_s: float = Field(default=5.0, gt=0)
+    capture_flush_records: int = Field(default=1000, ge=1)
+    metrics_report_s: float = Field(default=5.0, gt=0)
+    key_refresh_s: float = Field(default=30.0, gt=0, description="Re-read keys (revocations).")
+    sigv4_max_skew_s: float = Field(default=900.0, gt=0)

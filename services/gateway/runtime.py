@@ -1,0 +1,226 @@
+"""What the gateway serves right now: loaded models (pinned or LRU) and the routing table.
+
+Updates load every model first and then replace the table in one assignment, so a request sees
+either the old endpoint or the new one, never a half-applied state, and none fails in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from cairn.artifacts import LoadedModel, load_model, package_prefix
+from cairn.contracts.events import EndpointUpdated, VariantState
+from cairn.errors import InvalidInput, NotFound
+from cairn.store.base import ObjectStore
+
+from services.gateway.batching import MicroBatcher
+from services.gateway.domain import WeightedChoice, is_newer, serves_traffic
+from services.gateway.metrics import BATCH_ROWS, MODEL_LOAD_SECONDS, VariantMeter
+
+log = logging.getLogger("cairn.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class ServingModel:
+    """A loaded model and its batcher; shared by every variant that deploys the same package."""
+
+    uri: str
+    model: LoadedModel
+    batcher: MicroBatcher
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class VariantRuntime:
+    name: str
+    state: VariantState
+    serving: ServingModel
+    meter: VariantMeter
+
+
+class EndpointRuntime:
+    """One endpoint revision, ready to route: variants by name, weights, shadow."""
+
+    __slots__ = ("_choice", "name", "production", "revision", "shadow", "status", "variants")
+
+    def __init__(
+        self,
+        update: EndpointUpdated,
+        production: list[VariantRuntime],
+        shadow: VariantRuntime | None,
+    ) -> None:
+        self.name = update.endpoint_name
+        self.revision = update.revision
+        self.status = update.status
+        self.production = production
+        self.variants = {variant.name: variant for variant in production}
+        self.shadow = shadow
+        self._choice = WeightedChoice([variant.state.weight for variant in production])
+
+    def pick(self, draw: float) -> VariantRuntime | None:
+        index = self._choice.pick(draw)
+        return None if index is None else self.production[index]
+
+
+class ModelCache:
+    """Models by package URI: deployed ones stay; Target-Model ones are evicted LRU by size."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        executor: Executor,
+        *,
+        budget_bytes: int,
+        batch_max_rows: int,
+        batch_max_wait_s: float,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.budget_bytes = budget_bytes
+        self.batch_max_rows = batch_max_rows
+        self.batch_max_wait_s = batch_max_wait_s
+        self._models: OrderedDict[str, ServingModel] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[ServingModel]] = {}
+        self.pinned: frozenset[str] = frozenset()
+
+    def __contains__(self, uri: str) -> bool:
+        return uri in self._models
+
+    def cached(self, uri: str) -> ServingModel | None:
+        serving = self._models.get(uri)
+        if serving is not None:
+            self._models.move_to_end(uri)
+        return serving
+
+    async def get(self, uri: str) -> ServingModel:
+        """The loaded model at `uri`, loading it once however many requests ask at the same time."""
+        serving = self.cached(uri)
+        if serving is not None:
+            return serving
+        pending = self._loading.get(uri)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[ServingModel] = asyncio.get_running_loop().create_future()
+        self._loading[uri] = future
+        try:
+            serving = await asyncio.to_thread(self._load, uri)
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must log it
+            raise
+        finally:
+            self._loading.pop(uri, None)
+        self._models[uri] = serving
+        future.set_result(serving)
+        self._evict()
+        return serving
+
+    def _load(self, uri: str) -> ServingModel:
+        started = time.perf_counter()
+        model = load_model(self.store, uri)
+        size = sum(info.size for info in self.store.list(uri))
+        MODEL_LOAD_SECONDS.labels(uri).observe(time.perf_counter() - started)
+        rows = BATCH_ROWS.labels(uri)
+        batcher = MicroBatcher(
+            model.predict,
+            self.executor,
+            max_batch_rows=self.batch_max_rows,
+            max_wait_s=self.batch_max_wait_s,
+            on_batch=rows.observe,
+        )
+        log.info("loaded model %s (%d bytes) in %.3fs", uri, size, time.perf_counter() - started)
+        return ServingModel(uri, model, batcher, size)
+
+    def pin(self, uris: frozenset[str]) -> None:
+        """Models deployed on endpoints; only the others count against the budget."""
+        self.pinned = uris
+        self._evict()
+
+    def _evict(self) -> None:
+        unpinned = [uri for uri in self._models if uri not in self.pinned]
+        used = sum(self._models[uri].size_bytes for uri in unpinned)
+        for uri in unpinned:  # oldest first
+            if used <= self.budget_bytes:
+                break
+            used -= self._models.pop(uri).size_bytes
+            log.info("evicted model %s from the multi-model cache", uri)
+
+
+class RoutingTable:
+    """Endpoints by name; replaced whole on every change (readers never lock)."""
+
+    def __init__(self, cache: ModelCache, make_meter: Callable[[str, str], VariantMeter]) -> None:
+        self.cache = cache
+        self.endpoints: dict[str, EndpointRuntime] = {}
+        self.revisions: dict[str, int] = {}
+        self._make_meter = make_meter
+        self._meters: dict[tuple[str, str], VariantMeter] = {}
+        self._lock = asyncio.Lock()
+
+    def get(self, name: str) -> EndpointRuntime:
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            raise NotFound(f"endpoint {name!r} does not exist or serves no traffic", endpoint=name)
+        return endpoint
+
+    async def apply(self, update: EndpointUpdated) -> bool:
+        """Apply a desired state if it is newer; returns whether the table changed."""
+        async with self._lock:  # updates apply in order; requests never wait on this lock
+            if not is_newer(self.revisions.get(update.endpoint_name), update):
+                return False
+            endpoints = dict(self.endpoints)
+            if serves_traffic(update):
+                endpoints[update.endpoint_name] = await self._build(update)
+            else:
+                endpoints.pop(update.endpoint_name, None)
+            self.endpoints = endpoints
+            self.revisions[update.endpoint_name] = update.revision
+            self.cache.pin(
+                frozenset(
+                    variant.serving.uri
+                    for endpoint in endpoints.values()
+                    for variant in [*endpoint.production, endpoint.shadow]
+                    if variant is not None
+                )
+            )
+            log.info(
+                "endpoint %s at revision %d (%s): %s",
+                update.endpoint_name,
+                update.revision,
+                update.status,
+                ", ".join(f"{v.variant_name}={v.weight:g}" for v in update.production_variants)
+                or "removed",
+            )
+            return True
+
+    async def _build(self, update: EndpointUpdated) -> EndpointRuntime:
+        specs = list(update.production_variants)
+        names = [spec.variant_name for spec in specs]
+        if len(set(names)) != len(names):
+            raise InvalidInput(f"endpoint {update.endpoint_name} repeats a variant name: {names}")
+        if update.shadow_variant is not None:
+            specs.append(update.shadow_variant)
+        uris = [package_prefix(spec.artifact_uri, self.cache.store) for spec in specs]
+        servings = await asyncio.gather(*(self.cache.get(uri) for uri in uris))
+        runtimes = [
+            VariantRuntime(spec.variant_name, spec, serving, self._meter(update, spec))
+            for spec, serving in zip(specs, servings, strict=True)
+        ]
+        shadow = runtimes.pop() if update.shadow_variant is not None else None
+        return EndpointRuntime(update, runtimes, shadow)
+
+    def _meter(self, update: EndpointUpdated, spec: VariantState) -> VariantMeter:
+        key = (update.endpoint_name, spec.variant_name)
+        meter = self._meters.get(key)
+        if meter is None:
+            meter = self._meters[key] = self._make_meter(*key)
+        return meter
+
+    def meters(self) -> list[VariantMeter]:
+        return list(self._meters.values())

@@ -1,0 +1,1 @@
+"""ingest: datasets from uploads and store prefixes, checked, profiled, versioned as Parquet."""

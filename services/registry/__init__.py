@@ -1,0 +1,1 @@
+"""registry: model package groups, versions, approval, aliases, lineage (Model Registry)."""

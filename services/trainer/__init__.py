@@ -1,0 +1,1 @@
+"""trainer: training jobs (built-in algorithms, bring-your-own scripts, containers)."""

@@ -1,0 +1,59 @@
+"""Built-in training algorithms, one module each; `ALGORITHMS` maps a job's name to one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cairn.errors import InvalidInput
+
+from services.trainer.algorithms.base import (
+    Algorithm,
+    InvalidHyperparameters,
+    RuntimeExceeded,
+    TrainedModel,
+    TrainingContext,
+)
+from services.trainer.algorithms.kmeans import KMeansAlgorithm
+from services.trainer.algorithms.knn import KNNAlgorithm
+from services.trainer.algorithms.linear_learner import LinearLearner
+from services.trainer.algorithms.pca import PCAAlgorithm
+from services.trainer.algorithms.random_cut_forest import RandomCutForest
+from services.trainer.algorithms.xgboost_algo import XGBoostAlgorithm
+
+ALGORITHMS: dict[str, Algorithm[Any]] = {
+    algorithm.name: algorithm
+    for algorithm in (
+        XGBoostAlgorithm(),
+        LinearLearner(),
+        KMeansAlgorithm(),
+        PCAAlgorithm(),
+        KNNAlgorithm(),
+        RandomCutForest(),
+    )
+}
+
+
+class UnknownAlgorithm(InvalidInput):
+    code = "unknown_algorithm"
+
+
+def get_algorithm(name: str) -> Algorithm[Any]:
+    """The built-in algorithm called `name`; UnknownAlgorithm lists the ones there are."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        raise UnknownAlgorithm(
+            f"unknown algorithm {name!r}; built-ins: {sorted(ALGORITHMS)} (or 'script')"
+        ) from None
+
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "InvalidHyperparameters",
+    "RuntimeExceeded",
+    "TrainedModel",
+    "TrainingContext",
+    "UnknownAlgorithm",
+    "get_algorithm",
+]

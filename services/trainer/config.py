@@ -1,0 +1,25 @@
+"""Trainer settings (`CAIRN_TRAINER_*`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrainerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAIRN_TRAINER_", extra="ignore")
+
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    heartbeat_s: float = Field(default=2.0, gt=0, description="Job doc heartbeat + log flush.")
+    lease_s: float = Field(
+        default=30.0, gt=0, description="A job whose heartbeat is older is taken over."
+    )
+    max_poll_interval_ms: int = Field(
+        default=24 * 3600 * 1000, ge=60_000, description="Longest a worker may hold one job."
+    )
+    models_prefix: str = Field(default="models", description="Store prefix of model packages.")
+    scratch_dir: Path | None = Field(default=None, description="Temp root for script jobs.")

@@ -1,0 +1,151 @@
+"""Training-job rules: the job document, request fingerprints and what a delivery should do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from cairn.contracts.envelope import utc_now
+from cairn.contracts.events import TrainingJobFailed, TrainingJobRequested
+from pydantic import BaseModel, ConfigDict, Field
+
+JOBS_PREFIX = "trainer/jobs"
+REJECTIONS_PREFIX = "trainer/rejections"
+
+JobStatus = Literal["Pending", "InProgress", "Completed", "Failed"]
+FailureCode = Literal[
+    "invalid_hyperparameters", "invalid_input", "runtime_exceeded", "algorithm_error", "internal"
+]
+Decision = Literal["create", "claim", "wait", "reject", "done", "republish"]
+TERMINAL: frozenset[str] = frozenset({"Completed", "Failed"})
+
+
+class TrainingJob(BaseModel):
+    """The durable state of one job (`trainer/jobs/<job_name>.json`), DescribeTrainingJob-like."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_name: str
+    request: TrainingJobRequested
+    request_sha256: str
+    request_event_id: str | None = None
+    status: JobStatus = "Pending"
+    attempt: int = Field(default=0, ge=0)
+    worker_id: str | None = None
+    created_at: datetime = Field(default_factory=utc_now)
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    ended_at: datetime | None = None
+    device: Literal["cpu", "gpu"] | None = None
+    iteration: int | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    artifact_uri: str | None = None
+    training_time_s: float | None = None
+    total_time_s: float | None = None
+    failure_reason: str | None = None
+    failure_code: FailureCode | None = None
+
+
+class JobRejection(BaseModel):
+    """A request that reused an existing job name with different content; the job is untouched."""
+
+    job_name: str
+    event_id: str
+    request_sha256: str
+    reason: str
+    rejected_at: datetime = Field(default_factory=utc_now)
+
+
+class JobFailure(Exception):
+    """A job outcome (not a handler bug): the job ends Failed with this code and reason."""
+
+    def __init__(self, code: FailureCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code: FailureCode = code
+        self.reason = reason
+
+
+def job_key(job_name: str) -> str:
+    return f"{job_name}.json"
+
+
+def logs_key(job_name: str) -> str:
+    return f"{JOBS_PREFIX}/{job_name}/logs.txt"
+
+
+def package_prefix_for(request: TrainingJobRequested, models_prefix: str) -> str:
+    """Deterministic: a re-run of the same job overwrites its own package and nothing else."""
+    base = (request.output_uri or models_prefix).strip("/")
+    return f"{base}/{request.job_name}/"
+
+
+def request_fingerprint(request: TrainingJobRequested) -> str:
+    """The same content gives the same digest, whatever the key order of its dicts."""
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def decide(
+    job: TrainingJob | None,
+    *,
+    fingerprint: str,
+    event_id: str,
+    worker_id: str,
+    now: datetime,
+    lease_s: float,
+) -> Decision:
+    """What a worker does with a delivered request, given the job document as it is now."""
+    if job is None:
+        return "create"
+    if job.request_sha256 != fingerprint:
+        return "reject"
+    if job.status in TERMINAL:
+        # The same message again means we may have crashed before publishing the outcome.
+        return "republish" if job.request_event_id == event_id else "done"
+    if job.status == "Pending":
+        return "claim"
+    stale = job.heartbeat_at is None or now - job.heartbeat_at > timedelta(seconds=lease_s)
+    if stale or job.worker_id == worker_id:
+        return "claim"
+    return "wait"
+
+
+def claimed(job: TrainingJob, *, event_id: str, worker_id: str, now: datetime) -> TrainingJob:
+    """The job taken by this worker for a new attempt."""
+    return job.model_copy(
+        update={
+            "status": "InProgress",
+            "attempt": job.attempt + 1,
+            "worker_id": worker_id,
+            "request_event_id": event_id,
+            "started_at": job.started_at or now,
+            "heartbeat_at": now,
+            "metrics": {},
+            "iteration": None,
+        }
+    )
+
+
+def failed_event(job: TrainingJob) -> TrainingJobFailed:
+    return TrainingJobFailed(
+        job_name=job.job_name,
+        reason=job.failure_reason or "unknown",
+        failure_code=job.failure_code or "internal",
+    )
+
+
+def summary(job: TrainingJob) -> dict[str, Any]:
+    """The list view of a job (ListTrainingJobs)."""
+    return {
+        "job_name": job.job_name,
+        "algorithm": job.request.algorithm,
+        "status": job.status,
+        "created_at": job.created_at.isoformat(),
+        "ended_at": job.ended_at.isoformat() if job.ended_at else None,
+        "device": job.device,
+        "metrics": job.metrics,
+        "artifact_uri": job.artifact_uri,
+        "failure_reason": job.failure_reason,
+    }

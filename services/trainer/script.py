@@ -1,0 +1,224 @@
+"""Bring-your-own training: a user's script (subprocess) or image (Docker), SageMaker-style.
+
+The job gets an `/opt/ml`-like tree under a temp root: `input/data/<channel>/` (files copied from
+the store), `input/config/hyperparameters.json`, `model/` (packaged afterwards), `output/data/`
+and `output/failure` (its text becomes the failure reason). Env vars `SM_MODEL_DIR`,
+`SM_CHANNELS`, `SM_CHANNEL_<NAME>`, `SM_HPS`, `SM_HP_<NAME>`, `SM_OUTPUT_DATA_DIR`, ... and the
+hyperparameters as `--name value` arguments follow SageMaker's script mode. Such packages have
+framework `script`; serving them is out of scope for now (`load_model` refuses them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cairn.artifacts import Lineage, ModelManifest, Signature, write_model_package
+from cairn.contracts.events import TrainingJobRequested
+from cairn.errors import InvalidInput
+from cairn.store.base import ObjectStore
+
+from services.trainer.algorithms import RuntimeExceeded, TrainingContext
+from services.trainer.channels import ChannelFiles, download_channel, resolve_channel
+from services.trainer.domain import JobFailure
+
+if TYPE_CHECKING:
+    from services.trainer.execution import JobResult
+
+DEFAULT_SCRIPT = "train.py"
+_TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+_POLL_S = 0.1
+
+
+def run_script_job(
+    store: ObjectStore,
+    request: TrainingJobRequested,
+    package_prefix: str,
+    ctx: TrainingContext,
+    scratch_dir: Path | None,
+) -> JobResult:
+    """Run a script or image job and package its model dir."""
+    from services.trainer.execution import JobResult, lineage
+
+    with tempfile.TemporaryDirectory(prefix=f"cairn-{request.job_name}-", dir=scratch_dir) as tmp:
+        ml = Path(tmp) / "opt" / "ml"
+        channels = _prepare_tree(store, request, ml)
+        env = sagemaker_env(request, ml, channels, gpu=ctx.use_gpu)
+        args = hyperparameter_args(request.hyperparameters)
+        started = time.monotonic()
+        if request.image:
+            from services.trainer.container import run_container
+
+            code = run_container(request.image, ml, env, args, ctx)
+        else:
+            code = _run_subprocess(store, request, ml, env, args, ctx)
+        training_time_s = time.monotonic() - started
+        if ctx.should_stop():
+            raise RuntimeExceeded("max_runtime_s passed while the script ran")
+        if code != 0:
+            raise JobFailure("algorithm_error", _failure_reason(ml, code))
+        files = {
+            str(path.relative_to(ml / "model")): path
+            for path in sorted((ml / "model").rglob("*"))
+            if path.is_file()
+        }
+        if not files:
+            raise JobFailure("algorithm_error", "the script wrote nothing to SM_MODEL_DIR")
+        metrics = _metrics(ml)
+        manifest = ModelManifest(
+            framework="script",
+            framework_version=f"python{sys.version_info.major}.{sys.version_info.minor}",
+            algorithm=request.algorithm,
+            task="custom",
+            signature=Signature(),
+            metrics=metrics,
+            lineage=Lineage.model_validate(lineage(request, channels).model_dump()),
+            device="gpu" if ctx.use_gpu else "cpu",
+            details={"entry_point": request.entry_point, "image": request.image},
+        )
+        uri = write_model_package(store, package_prefix, manifest, files)
+        ctx.log(f"model package written to {uri} ({len(files)} files)")
+        return JobResult(uri, metrics, manifest.device, training_time_s)
+
+
+def sagemaker_env(
+    request: TrainingJobRequested, ml: Path, channels: list[ChannelFiles], *, gpu: bool
+) -> dict[str, str]:
+    """The SM_* variables of SageMaker's script mode, pointing into `ml`."""
+    hps = {name: value for name, value in request.hyperparameters.items()}
+    env = {
+        "SM_MODEL_DIR": str(ml / "model"),
+        "SM_INPUT_DIR": str(ml / "input"),
+        "SM_INPUT_DATA_DIR": str(ml / "input" / "data"),
+        "SM_INPUT_CONFIG_DIR": str(ml / "input" / "config"),
+        "SM_OUTPUT_DIR": str(ml / "output"),
+        "SM_OUTPUT_DATA_DIR": str(ml / "output" / "data"),
+        "SM_CHANNELS": json.dumps(sorted(c.name for c in channels)),
+        "SM_HPS": json.dumps(hps),
+        "SM_USER_ARGS": json.dumps(hyperparameter_args(request.hyperparameters)),
+        "SM_CURRENT_HOST": "algo-1",
+        "SM_HOSTS": json.dumps(["algo-1"]),
+        "SM_NUM_CPUS": str(os.cpu_count() or 1),
+        "SM_NUM_GPUS": "1" if gpu else "0",
+        "SM_TRAINING_JOB_NAME": request.job_name,
+        "PYTHONUNBUFFERED": "1",
+    }
+    for c in channels:
+        env[f"SM_CHANNEL_{c.name.upper()}"] = str(ml / "input" / "data" / c.name)
+    for name, value in hps.items():
+        env[f"SM_HP_{name.upper()}"] = _hp_text(value)
+    return env
+
+
+def hyperparameter_args(hyperparameters: dict[str, Any]) -> list[str]:
+    args: list[str] = []
+    for name, value in hyperparameters.items():
+        args += [f"--{name}", _hp_text(value)]
+    return args
+
+
+def _hp_text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _prepare_tree(
+    store: ObjectStore, request: TrainingJobRequested, ml: Path
+) -> list[ChannelFiles]:
+    for folder in ("model", "output/data", "input/config", "code"):
+        (ml / folder).mkdir(parents=True, exist_ok=True)
+    config = ml / "input" / "config"
+    hps = {name: _hp_text(value) for name, value in request.hyperparameters.items()}
+    (config / "hyperparameters.json").write_text(json.dumps(hps))
+    (config / "inputdataconfig.json").write_text(
+        json.dumps({c.name: {"ContentType": c.content_type} for c in request.input_channels})
+    )
+    channels = []
+    for input_channel in request.input_channels:
+        files = resolve_channel(store, input_channel)
+        download_channel(store, files, ml / "input" / "data" / input_channel.name)
+        channels.append(files)
+    return channels
+
+
+def _fetch_code(store: ObjectStore, entry_point: str, code_dir: Path) -> Path:
+    """Download the script (or unpack the source tar) and return the script to run."""
+    key, _, script_name = entry_point.partition("#")
+    target = code_dir / key.rsplit("/", 1)[-1]
+    store.get_file(key, target)
+    if not key.endswith(_TAR_SUFFIXES):
+        return target
+    with tarfile.open(target) as archive:
+        archive.extractall(code_dir, filter="data")  # refuses absolute paths and `..`
+    target.unlink()
+    script = code_dir / (script_name or DEFAULT_SCRIPT)
+    if not script.is_file():
+        raise InvalidInput(f"{key} has no {script.name}; name the script as `{key}#script.py`")
+    return script
+
+
+def _run_subprocess(
+    store: ObjectStore,
+    request: TrainingJobRequested,
+    ml: Path,
+    env: dict[str, str],
+    args: list[str],
+    ctx: TrainingContext,
+) -> int:
+    if not request.entry_point:
+        raise InvalidInput("algorithm 'script' needs an entry_point (a store key of a .py or tar)")
+    script = _fetch_code(store, request.entry_point, ml / "code")
+    full_env = {**os.environ, **env, "PYTHONPATH": str(script.parent)}
+    ctx.log(f"running {script.name} {' '.join(args)}")
+    process = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        cwd=script.parent,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, so a timeout kills its children too
+    )
+    reader = threading.Thread(target=_pump, args=(process, ctx), daemon=True)
+    reader.start()
+    while process.poll() is None:
+        if ctx.should_stop():
+            os.killpg(process.pid, signal.SIGKILL)
+            break
+        time.sleep(_POLL_S)
+    code = process.wait()
+    reader.join(timeout=5)
+    return code
+
+
+def _pump(process: subprocess.Popen[str], ctx: TrainingContext) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        ctx.log(line.rstrip("\n"))
+
+
+def _failure_reason(ml: Path, code: int) -> str:
+    failure = ml / "output" / "failure"
+    if failure.is_file() and failure.read_text().strip():
+        return failure.read_text().strip()[:2000]
+    return f"the training script exited with code {code} (see the job's logs)"
+
+
+def _metrics(ml: Path) -> dict[str, float]:
+    """Cairn extension: a script may write `output/metrics.json` ({name: number})."""
+    path = ml / "output" / "metrics.json"
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): float(v) for k, v in raw.items() if isinstance(v, int | float)}

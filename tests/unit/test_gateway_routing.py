@@ -1,0 +1,201 @@
+"""Gateway rules: traffic split by weight, revision order, batching, capture layout, v2 shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from cairn.artifacts import load_model
+from cairn.contracts.events import EndpointUpdated
+from cairn.errors import InvalidInput
+from cairn.store import InMemoryObjectStore
+
+from services.gateway.batching import MicroBatcher
+from services.gateway.capture import Captured, CaptureWriter, capture_key
+from services.gateway.domain import (
+    WeightedChoice,
+    endpoint_state_from_document,
+    explanations_requested,
+    is_newer,
+    target_model_prefix,
+)
+from services.gateway.oip import InferRequest, model_metadata, output_tensors
+from tests.unit.test_gateway_payloads import ROWS, make_package
+
+
+def test_weighted_choice_splits_traffic_by_weight():
+    choice = WeightedChoice([1.0, 3.0, 0.0])
+    draws = np.random.default_rng(0).random(20_000)
+    counts = Counter(choice.pick(float(draw)) for draw in draws)
+    assert counts[2] == 0
+    assert counts[1] / len(draws) == pytest.approx(0.75, abs=0.02)
+    assert WeightedChoice([0.0, 0.0]).pick(0.5) is None
+
+
+def test_only_newer_revisions_apply_and_stored_documents_parse():
+    update = EndpointUpdated(endpoint_name="e", revision=3, status="InService")
+    assert is_newer(None, update) and is_newer(2, update)
+    assert not is_newer(3, update) and not is_newer(4, update)
+    stored = {**update.model_dump(mode="json"), "rollout": {"phase": "baking"}, "history": []}
+    assert endpoint_state_from_document(json.dumps(stored).encode()) == update
+
+
+def test_headers_for_explanations_and_target_models():
+    assert explanations_requested("`true`") and explanations_requested("true")
+    assert not explanations_requested("`false`") and not explanations_requested(None)
+    assert target_model_prefix("models/", "job-7") == "models/job-7/"
+    assert target_model_prefix("models/", "models/job-7/manifest.json") == "models/job-7/"
+    with pytest.raises(InvalidInput):
+        target_model_prefix("models/", "../gateway/keys")
+
+
+async def test_concurrent_requests_are_stacked_into_one_predict_and_split_back():
+    calls: list[int] = []
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        calls.append(len(matrix))
+        return matrix.sum(axis=1)
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher = MicroBatcher(predict, executor, max_batch_rows=64)
+        matrices = [np.full((1 + i % 2, 3), i, dtype=np.float32) for i in range(10)]
+        results = await asyncio.gather(*(batcher.predict(m) for m in matrices))
+    for matrix, result in zip(matrices, results, strict=True):
+        np.testing.assert_array_equal(result, matrix.sum(axis=1))
+    assert sum(calls) == 15 and len(calls) < 10  # fewer predict calls than requests
+
+
+async def test_batches_respect_the_row_limit_and_errors_reach_every_waiter():
+    sizes: list[int] = []
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        sizes.append(len(matrix))
+        if (matrix < 0).any():
+            raise ValueError("model failure")
+        return matrix[:, 0]
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher = MicroBatcher(predict, executor, max_batch_rows=4)
+        await asyncio.gather(*(batcher.predict(np.ones((1, 2), np.float32)) for _ in range(12)))
+        assert max(sizes) <= 4
+        failing = [batcher.predict(-np.ones((1, 2), np.float32)) for _ in range(3)]
+        outcomes = await asyncio.gather(*failing, return_exceptions=True)
+    assert all(isinstance(outcome, ValueError) for outcome in outcomes)
+
+
+async def test_capture_files_follow_sagemakers_layout_and_are_announced():
+    store = InMemoryObjectStore()
+    published: list = []
+
+    async def publish(event):
+        published.append(event)
+
+    writer = CaptureWriter(store, publish, prefix="capture", flush_records=100)
+    at = datetime(2026, 11, 3, 14, 5, 9, tzinfo=UTC).timestamp()
+    for index in range(3):
+        writer.add(
+            Captured(
+                "credit", "blue", at, f"id-{index}", None, "text/csv", b"1,2", "text/csv", b"0.5\n"
+            )
+        )
+    writer.add(
+        Captured(
+            "credit",
+            "shadow",
+            at,
+            None,
+            "k=v",
+            "application/json",
+            b"[1]",
+            "application/json",
+            b"{}",
+        )
+    )
+    events = await writer.flush()
+
+    assert sorted((e.variant_name, e.record_count) for e in events) == [("blue", 3), ("shadow", 1)]
+    assert published == events
+    blue = next(e for e in events if e.variant_name == "blue")
+    assert blue.capture_uri.startswith("capture/credit/blue/2026/11/03/14/05-09-")
+    lines = [json.loads(line) for line in store.get_bytes(blue.capture_uri).splitlines()]
+    assert [line["eventMetadata"]["inferenceId"] for line in lines] == ["id-0", "id-1", "id-2"]
+    assert lines[0]["captureData"]["endpointInput"] == {
+        "observedContentType": "text/csv",
+        "mode": "INPUT",
+        "data": "1,2",
+        "encoding": "CSV",
+    }
+    assert lines[0]["captureData"]["endpointOutput"]["data"] == "0.5\n"
+    assert capture_key("capture", "e", "v", at).endswith(".jsonl")
+    assert await writer.flush() == []  # nothing left: no empty files
+
+
+@pytest.fixture(scope="module")
+def model():
+    store = InMemoryObjectStore()
+    return load_model(store, make_package(store, "models/v2/"))
+
+
+def test_v2_tensor_forms_encode_like_csv_rows(model):
+    expected = model.encode_rows(ROWS)
+    flat = [cell for row in ROWS for cell in row]
+    as_matrix = InferRequest(
+        {"inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "BYTES", "data": flat}]}
+    )
+    np.testing.assert_array_equal(as_matrix.matrix(model), expected)
+    columns = list(zip(*ROWS, strict=True))
+    per_column = InferRequest(
+        {
+            "id": "x",
+            "inputs": [
+                {"name": name, "shape": [3], "datatype": dtype, "data": list(values)}
+                for name, dtype, values in zip(
+                    ["income", "age", "debt", "region"],
+                    ["FP32", "INT64", "FP32", "BYTES"],
+                    columns,
+                    strict=True,
+                )
+            ],
+        }
+    )
+    np.testing.assert_array_equal(per_column.matrix(model), expected)
+    assert per_column.id == "x"
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ({}, "inputs"),
+        ({"inputs": [{"name": "a", "shape": [2], "datatype": "FP32", "data": [1]}]}, "needs 2"),
+        ({"inputs": [{"name": "a", "shape": [1], "datatype": "FP99", "data": [1]}]}, "datatype"),
+        ({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": ["x"]}]}, "numbers"),
+        ({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32"}]}, 'no "data"'),
+    ],
+)
+def test_v2_malformed_requests_are_invalid_input(document, reason):
+    with pytest.raises(InvalidInput, match=reason):
+        InferRequest(document)
+
+
+def test_v2_outputs_and_metadata_shapes(model):
+    matrix = model.encode_rows(ROWS)
+    result = model.predict(matrix)
+    (tensor,) = output_tensors(result, model, None)
+    assert tensor == {
+        "name": "probability",
+        "shape": [3],
+        "datatype": "FP32",
+        "data": result.tolist(),
+    }
+    with_contributions = output_tensors(result, model, None, model.explain(matrix))
+    assert with_contributions[1]["shape"] == [3, 5]
+    with pytest.raises(InvalidInput, match="unknown outputs"):
+        output_tensors(result, model, ["nope"])
+    metadata = model_metadata("credit", ["blue"], model)
+    assert metadata["inputs"][3] == {"name": "region", "datatype": "BYTES", "shape": [-1]}
+    assert metadata["versions"] == ["blue"] and metadata["platform"] == "xgboost"
