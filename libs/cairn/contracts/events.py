@@ -376,3 +376,116 @@ class TrainingSetBuilt(_Data):
     training_set_name: str
     dataset_uri: str
     row_count: int = Field(ge=0)
+
+
+# Monitoring and the closed loop ----------------------------------------------------------------
+
+
+@event(owner="monitor", key="endpoint_name")
+class MonitoringScheduleRequested(_Data):
+    """Create, change or delete the monitoring schedule of an endpoint."""
+
+    endpoint_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+    action: Literal["create", "update", "delete"] = "create"
+    interval_s: float = Field(default=3600.0, ge=1)
+    drift_p_value: float = Field(default=0.05, gt=0, lt=1)
+    correction: Literal["bonferroni", "fdr"] = "bonferroni"
+    min_rows: int = Field(default=100, ge=1, description="A run with fewer new rows only waits.")
+
+
+@event(owner="monitor", key="model_package_group")
+class BaselineComputed(_Data):
+    """statistics.json and constraints.json exist for a model version."""
+
+    model_package_group: str
+    model_version: int = Field(ge=1)
+    statistics_uri: str
+    constraints_uri: str
+    row_count: int = Field(ge=0)
+
+
+@event(owner="monitor", key="endpoint_name")
+class MonitoringRunCompleted(_Data):
+    """One scheduled check of an endpoint's captured traffic; the report is in the store."""
+
+    endpoint_name: str
+    run_id: str
+    model_package_group: str
+    model_version: int = Field(ge=1)
+    rows_checked: int = Field(ge=0)
+    report_uri: str
+    violations: list[str] = Field(default_factory=list)
+    drifted_features: list[str] = Field(default_factory=list)
+    quality_metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class FeatureDrift(_Data):
+    feature: str
+    test: Literal["ks", "chi2"]
+    statistic: float
+    p_value: float
+    threshold: float
+
+
+@event(owner="monitor", key="endpoint_name")
+class DriftDetected(_Data):
+    """A monitoring run found drift or a data-quality violation on an endpoint."""
+
+    endpoint_name: str
+    run_id: str
+    model_package_group: str
+    model_version: int = Field(ge=1)
+    features: list[FeatureDrift] = Field(default_factory=list)
+    violations: list[str] = Field(default_factory=list)
+    report_uri: str
+
+
+@event(owner="monitor", key="endpoint_name")
+class GroundTruthRecorded(_Data):
+    """True labels for captured inferences, joined by inference id."""
+
+    endpoint_name: str
+    labels: dict[str, float | int | str] = Field(
+        min_length=1, max_length=100_000, description="inference id -> true label"
+    )
+
+
+@event(owner="monitor", key="model_package_group")
+class RetrainRequested(_Data):
+    """A retraining policy decided to retrain a group because of drift."""
+
+    model_package_group: str
+    endpoint_name: str
+    reason: str
+    drift_run_id: str
+    base_training_job: str
+    new_training_job: str
+
+
+@event(owner="monitor", key="model_package_group")
+class ChallengerEvaluated(_Data):
+    """A retrained version was compared with the champion on the same holdout."""
+
+    model_package_group: str
+    challenger_version: int = Field(ge=1)
+    champion_version: int | None = Field(default=None, ge=1)
+    metric: str
+    challenger_score: float
+    champion_score: float | None = None
+    margin: float
+    promoted: bool
+    reason: str
+
+
+# Worker pools ----------------------------------------------------------------------------------
+
+
+@event(owner="autoscaler", key="pool")
+class WorkerPoolScaled(_Data):
+    """A worker pool's replica count changed (or a decision was taken), and why."""
+
+    pool: str
+    from_replicas: int = Field(ge=0)
+    to_replicas: int = Field(ge=0)
+    lag: int = Field(ge=0)
+    reason: str
