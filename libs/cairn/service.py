@@ -23,7 +23,14 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
-from cairn.bus import ProcessedLedger, build_broker, ensure_topics, publish_event, subscribe
+from cairn.bus import (
+    ProcessedLedger,
+    build_broker,
+    ensure_topics,
+    publish_event,
+    start_broker,
+    subscribe,
+)
 from cairn.contracts.catalogue import load_contract_modules
 from cairn.contracts.envelope import Envelope
 from cairn.http import DEFAULT_MAX_BODY_BYTES, create_api
@@ -152,7 +159,7 @@ class Service:
         async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
             async with inner(app) as state:
                 await ensure_topics(self.settings)
-                await self.broker.start()
+                await start_broker(self.broker)
                 try:
                     yield state
                 finally:

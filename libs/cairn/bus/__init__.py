@@ -1,6 +1,7 @@
 """The event bus: FastStream + aiokafka with envelopes, at-least-once handling, DLQs and lag.
 
 build_broker      a FastStream KafkaBroker from the settings (security, OpenTelemetry)
+start_broker      start it with every subscriber joining its group concurrently
 publish_event     envelope + catalogue topic + aggregate key, through a broker
 subscribe         decode, dedupe (ProcessedLedger), retry, dead-letter, commit after success
 ensure_topics     create the catalogue's topics and their `.dlq`
@@ -8,7 +9,7 @@ consumer_group_lag  lag that is right on Kafka and on Tansu
 EventProducer / tail_events  for the CLI and SDK, without a FastStream app
 """
 
-from cairn.bus.broker import broker_security, build_broker, kafka_client_options
+from cairn.bus.broker import broker_security, build_broker, kafka_client_options, start_broker
 from cairn.bus.client import EventProducer, TailedEvent, tail_events
 from cairn.bus.lag import GroupLag, PartitionLag, consumer_group_lag
 from cairn.bus.ledger import ProcessedLedger
@@ -51,6 +52,7 @@ __all__ = [
     "envelope_for",
     "kafka_client_options",
     "publish_event",
+    "start_broker",
     "subscribe",
     "tail_events",
 ]

@@ -6,6 +6,7 @@ broker and the bare aiokafka clients (admin, lag, CLI producer/tail) connect the
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any
 
@@ -107,3 +108,17 @@ def build_broker(
         middlewares=middlewares,
         **kwargs,
     )
+
+
+async def start_broker(broker: KafkaBroker) -> None:
+    """Start a broker with all its subscribers joining their groups at once.
+
+    FastStream starts subscribers one after another, and each consumer's group join waits on the
+    coordinator (about half the session timeout on Tansu), so a service with four subscribers took
+    four joins in a row to become ready. Joining concurrently makes start-up one join long.
+    """
+    await broker.connect()
+    await asyncio.gather(*(subscriber.start() for subscriber in broker.subscribers))
+    for publisher in broker.publishers:
+        await publisher.start()
+    broker.running = True
