@@ -4,9 +4,12 @@ Generates (seeded) N feature groups of `ids x timestamps` rows with 4 float feat
 through `OfflineStore.append` to a local store (Parquet partitioned by event date), and an entity
 table of ids, timestamps and a label. Entity times start 4.5 days into the feature history, so about
 20% of entity rows have no earlier row in at least one group (kept with nulls by both joins).
-Both joins read the same files; the values must be identical. Run:
+Both joins read the same files; the values must be identical. The same rows also go to Feast's
+local file offline store (`get_historical_features`, run once in its own venv, bench/.venv-feast,
+created on first use by bench/feast/runner.py); its values must match Cairn's on the rows it
+returns, and the rows it drops are counted. Run:
 
-    .venv/bin/python bench/pit_join.py [--entity-rows 1000000] [--ids 200000] [--groups 5]
+    .venv/bin/python bench/pit_join.py [--entity-rows 1000000] [--ids 200000] [--no-feast]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from cairn.offline import FeatureRef, OfflineStore
 from cairn.store import LocalObjectStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "feast"))
+import runner as feast_runner  # bench/feast is not a package
 
 HISTORY_DAYS = 30
 ENTITY_OFFSET_HOURS = 108  # 4.5 days: ~20% of entity rows predate some group's history
@@ -120,6 +127,12 @@ def main() -> None:
     parser.add_argument(
         "--known-time", action="store_true", help="also time the as_of_known_time mode"
     )
+    parser.add_argument(
+        "--feast",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run Feast's file offline store once on the same rows",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", type=Path, default=None, help="keep the data here (default: temp)")
     args = parser.parse_args()
@@ -131,14 +144,20 @@ def main() -> None:
     groups = [f"g{g}" for g in range(args.groups)]
     con = duckdb.connect()
     start = time.perf_counter()
+    group_rows: dict[str, pa.Table] = {}
     for index, group in enumerate(groups):
         offline.create_group(group, "id", "event_time")
         rows = feature_rows(con, index, args.ids, args.per_id, args.seed)
         size = -(-rows.num_rows // args.batches)
         for offset in range(0, rows.num_rows, size):
             offline.append(group, rows.slice(offset, size))
+        if args.feast:
+            group_rows[group] = rows
     entity = entity_rows(con, args.entity_rows, args.ids, args.seed)
     con.close()
+    if args.feast:
+        feast_runner.write_pit_inputs(root / "feast", entity, group_rows)
+        del group_rows
     print(
         f"data: {args.groups} groups x {args.ids * args.per_id:,} rows "
         f"({args.ids:,} ids x {args.per_id}), {args.entity_rows:,} entity rows, "
@@ -182,8 +201,49 @@ def main() -> None:
             f"ratio cairn / {name}: wall {cairn_s[0] / wall_s:.2f}x, cpu {cairn_s[1] / cpu_s:.2f}x"
             f" (best of {args.runs})"
         )
+    if args.feast:
+        lacking = _any_null(cairn, groups)
+        compare_with_feast(root / "feast", cairn, lacking, feature_names, cairn_s)
     if args.dir is None:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def compare_with_feast(
+    data_dir: Path,
+    cairn: pa.Table,
+    lacking: pa.ChunkedArray,
+    feature_names: list[str],
+    cairn_best: tuple[float, float],
+) -> None:
+    """Run Feast once on the same rows; check its values on the rows it returns, count the rest.
+
+    `lacking` flags the entity rows with no earlier row in some group: exactly those Feast drops.
+    """
+    report, feast = feast_runner.run_pit(data_dir)
+    rows = feast.column("_row")
+    returned = pc.is_in(
+        pa.array(range(cairn.num_rows), pa.int64()), value_set=rows.combine_chunks()
+    )
+    assert pc.invert(returned).equals(lacking.combine_chunks()), (
+        "Feast dropped other rows than those lacking history in some group"
+    )
+    same = cairn.take(rows)
+    for name in feature_names:
+        assert same.column(name).equals(feast.column(name).cast(pa.float64())), (
+            f"Feast's values differ from Cairn's in {name}"
+        )
+    dropped = report["rows_in"] - report["rows_out"]
+    print(
+        f"feast {report['feast_version']} get_historical_features: wall {report['wall_s']:.2f} s, "
+        f"cpu {report['cpu_s']:.2f} s, "
+        f"returned {report['rows_out']:,} of {report['rows_in']:,} entity rows "
+        f"({dropped:,} = {dropped / report['rows_in']:.1%} silently dropped); identical values "
+        f"in all {len(feature_names)} feature columns on the {report['rows_out']:,} rows it returns"
+    )
+    print(
+        f"ratio feast / cairn: wall {report['wall_s'] / cairn_best[0]:.1f}x, "
+        f"cpu {report['cpu_s'] / cairn_best[1]:.1f}x (Feast once, Cairn best of runs)"
+    )
 
 
 def _any_null(table: pa.Table, groups: list[str]) -> pa.ChunkedArray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from cairn.contracts.envelope import Envelope
@@ -16,7 +17,10 @@ from fastapi.responses import PlainTextResponse
 
 from services.trainer.config import TrainerSettings
 from services.trainer.domain import JOBS_PREFIX, TrainingJob, job_key, logs_key, summary
+from services.trainer.gpu import gpu_status
 from services.trainer.handlers import TrainerHandlers
+
+log = logging.getLogger("cairn.trainer")
 
 
 def create_service(
@@ -27,6 +31,8 @@ def create_service(
     """The trainer service; tests pass their own settings and store."""
     service = Service("trainer", settings=settings, store=store)
     config = trainer_settings or TrainerSettings()
+    if config.device == "gpu" and not (usable := gpu_status())[0]:
+        log.warning("GPU-pool worker without a usable GPU (%s): jobs will train on CPU", usable[1])
     handlers = TrainerHandlers(
         service.store, config, lambda data, cause: service.publish(data, cause=cause)
     )

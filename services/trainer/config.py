@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +14,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class TrainerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CAIRN_TRAINER_", extra="ignore")
 
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        default="auto",
+        description=(
+            "auto: use a GPU for jobs that ask for one when one is visible; cpu: never (a "
+            "CPU-pool worker on a GPU host); gpu: a GPU-pool worker (warns when none is visible)."
+        ),
+    )
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     heartbeat_s: float = Field(default=2.0, gt=0, description="Job doc heartbeat + log flush.")
     lease_s: float = Field(

@@ -162,6 +162,8 @@ class TrainerHandlers:
         request = job.request
         job_log = JobLog(self.store, job.job_name)
         usable, why = gpu_status()
+        if self.settings.device == "cpu":
+            usable, why = False, "this worker is in a CPU pool (CAIRN_TRAINER_DEVICE=cpu)"
         device = "gpu" if request.resources.device == "gpu" and usable else "cpu"
         job_log.write(
             f"attempt {job.attempt} on worker {self.settings.worker_id}; "

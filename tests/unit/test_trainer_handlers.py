@@ -244,3 +244,19 @@ async def test_an_image_job_without_docker_fails_with_a_clear_reason(
     await harness.handlers.on_requested(envelope(job))
     (failed,) = harness.of(TrainingJobFailed)
     assert "no Docker engine reachable" in failed.reason
+
+
+async def test_a_cpu_pool_worker_never_uses_a_gpu(
+    store: InMemoryObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CAIRN_TRAINER_DEVICE=cpu keeps a worker off the GPU even when one is visible."""
+    import services.trainer.handlers as trainer_handlers
+
+    monkeypatch.setattr(trainer_handlers, "gpu_status", lambda: (True, "GPU 0: fake"))
+    harness = Harness(store)
+    harness.handlers.settings = TrainerSettings(worker_id="w1", device="cpu")
+    await harness.handlers.on_requested(envelope(request(resources={"device": "gpu"})))
+    [started] = harness.of(TrainingJobStarted)
+    assert started.device == "cpu"
+    [completed] = harness.of(TrainingJobCompleted)
+    assert completed.device == "cpu"

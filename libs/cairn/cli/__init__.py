@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from cairn.cli import contracts_cmd, datasets_cmd, events_cmd, features_cmd, runtime_cmd
+from cairn.cli import (
+    contracts_cmd,
+    datasets_cmd,
+    demo_cmd,
+    endpoints_cmd,
+    events_cmd,
+    features_cmd,
+    models_cmd,
+    monitor_cmd,
+    pools_cmd,
+    runtime_cmd,
+    serve_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="cairn",
@@ -17,6 +30,13 @@ events_cmd.register(app)
 contracts_cmd.register(app)
 datasets_cmd.register(app)
 features_cmd.register(app)
+monitor_cmd.register(app)
+train_cmd.register(app)
+models_cmd.register(app)
+endpoints_cmd.register(app)
+demo_cmd.register(app)
+pools_cmd.register(app)
+serve_cmd.register(app)
 
 
 def main() -> None:

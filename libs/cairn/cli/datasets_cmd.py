@@ -96,6 +96,15 @@ def _answer(response: httpx.Response) -> Any:
     return body
 
 
+def _read_schema(path: Path) -> Any:
+    """The --schema file's JSON; a file that is not JSON is a usage error (exit 2), not a crash."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        message = f"{path} is not valid JSON: {exc}"
+        raise typer.BadParameter(message, param_hint="--schema") from None
+
+
 def _chunks(path: Path, progress: Progress, task: Any) -> Iterator[bytes]:
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
@@ -121,7 +130,7 @@ def upload(
     chosen = file_format or SUFFIX_FORMATS.get(suffix)
     if chosen not in CONTENT_TYPES:
         raise typer.BadParameter("cannot tell the format; pass --format", param_hint="--format")
-    params = {"schema": json.dumps(json.loads(schema.read_text()))} if schema else {}
+    params = {"schema": json.dumps(_read_schema(schema))} if schema else {}
     headers = {**_headers(), "Content-Type": CONTENT_TYPES[chosen]}
     base = ingest_url(url)
     progress = Progress(
@@ -162,7 +171,7 @@ def register_prefix(
     """Register the objects under a store prefix as a new version of dataset NAME."""
     body: dict[str, Any] = {"source_uri": source_uri, "format": file_format}
     if schema is not None:
-        body["declared_schema"] = json.loads(schema.read_text())
+        body["declared_schema"] = _read_schema(schema)
     response = httpx.post(
         f"{ingest_url(url)}/datasets/{name}/register",
         json=body,

@@ -148,6 +148,17 @@ class ModelApprovalChanged(_Data):
     reason: str = ""
 
 
+@event(owner="registry", key="model_package_group")
+class ModelApprovalRequested(_Data):
+    """Ask the registry to approve or reject a version (the event form of the approval API)."""
+
+    model_package_group: str
+    version: int = Field(ge=1)
+    approval_status: Literal["Approved", "Rejected"]
+    requested_by: str
+    reason: str = ""
+
+
 # Deployment ------------------------------------------------------------------------------------
 
 

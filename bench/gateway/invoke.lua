@@ -1,0 +1,23 @@
+-- wrk script: POST one CSV row (BENCH_BODY) with BENCH_CONTENT_TYPE and an optional
+-- BENCH_AUTHORIZATION header; prints one JSON line (prefixed BENCH_RESULT) that run.py parses.
+
+wrk.method = "POST"
+wrk.body = os.getenv("BENCH_BODY")
+wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "text/csv"
+wrk.headers["Accept"] = os.getenv("BENCH_ACCEPT") or "text/csv"
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization ~= nil and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
+end
+
+function done(summary, latency, requests)
+  local errors = summary.errors
+  io.write(string.format(
+    'BENCH_RESULT {"requests":%d,"duration_us":%d,"connect_errors":%d,"read_errors":%d,'
+      .. '"write_errors":%d,"status_errors":%d,"timeouts":%d,'
+      .. '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, errors.connect, errors.read, errors.write,
+    errors.status, errors.timeout,
+    latency:percentile(50.0), latency:percentile(90.0), latency:percentile(99.0),
+    latency.max, latency.mean))
+end

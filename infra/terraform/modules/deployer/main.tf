@@ -1,0 +1,13 @@
+# deployer: Endpoint configs, variants, rollouts with auto-rollback.
+module "service" {
+  source = "../cairn-service"
+
+  name                       = "deployer"
+  service                    = "deployer"
+  namespace                  = var.namespace
+  image                      = var.image
+  replicas                   = var.replicas
+  resources                  = var.resources
+  env                        = merge(var.settings, var.extra_settings)
+  s3_credentials_secret_name = var.s3_credentials_secret_name
+}

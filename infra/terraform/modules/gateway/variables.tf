@@ -1,0 +1,64 @@
+variable "namespace" {
+  description = "Namespace to deploy into."
+  type        = string
+}
+
+variable "image" {
+  description = "Cairn image (infra/docker/Dockerfile)."
+  type        = string
+}
+
+variable "settings" {
+  description = "Shared CAIRN_* settings (Kafka, store, telemetry) from the root module."
+  type        = map(string)
+}
+
+variable "extra_settings" {
+  description = "More CAIRN_* settings for this service only (override the shared ones)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "s3_credentials_secret_name" {
+  description = "Secret with the S3 `access-key` and `secret-key`; null for IAM roles."
+  type        = string
+  default     = null
+}
+
+variable "replicas" {
+  description = "Replicas of the service."
+  type        = number
+  default     = 1
+}
+
+variable "resources" {
+  description = "Container requests and limits."
+  type = object({
+    requests = map(string)
+    limits   = map(string)
+  })
+  default = {
+    requests = { cpu = "250m", memory = "512Mi" }
+    limits   = { cpu = "1", memory = "1Gi" }
+  }
+}
+
+variable "service_type" {
+  description = "Kubernetes Service type of the gateway (LoadBalancer to expose it)."
+  type        = string
+  default     = "ClusterIP"
+}
+
+variable "hpa" {
+  description = "CPU HorizontalPodAutoscaler; null: a fixed replica count."
+  type = object({
+    min_replicas           = number
+    max_replicas           = number
+    cpu_utilization_target = number
+  })
+  default = {
+    min_replicas           = 2
+    max_replicas           = 10
+    cpu_utilization_target = 70
+  }
+}

@@ -1,0 +1,13 @@
+# ingest: Datasets: upload, profile, version as Parquet.
+module "service" {
+  source = "../cairn-service"
+
+  name                       = "ingest"
+  service                    = "ingest"
+  namespace                  = var.namespace
+  image                      = var.image
+  replicas                   = var.replicas
+  resources                  = var.resources
+  env                        = merge(var.settings, var.extra_settings)
+  s3_credentials_secret_name = var.s3_credentials_secret_name
+}

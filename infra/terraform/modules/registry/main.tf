@@ -1,0 +1,13 @@
+# registry: Model package groups, versions, approval, lineage.
+module "service" {
+  source = "../cairn-service"
+
+  name                       = "registry"
+  service                    = "registry"
+  namespace                  = var.namespace
+  image                      = var.image
+  replicas                   = var.replicas
+  resources                  = var.resources
+  env                        = merge(var.settings, var.extra_settings)
+  s3_credentials_secret_name = var.s3_credentials_secret_name
+}

@@ -1,0 +1,178 @@
+variable "namespace" {
+  description = "Namespace to deploy into."
+  type        = string
+}
+
+variable "image" {
+  description = "Cairn image (infra/docker/Dockerfile)."
+  type        = string
+}
+
+variable "settings" {
+  description = "Shared CAIRN_* settings (Kafka, store, telemetry) from the root module."
+  type        = map(string)
+}
+
+variable "extra_settings" {
+  description = "More CAIRN_* settings for this service only (override the shared ones)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "s3_credentials_secret_name" {
+  description = "Secret with the S3 `access-key` and `secret-key`; null for IAM roles."
+  type        = string
+  default     = null
+}
+
+variable "replicas" {
+  description = "Replicas of the service."
+  type        = number
+  default     = 1
+}
+
+variable "resources" {
+  description = "Container requests and limits."
+  type = object({
+    requests = map(string)
+    limits   = map(string)
+  })
+  default = {
+    requests = { cpu = "250m", memory = "512Mi" }
+    limits   = { cpu = "1", memory = "1Gi" }
+  }
+}
+
+variable "bootstrap_servers" {
+  description = "Kafka bootstrap servers KEDA reads the pools' consumer lag from."
+  type        = string
+}
+
+variable "keda_enabled" {
+  description = "Scale the worker pools with KEDA ScaledObjects (KEDA must be installed)."
+  type        = bool
+  default     = true
+}
+
+variable "gpu_enabled" {
+  description = "Deploy the GPU pool (nodes with nvidia.com/gpu and the NVIDIA device plugin)."
+  type        = bool
+  default     = false
+}
+
+variable "gpu_image" {
+  description = "GPU trainer image (infra/docker/Dockerfile.gpu)."
+  type        = string
+  default     = null
+}
+
+variable "cpu_node_selector" {
+  description = "Node labels of the CPU worker pool."
+  type        = map(string)
+  default     = {}
+}
+
+variable "cpu_tolerations" {
+  description = "Taints the CPU workers tolerate."
+  type = list(object({
+    key      = string
+    operator = string
+    value    = optional(string)
+    effect   = string
+  }))
+  default = []
+}
+
+variable "gpu_node_selector" {
+  description = "Node labels of the GPU node pool."
+  type        = map(string)
+  default     = {}
+}
+
+variable "gpu_tolerations" {
+  description = "Taints of the GPU node pool the GPU workers tolerate."
+  type = list(object({
+    key      = string
+    operator = string
+    value    = optional(string)
+    effect   = string
+  }))
+  default = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
+}
+
+variable "consumer_group" {
+  description = "Consumer group every trainer worker joins."
+  type        = string
+  default     = "cairn.trainer"
+}
+
+variable "topics" {
+  description = "Topics the worker pools consume (TrainingJobRequested, 8 partitions)."
+  type        = list(string)
+  default     = ["cairn.trainer.training-job-requested"]
+}
+
+# The numbers of the autoscaler's built-in pools (cairn.pools.BUILTIN_POOLS); a test keeps them equal.
+variable "cpu_pool" {
+  description = "KEDA numbers of the CPU worker pool."
+  type = object({
+    lag_threshold            = number
+    activation_lag_threshold = number
+    min_replicas             = number
+    max_replicas             = number
+    cooldown_period_s        = number
+    polling_interval_s       = number
+  })
+  default = {
+    lag_threshold            = 2
+    activation_lag_threshold = 1
+    min_replicas             = 0
+    max_replicas             = 6
+    cooldown_period_s        = 60
+    polling_interval_s       = 2
+  }
+}
+
+variable "gpu_pool" {
+  description = "KEDA numbers of the GPU worker pool (one nvidia.com/gpu per replica)."
+  type = object({
+    lag_threshold            = number
+    activation_lag_threshold = number
+    min_replicas             = number
+    max_replicas             = number
+    cooldown_period_s        = number
+    polling_interval_s       = number
+  })
+  default = {
+    lag_threshold            = 8
+    activation_lag_threshold = 8
+    min_replicas             = 0
+    max_replicas             = 2
+    cooldown_period_s        = 120
+    polling_interval_s       = 2
+  }
+}
+
+variable "worker_resources" {
+  description = "Requests and limits of one CPU worker."
+  type = object({
+    requests = map(string)
+    limits   = map(string)
+  })
+  default = {
+    requests = { cpu = "1", memory = "2Gi" }
+    limits   = { cpu = "2", memory = "4Gi" }
+  }
+}
+
+variable "gpu_worker_resources" {
+  description = "Requests and limits of one GPU worker (nvidia.com/gpu is added)."
+  type = object({
+    requests = map(string)
+    limits   = map(string)
+  })
+  default = {
+    requests = { cpu = "2", memory = "8Gi" }
+    limits   = { cpu = "4", memory = "16Gi" }
+  }
+}

@@ -1,0 +1,85 @@
+variable "namespace" {
+  description = "Namespace every Cairn object lives in."
+  type        = string
+  default     = "cairn"
+}
+
+variable "create_namespace" {
+  description = "Create the namespace (false: it exists already)."
+  type        = bool
+  default     = true
+}
+
+variable "image" {
+  description = "Cairn image built from infra/docker/Dockerfile, e.g. registry.example.com/cairn:0.1.0."
+  type        = string
+}
+
+variable "gpu_image" {
+  description = "GPU trainer image built from infra/docker/Dockerfile.gpu (with gpu_enabled)."
+  type        = string
+  default     = null
+}
+
+variable "kafka_bootstrap_servers" {
+  description = "Kafka (in-cluster Strimzi/Bitnami, or MSK) bootstrap servers, host:port[,...]."
+  type        = string
+}
+
+variable "s3_endpoint" {
+  description = "S3 API URL of MinIO (http://minio.minio.svc:9000); null for AWS S3."
+  type        = string
+  default     = null
+}
+
+variable "s3_bucket" {
+  description = "Bucket (and optional /prefix) holding every Cairn document and artifact."
+  type        = string
+}
+
+variable "s3_region" {
+  description = "S3 region."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "s3_credentials_secret_name" {
+  description = "Secret with keys `access-key` and `secret-key`; null when pods get IAM roles."
+  type        = string
+  default     = null
+}
+
+variable "redis_url" {
+  description = "Online feature store, redis://host:port/db."
+  type        = string
+}
+
+variable "otlp_endpoint" {
+  description = "OpenTelemetry collector OTLP/HTTP URL (http://otel-collector:4318); null: no export."
+  type        = string
+  default     = null
+}
+
+variable "keda_enabled" {
+  description = "Scale trainer worker pools with KEDA ScaledObjects (KEDA must be installed)."
+  type        = bool
+  default     = true
+}
+
+variable "gpu_enabled" {
+  description = "Deploy the GPU trainer pool (GPU nodes with the NVIDIA device plugin)."
+  type        = bool
+  default     = false
+}
+
+variable "gateway_service_type" {
+  description = "Service type of the gateway: ClusterIP, NodePort or LoadBalancer."
+  type        = string
+  default     = "ClusterIP"
+}
+
+variable "extra_settings" {
+  description = "More CAIRN_* settings for every service (e.g. CAIRN_LOG_LEVEL)."
+  type        = map(string)
+  default     = {}
+}

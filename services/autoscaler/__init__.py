@@ -1,0 +1,1 @@
+"""autoscaler: sizes worker pools on consumer-group lag (local processes, Docker; KEDA on k8s)."""

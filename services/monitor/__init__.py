@@ -1,0 +1,1 @@
+"""monitor: baselines, data-quality and drift checks, model quality, and retraining on drift."""

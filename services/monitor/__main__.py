@@ -1,0 +1,5 @@
+"""`python -m services.monitor` runs the monitor service."""
+
+from services.monitor.app import service
+
+service.run()

@@ -1,0 +1,168 @@
+"""Baselines in the spirit of SageMaker Model Monitor: statistics.json and constraints.json.
+
+Computed once per model version from its training data. A numeric feature keeps a quantile
+sketch (`sketch_size` evenly spaced quantiles), which stands in for the reference sample of the
+KS test; a categorical feature keeps its domain and frequencies, which stand in for the reference
+counts of the chi-squared test. So a check never reads the training data again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from cairn.artifacts.manifest import InputColumn
+from pydantic import BaseModel, Field
+
+InferredType = Literal["Fractional", "Integral", "String"]
+HISTOGRAM_BINS = 20
+
+
+class NumericalStatistics(BaseModel):
+    mean: float
+    std_dev: float
+    min: float
+    max: float
+    quantiles: list[float] = Field(description="sketch_size quantiles at i/(sketch_size-1)")
+
+
+class CategoricalStatistics(BaseModel):
+    distinct_count: int
+    frequencies: dict[str, float] = Field(description="category -> share of present values")
+
+
+class FeatureStatistics(BaseModel):
+    name: str
+    inferred_type: InferredType
+    num_present: int
+    num_missing: int
+    completeness: float
+    numerical_statistics: NumericalStatistics | None = None
+    string_statistics: CategoricalStatistics | None = None
+
+
+class Statistics(BaseModel):
+    """`statistics.json`: one entry per model input, in signature order."""
+
+    version: int = 0
+    model_package_group: str
+    model_version: int
+    item_count: int
+    label_column: str | None = None
+    features: list[FeatureStatistics]
+
+    def feature(self, name: str) -> FeatureStatistics | None:
+        return next((item for item in self.features if item.name == name), None)
+
+
+class FeatureConstraint(BaseModel):
+    name: str
+    inferred_type: InferredType
+    completeness: float = Field(description="Minimum share of present values (the baseline's).")
+    num_constraints: dict[str, bool] | None = None
+    string_domain: list[str] | None = None
+
+
+class Constraints(BaseModel):
+    """`constraints.json`: what a good batch looks like."""
+
+    version: int = 0
+    features: list[FeatureConstraint]
+    monitoring_config: dict[str, float | str | bool] = Field(default_factory=dict)
+
+
+def _inferred_type(column: InputColumn) -> InferredType:
+    return {"float": "Fractional", "int": "Integral", "category": "String"}[column.dtype]  # type: ignore[return-value]
+
+
+def category_key(value: object) -> str:
+    """Categories are compared as strings; 3.0 matches the category "3" (as the model does)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def compute_baseline(
+    frame: pd.DataFrame,
+    inputs: list[InputColumn],
+    *,
+    group: str,
+    version: int,
+    label_column: str | None,
+    sketch_size: int,
+) -> tuple[Statistics, Constraints]:
+    """Statistics and constraints of the model inputs in a training frame."""
+    features: list[FeatureStatistics] = []
+    constraints: list[FeatureConstraint] = []
+    probabilities = np.linspace(0.0, 1.0, sketch_size)
+    rows = len(frame)
+    for column in inputs:
+        series = frame[column.name] if column.name in frame.columns else pd.Series([None] * rows)
+        present = series.dropna()
+        num_present = len(present)
+        completeness = num_present / rows if rows else 0.0
+        inferred = _inferred_type(column)
+        stats = FeatureStatistics(
+            name=column.name,
+            inferred_type=inferred,
+            num_present=num_present,
+            num_missing=rows - num_present,
+            completeness=completeness,
+        )
+        constraint = FeatureConstraint(
+            name=column.name, inferred_type=inferred, completeness=completeness
+        )
+        if column.dtype == "category":
+            keys = present.map(category_key)
+            shares = keys.value_counts(normalize=True).sort_index()
+            domain = sorted(set(column.categories or []) | set(shares.index))
+            stats.string_statistics = CategoricalStatistics(
+                distinct_count=len(shares),
+                frequencies={str(k): float(v) for k, v in shares.items()},
+            )
+            constraint.string_domain = domain
+        else:
+            values = pd.to_numeric(present, errors="coerce").dropna().to_numpy(dtype=np.float64)
+            if len(values) == 0:
+                values = np.zeros(1)
+            stats.numerical_statistics = NumericalStatistics(
+                mean=float(values.mean()),
+                std_dev=float(values.std()),
+                min=float(values.min()),
+                max=float(values.max()),
+                quantiles=np.quantile(values, probabilities).tolist(),
+            )
+            constraint.num_constraints = {"is_non_negative": bool(values.min() >= 0)}
+        features.append(stats)
+        constraints.append(constraint)
+    statistics = Statistics(
+        model_package_group=group,
+        model_version=version,
+        item_count=rows,
+        label_column=label_column,
+        features=features,
+    )
+    return statistics, Constraints(features=constraints)
+
+
+def reference_column(feature: FeatureStatistics, domain: list[str], size: int) -> npt.NDArray[Any]:
+    """`size` values whose distribution is the baseline's: the quantiles of a numeric feature, or
+    category codes (index in `domain`) repeated in proportion to their frequencies."""
+    if feature.numerical_statistics is not None:
+        quantiles = np.asarray(feature.numerical_statistics.quantiles, dtype=np.float64)
+        if len(quantiles) == size:
+            return quantiles
+        return np.quantile(quantiles, np.linspace(0.0, 1.0, size))
+    shares = feature.string_statistics.frequencies if feature.string_statistics else {}
+    codes = {value: index for index, value in enumerate(domain)}
+    counts = {codes[key]: share * size for key, share in shares.items() if key in codes}
+    whole = {code: int(np.floor(count)) for code, count in counts.items()}
+    # Largest remainders fill what flooring left out, so the column has exactly `size` values.
+    remainder = size - sum(whole.values())
+    for code in sorted(counts, key=lambda c: counts[c] - whole[c], reverse=True)[:remainder]:
+        whole[code] += 1
+    if not whole:
+        return np.zeros(size)
+    return np.repeat(np.array(list(whole), dtype=np.float64), list(whole.values()))

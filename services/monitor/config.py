@@ -1,0 +1,38 @@
+"""Settings only the monitor reads (prefix CAIRN_MONITOR_)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MonitorSettings(BaseSettings):
+    """Monitor settings; the kernel's `CairnSettings` holds the shared ones."""
+
+    model_config = SettingsConfigDict(env_prefix="CAIRN_MONITOR_", extra="ignore")
+
+    consumer_group: str = "cairn.monitor"
+    tick_s: float = Field(default=1.0, gt=0, description="How often due schedules are looked for.")
+    sketch_size: int = Field(
+        default=1001, ge=11, le=100_001, description="Quantiles kept per numeric feature (KS ref)."
+    )
+    max_current_rows: int = Field(
+        default=10_000,
+        ge=100,
+        description="Rows of a run's batch the drift tests see (a uniform sample beyond this).",
+    )
+    early_check_rows: int = Field(
+        default=10_000, ge=1, description="Captured rows since the last run that trigger a run now."
+    )
+    run_lease_s: float = Field(
+        default=300.0, ge=0, description="A claimed run not finished in this time is taken over."
+    )
+    capture_prefix: str = "capture"
+    registry_url: str | None = Field(default=None, description="Registry HTTP API (approvals).")
+    deployer_url: str | None = Field(default=None, description="Deployer HTTP API (auto-deploy).")
+    api_key: str | None = Field(default=None, description="X-API-Key sent to other services.")
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

@@ -1,0 +1,155 @@
+"""Monitor on the real broker and S3 server: captured traffic + a schedule -> a run with a report
+and DriftDetected; the same drift delivered three times -> one retrain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from cairn.bus import EventProducer, TailedEvent, tail_events
+from cairn.contracts.envelope import Envelope
+from cairn.contracts.events import DriftDetected
+from cairn.service import Service
+from cairn.settings import CairnSettings
+from cairn.store.base import ObjectStore
+
+from services.monitor.app import create_service
+from services.monitor.config import MonitorSettings
+from tests.support.tansu import unique_name
+from tests.unit.test_monitor_checks import deploy_model, labelled_frame, write_capture
+
+pytestmark = pytest.mark.integration
+
+WATCHED = [
+    "MonitoringRunCompleted",
+    "DriftDetected",
+    "BaselineComputed",
+    "RetrainRequested",
+    "TrainingJobRequested",
+]
+
+
+@asynccontextmanager
+async def serving(service: Service) -> AsyncIterator[httpx.AsyncClient]:
+    """The service's API, consumers and schedule loop on a free port."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            service.api, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 90
+    while not server.started:
+        if task.done() or time.monotonic() > deadline:
+            raise RuntimeError("monitor did not start")
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
+async def trail(settings: CairnSettings) -> AsyncIterator[list[Envelope[Any]]]:
+    """Every watched event on the bus, in arrival order, while the block runs."""
+    seen: list[Envelope[Any]] = []
+
+    async def follow() -> None:
+        item: TailedEvent
+        async for item in tail_events(settings, WATCHED, from_beginning=True):
+            if isinstance(item.event, Envelope):
+                seen.append(item.event)
+
+    task = asyncio.create_task(follow())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def wait_for(
+    seen: list[Envelope[Any]], kind: str, match: Any, timeout_s: float = 20
+) -> Envelope[Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for envelope in seen:
+            if envelope.type == kind and match(envelope.data):
+                return envelope
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {kind}; seen {[e.type for e in seen]}")
+
+
+@pytest.fixture
+def settings(kafka_settings: CairnSettings, s3_settings: CairnSettings) -> CairnSettings:
+    return kafka_settings.model_copy(
+        update={
+            "store_url": s3_settings.store_url,
+            "s3_endpoint": s3_settings.s3_endpoint,
+            "s3_access_key": s3_settings.s3_access_key,
+            "s3_secret_key": s3_settings.s3_secret_key,
+        }
+    )
+
+
+async def test_schedule_runs_reports_drift_and_retrains_once(
+    settings: CairnSettings, s3_store: ObjectStore
+) -> None:
+    endpoint, group, job = unique_name("ep"), unique_name("credit"), unique_name("job")
+    deploy_model(s3_store, endpoint, group, 1, job, rounds=3)
+    drifted = labelled_frame(400, seed=11, shift=0.8)
+    write_capture(s3_store, endpoint, drifted, "req", datetime.now(UTC))
+    service = create_service(
+        settings,
+        s3_store,
+        MonitorSettings(consumer_group=unique_name("cairn.monitor"), tick_s=0.2),
+    )
+    # The trail starts after the service created its topics: it tails the topics that exist.
+    async with serving(service) as api, trail(settings) as seen:
+        created = await api.post(f"/schedules/{endpoint}", json={"interval_s": 1, "min_rows": 50})
+        assert created.status_code == 201, created.text
+        policy = await api.put(
+            f"/retrain-policies/{group}",
+            json={"endpoint_name": endpoint, "cooldown_s": 3600, "min_new_labelled_rows": 0},
+        )
+        assert policy.status_code == 200, policy.text
+
+        completed = await wait_for(
+            seen, "MonitoringRunCompleted", lambda d: d.endpoint_name == endpoint
+        )
+        assert completed.data.rows_checked == 400
+        assert {"f0", "f1"} <= set(completed.data.drifted_features)
+        drift = await wait_for(seen, "DriftDetected", lambda d: d.endpoint_name == endpoint)
+        report = json.loads(s3_store.get_bytes(drift.data.report_uri))
+        assert report["summary"]["run_id"] == drift.data.run_id
+        assert s3_store.get_bytes(report["charts"]["f0"]).startswith(b"\x89PNG")
+        runs = (await api.get(f"/schedules/{endpoint}/runs")).json()
+        assert [run["run_id"] for run in runs] == [drift.data.run_id]
+
+        # The monitor's own DriftDetected started one retrain; two redeliveries add none.
+        async with EventProducer(settings, source="monitor") as producer:
+            for _ in range(2):
+                await producer.publish(
+                    DriftDetected.model_validate(drift.data.model_dump()),
+                    correlation_id=drift.correlation_id,
+                )
+        request = await wait_for(seen, "TrainingJobRequested", lambda d: group in d.job_name)
+        assert request.correlation_id == drift.correlation_id
+        await asyncio.sleep(1.5)  # time for the redeliveries to be handled
+        retrains = [e for e in seen if e.type == "RetrainRequested"]
+        requests = [e for e in seen if e.type == "TrainingJobRequested"]
+        assert len([e for e in retrains if e.data.model_package_group == group]) == 1
+        assert len([e for e in requests if group in e.data.job_name]) == 1
+        stored = (await api.get(f"/retrain-policies/{group}")).json()
+        assert list(stored["jobs"]) == [request.data.job_name]

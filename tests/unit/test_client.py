@@ -1,0 +1,127 @@
+"""`cairn.Client`: service errors become `cairn.errors` classes; URLs and waits work as promised."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cairn import Client
+from cairn.client import ServiceNotConfigured, service_urls
+from cairn.errors import Conflict, InvalidInput, NotFound, Unauthenticated, Unavailable
+
+
+def client_answering(status: int, body: Any, **urls: str) -> Client:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body)
+
+    given = urls or {"trainer_url": "http://trainer", "deployer_url": "http://deployer"}
+    return Client(**given, transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (404, "endpoint_not_found", NotFound),
+        (409, "conflict", Conflict),
+        (400, "model_version_unknown", InvalidInput),
+        (422, "invalid_input", InvalidInput),
+        (401, "unauthenticated", Unauthenticated),
+        (503, "unavailable", Unavailable),
+    ],
+)
+def test_service_errors_map_to_cairn_errors_with_the_services_reason_and_code(
+    status: int, code: str, expected: type[Exception]
+) -> None:
+    client = client_answering(status, {"error": "the reason", "code": code})
+    with pytest.raises(expected) as raised:
+        client.describe_endpoint("credit-risk")
+    assert raised.value.message == "the reason"  # type: ignore[attr-defined]
+    assert raised.value.code == code  # type: ignore[attr-defined]
+    assert raised.value.details["status"] == status  # type: ignore[attr-defined]
+
+
+def test_a_service_that_cannot_be_reached_is_unavailable() -> None:
+    client = Client(deployer_url="http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(Unavailable, match="deployer"):
+        client.list_endpoints()
+
+
+def test_a_service_without_a_url_says_how_to_give_one() -> None:
+    with pytest.raises(ServiceNotConfigured, match="CAIRN_REGISTRY_URL"):
+        Client(trainer_url="http://trainer").list_model_packages("credit-risk")
+
+
+def test_per_service_env_overrides_the_target_and_runtime(tmp_path: Path) -> None:
+    env = {"CAIRN_TARGET": "http://ingress:80/", "CAIRN_GATEWAY_URL": "http://gw:8080"}
+    urls = service_urls(env=env)
+    assert urls["trainer"] == "http://ingress:80"
+    assert urls["gateway"] == "http://gw:8080"
+    assert service_urls(home=tmp_path, env={}) == {}  # nothing runs there
+
+
+def test_training_job_request_carries_channels_registration_and_hyperparameters() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(202, json={"job_name": "j", "status": "Pending"})
+
+    client = Client(trainer_url="http://trainer", transport=httpx.MockTransport(handler))
+    client.create_training_job(
+        "j",
+        "xgboost",
+        {"train": "dataset://d@1"},
+        hyperparameters={"num_round": 5},
+        label_column="default",
+        register_group="credit-risk",
+    )
+    assert seen[0]["input_channels"][0] == {
+        "name": "train",
+        "uri": "dataset://d@1",
+        "content_type": "text/csv",
+        "label_column": "default",
+    }
+    assert seen[0]["registration"] == {"model_package_group": "credit-risk"}
+    assert seen[0]["hyperparameters"] == {"num_round": 5}
+
+
+def test_wait_for_training_job_reports_each_poll_until_the_job_ends() -> None:
+    statuses = iter(["Pending", "InProgress", "InProgress", "Completed"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"job_name": "j", "status": next(statuses)})
+
+    client = Client(trainer_url="http://trainer", transport=httpx.MockTransport(handler))
+    seen: list[str] = []
+    job = client.wait_for_training_job(
+        "j", on_progress=lambda j: seen.append(j["status"]), poll_s=0
+    )
+    assert job["status"] == "Completed"
+    assert seen == ["Pending", "InProgress", "InProgress", "Completed"]
+
+
+def test_invoke_sends_sagemaker_headers_and_reads_the_invoked_variant() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            content=b"0.25\n0.75\n",
+            headers={"content-type": "text/csv", "x-amzn-invoked-production-variant": "blue"},
+        )
+
+    client = Client(
+        gateway_url="http://gw", access_key="CKIA:secret", transport=httpx.MockTransport(handler)
+    )
+    answer = client.invoke("credit", "1,2\n3,4", target_variant="blue", explain=True)
+    assert answer.predictions == [0.25, 0.75]
+    assert answer.variant == "blue"
+    headers = seen[0].headers
+    assert headers["authorization"] == "Bearer CKIA:secret"
+    assert headers["x-amzn-sagemaker-target-variant"] == "blue"
+    assert headers["x-amzn-sagemaker-enable-explanations"] == "true"
+    assert seen[0].url.path == "/endpoints/credit/invocations"

@@ -1,0 +1,212 @@
+"""Retrain on drift: dedupe, cooldown, labels, fresh data, and the challenger decision."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+from cairn.contracts.envelope import Envelope
+from cairn.contracts.events import (
+    ChallengerEvaluated,
+    DriftDetected,
+    GroundTruthRecorded,
+    ModelPackageRegistered,
+    RetrainRequested,
+    TrainingJobRequested,
+)
+from cairn.store.memory import InMemoryObjectStore
+
+from services.monitor.config import MonitorSettings
+from services.monitor.domain import (
+    RetrainPolicy,
+    RetrainPolicyBody,
+    decide_promotion,
+    decide_retrain,
+)
+from services.monitor.handlers import Monitor
+from services.monitor.retrain import Retrainer
+from tests.unit.test_monitor_checks import (
+    Published,
+    deploy_model,
+    labelled_frame,
+    write_capture,
+    write_xgboost_package,
+)
+
+
+def drift_envelope(run_id: str = "run-1", correlation: str = "drift-corr") -> Envelope[Any]:
+    data = DriftDetected(
+        endpoint_name="ep",
+        run_id=run_id,
+        model_package_group="credit",
+        model_version=1,
+        report_uri=f"monitor/reports/ep/{run_id}/report.json",
+    )
+    return Envelope[Any](
+        type="DriftDetected", source="monitor", correlation_id=correlation, data=data
+    )
+
+
+def test_retrain_decisions_dedupe_cooldown_and_labels() -> None:
+    now = datetime.now(UTC)
+    policy = RetrainPolicy(
+        model_package_group="g",
+        endpoint_name="ep",
+        cooldown_s=600,
+        min_new_labelled_rows=50,
+        created_at=now,
+        updated_at=now,
+    )
+    assert decide_retrain(policy, "r1", 49, now)[0] == "not_enough_labels"
+    assert decide_retrain(policy, "r1", 50, now)[0] == "retrain"
+    recent = policy.model_copy(update={"last_retrain_at": now - timedelta(seconds=60)})
+    assert decide_retrain(recent, "r2", 500, now)[0] == "cooldown"
+    assert decide_retrain(recent, "r2", 500, now + timedelta(seconds=600))[0] == "retrain"
+    handled = policy.model_copy(update={"handled_runs": ["r1"]})
+    assert decide_retrain(handled, "r1", 500, now)[0] == "duplicate"
+
+
+def test_promotion_needs_the_margin_in_the_metric_direction() -> None:
+    assert decide_promotion("auc", 0.80, 0.78, 0.01)[0]
+    assert not decide_promotion("auc", 0.785, 0.78, 0.01)[0]
+    assert decide_promotion("rmse", 1.0, 1.2, 0.1)[0]
+    assert not decide_promotion("rmse", 1.2, 1.0, 0.0)[0]
+    assert decide_promotion("accuracy", 0.5, None, 0.3)[0]
+
+
+async def label_capture(store: Any, retrainer: Retrainer, captured: Any) -> None:
+    """Captured requests and, delivered twice, their ground truth."""
+    write_capture(store, "ep", captured, "req", datetime.now(UTC))
+    labels = {f"req-{i}": int(label) for i, label in enumerate(captured["label"])}
+    ground_truth = Envelope[Any](
+        type="GroundTruthRecorded",
+        source="user",
+        correlation_id="gt",
+        data=GroundTruthRecorded(endpoint_name="ep", labels=labels),
+    )
+    await retrainer.monitor.on_ground_truth(ground_truth)
+    await retrainer.monitor.on_ground_truth(ground_truth)  # redelivered: nothing doubles
+
+
+class FakeServices:
+    """The registry's and deployer's HTTP APIs as an httpx transport: records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, Any]]] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else {}
+        self.calls.append((request.method, request.url.path, body))
+        return httpx.Response(200, json=body)
+
+
+@pytest.fixture
+def world() -> tuple[InMemoryObjectStore, Published, Retrainer, FakeServices]:
+    store = InMemoryObjectStore()
+    deploy_model(store, "ep", "credit", 1, "job-1", rounds=3)
+    published = Published()
+    config = MonitorSettings(registry_url="http://registry", deployer_url="http://deployer")
+    services = FakeServices()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(services.handler))
+    return store, published, Retrainer(Monitor(store, published, config), http), services
+
+
+async def test_same_drift_three_times_retrains_once_on_original_plus_labelled_capture(
+    world: tuple[InMemoryObjectStore, Published, Retrainer, FakeServices],
+) -> None:
+    store, published, retrainer, services = world
+    await retrainer.put_policy(
+        "credit", RetrainPolicyBody(endpoint_name="ep", cooldown_s=0, min_new_labelled_rows=100)
+    )
+    assert services.calls[0][:2] == ("PUT", "/auto-deploy/credit")
+    assert services.calls[0][2]["rollout"]["mode"] == "canary"
+    await label_capture(store, retrainer, labelled_frame(300, seed=9, shift=0.5))
+
+    for _ in range(3):
+        await retrainer.on_drift(drift_envelope())
+
+    retrains = published.of(RetrainRequested)
+    requests = published.of(TrainingJobRequested)
+    assert len(retrains) == 1 and len(requests) == 1
+    assert all(corr == "drift-corr" for _, corr in published.events)
+    request = requests[0]
+    assert request.algorithm == "xgboost"
+    assert request.hyperparameters == {"num_round": 3, "max_depth": 3}
+    assert request.registration.approval_status == "PendingManualApproval"
+    train = pq.read_table(io.BytesIO(store.get_bytes(request.input_channels[0].uri)))
+    holdout_key = f"monitor/retrain/{request.job_name}/holdout.parquet"
+    holdout = pq.read_table(io.BytesIO(store.get_bytes(holdout_key)))
+    assert train.num_rows + holdout.num_rows == 3000 + 300  # original + labelled captured rows
+
+
+async def test_cooldown_and_missing_labels_block_a_retrain(
+    world: tuple[InMemoryObjectStore, Published, Retrainer, FakeServices],
+) -> None:
+    _, published, retrainer, _ = world
+    await retrainer.put_policy(
+        "credit", RetrainPolicyBody(endpoint_name="ep", cooldown_s=3600, min_new_labelled_rows=10)
+    )
+    await retrainer.on_drift(drift_envelope("run-a"))  # no labels yet
+    assert published.of(TrainingJobRequested) == []
+    assert "labelled rows" in retrainer.get_policy("credit").skipped["run-a"]
+
+    await retrainer.put_policy(
+        "credit", RetrainPolicyBody(endpoint_name="ep", cooldown_s=3600, min_new_labelled_rows=0)
+    )
+    await retrainer.on_drift(drift_envelope("run-b"))
+    await retrainer.on_drift(drift_envelope("run-c"))  # a new drift, but within the cooldown
+    assert len(published.of(TrainingJobRequested)) == 1
+    assert "cooldown" in retrainer.get_policy("credit").skipped["run-c"]
+
+
+@pytest.mark.parametrize(("rounds", "concept", "promoted"), [(60, -1.0, True), (1, 1.0, False)])
+async def test_challenger_is_approved_only_when_better_by_the_margin(
+    world: tuple[InMemoryObjectStore, Published, Retrainer, FakeServices],
+    rounds: int,
+    concept: float,
+    promoted: bool,
+) -> None:
+    store, published, retrainer, services = world
+    await retrainer.put_policy(
+        "credit", RetrainPolicyBody(endpoint_name="ep", cooldown_s=0, metric="auc", margin=0.01)
+    )
+    await label_capture(store, retrainer, labelled_frame(1000, seed=9, sign=concept))
+    job = await retrainer.on_drift(drift_envelope())
+    assert job is not None
+    challenger_uri = write_xgboost_package(
+        store,
+        f"models/{job.job_name}/",
+        labelled_frame(3000, seed=7, sign=concept),
+        job.job_name,
+        "x",
+        rounds,
+    )
+    registered = Envelope[Any](
+        type="ModelPackageRegistered",
+        source="registry",
+        correlation_id="drift-corr",
+        data=ModelPackageRegistered(
+            model_package_group="credit",
+            version=2,
+            artifact_uri=challenger_uri,
+            approval_status="PendingManualApproval",
+            training_job=job.job_name,
+        ),
+    )
+    await retrainer.on_registered(registered)
+    await retrainer.on_registered(registered)  # redelivered: judged once
+
+    evaluated = published.of(ChallengerEvaluated)
+    assert len(evaluated) == 1
+    verdict = evaluated[0]
+    assert verdict.promoted is promoted and verdict.champion_version == 1
+    assert (verdict.challenger_score > verdict.champion_score + 0.01) is promoted
+    paths = [(method, path) for method, path, _ in services.calls]
+    approval = ("POST", "/model-package-groups/credit/versions/2/approval")
+    tags = ("PUT", "/model-package-groups/credit/versions/2/tags")
+    assert (approval in paths) is promoted and (tags in paths) is not promoted
