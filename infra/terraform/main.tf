@@ -84,8 +84,6 @@ module "monitor" {
   image                      = local.common.image
   settings                   = local.common.settings
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
-  registry_url               = module.registry.url
-  deployer_url               = module.deployer.url
 }
 
 module "autoscaler" {

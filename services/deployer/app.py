@@ -66,19 +66,19 @@ def create_service(
     deployer = Deployer(service.store, service.publish, config)
     service.api.state.deployer = deployer
 
-    @service.on(DeploymentRequested, group=config.consumer_group)
+    @service.on(DeploymentRequested, group=f"{config.consumer_group}.deployment-requested")
     async def deployment_requested(envelope: Envelope[DeploymentRequested]) -> None:
         await deployer.deploy(envelope.data, cause=envelope)
 
-    @service.on(ModelPackageRegistered, group=config.consumer_group)
+    @service.on(ModelPackageRegistered, group=f"{config.consumer_group}.model-package-registered")
     async def model_registered(envelope: Envelope[ModelPackageRegistered]) -> None:
         await deployer.on_model_registered(envelope)
 
-    @service.on(ModelApprovalChanged, group=config.consumer_group)
+    @service.on(ModelApprovalChanged, group=f"{config.consumer_group}.model-approval-changed")
     async def approval_changed(envelope: Envelope[ModelApprovalChanged]) -> None:
         await deployer.on_approval_changed(envelope)
 
-    @service.on(EndpointMetricsReported, group=config.consumer_group)
+    @service.on(EndpointMetricsReported, group=f"{config.consumer_group}.endpoint-metrics-reported")
     async def metrics_reported(envelope: Envelope[EndpointMetricsReported]) -> None:
         await deployer.on_metrics(envelope)
 

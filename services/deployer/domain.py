@@ -87,6 +87,10 @@ class RolloutState(BaseModel):
     observed_requests: int = 0
     observed_errors: int = 0
     worst_p99_latency_ms: float = 0.0
+    correlation_id: str | None = Field(
+        default=None, description="Workflow of the request that started it (its steps carry it)."
+    )
+    causation_id: str | None = None
 
 
 class RollbackRecord(BaseModel):

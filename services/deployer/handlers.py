@@ -7,8 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
+from uuid import UUID
 
-from cairn.contracts.envelope import Envelope, utc_now
+from cairn.contracts.envelope import Envelope, RawEnvelope, utc_now
 from cairn.contracts.events import (
     DeploymentRequested,
     DeploymentRolledBack,
@@ -115,11 +116,19 @@ class Deployer:
     ) -> EndpointDoc:
         """Create, update or delete an endpoint (HTTP or DeploymentRequested)."""
         models = await asyncio.to_thread(self._models_for, request)
-        doc, changed = await asyncio.to_thread(
-            self._change,
-            request.endpoint_name,
-            lambda current: domain.apply_request(current, request, models, self.clock()),
-        )
+
+        def apply(current: EndpointDoc | None) -> EndpointDoc:
+            new = domain.apply_request(current, request, models, self.clock())
+            started = current is None or new.revision != current.revision
+            if cause is None or new.rollout is None or not started:
+                return new
+            # The rollout's later steps are announced by the driver: they keep this workflow.
+            traced = new.rollout.model_copy(
+                update={"correlation_id": cause.correlation_id, "causation_id": str(cause.event_id)}
+            )
+            return new.model_copy(update={"rollout": traced})
+
+        doc, changed = await asyncio.to_thread(self._change, request.endpoint_name, apply)
         if changed:
             await self._announce(doc, cause)
         return doc
@@ -221,7 +230,8 @@ class Deployer:
         if not changed or tripped[-1] is None or doc.last_rollback is None:
             return
         log.warning("rolled back endpoint %s: %s", doc.endpoint_name, doc.last_rollback.reason)
-        await self._announce(doc, envelope)
+        cause = _rollout_cause(found.doc.rollout) or envelope
+        await self._announce(doc, cause)
         await self.publish(
             DeploymentRolledBack(
                 endpoint_name=doc.endpoint_name,
@@ -229,7 +239,7 @@ class Deployer:
                 restored_revision=doc.last_rollback.restored_revision,
                 reason=doc.last_rollback.reason,
             ),
-            envelope,
+            cause,
         )
 
     async def tick(self) -> None:
@@ -237,6 +247,7 @@ class Deployer:
         for found in await asyncio.to_thread(self.endpoints.list):
             doc = found.doc
             if doc.rollout is not None:
+                cause = _rollout_cause(doc.rollout)
                 name = doc.endpoint_name
                 doc, changed = await asyncio.to_thread(
                     self._change,
@@ -246,7 +257,7 @@ class Deployer:
                     ),
                 )
                 if changed:
-                    await self._announce(doc, None)
+                    await self._announce(doc, cause)
                     continue
             stale_s = (self.clock() - doc.updated_at).total_seconds()
             if doc.published_revision < doc.revision and stale_s >= self.config.republish_after_s:
@@ -261,6 +272,19 @@ class Deployer:
             except Exception:
                 log.exception("rollout pass failed; trying again")
             await asyncio.sleep(self.config.rollout_tick_s)
+
+
+def _rollout_cause(rollout: domain.RolloutState) -> Envelope[Any] | None:
+    """The request that started a rollout, as the cause of the events its steps publish."""
+    if rollout.correlation_id is None or rollout.causation_id is None:
+        return None
+    return RawEnvelope(
+        event_id=UUID(rollout.causation_id),
+        type="DeploymentRequested",
+        source="deployer",
+        correlation_id=rollout.correlation_id,
+        data={},
+    )
 
 
 def _model_key(group: str, version: int) -> str:

@@ -218,11 +218,11 @@ def _wrap_lifespan(api: FastAPI, state: FeatureStoreApp, online: OnlineStore | N
 def _subscribe(service: Service, state: FeatureStoreApp, config: FeatureStoreSettings) -> None:
     group = config.consumer_group
 
-    @service.on(FeatureGroupCreationRequested, group=group)
+    @service.on(FeatureGroupCreationRequested, group=f"{group}.feature-group-creation-requested")
     async def on_creation(envelope: Envelope[FeatureGroupCreationRequested]) -> None:
         await state.create_group(envelope.data, cause=envelope)
 
-    @service.on(FeatureRecordsPut, group=group)
+    @service.on(FeatureRecordsPut, group=f"{group}.feature-records-put")
     async def on_records(envelope: Envelope[FeatureRecordsPut]) -> None:
         data = envelope.data
         result = await asyncio.to_thread(
@@ -236,7 +236,7 @@ def _subscribe(service: Service, state: FeatureStoreApp, config: FeatureStoreSet
             await state.dead_letter_rejected(envelope, result)
         await state.report(data.feature_group_name, f"event:{envelope.event_id}", result, envelope)
 
-    @service.on(FeatureIngestionRequested, group=group)
+    @service.on(FeatureIngestionRequested, group=f"{group}.feature-ingestion-requested")
     async def on_ingestion(envelope: Envelope[FeatureIngestionRequested]) -> None:
         data = envelope.data
         result = await asyncio.to_thread(
@@ -249,7 +249,7 @@ def _subscribe(service: Service, state: FeatureStoreApp, config: FeatureStoreSet
         )
         await state.report(data.feature_group_name, data.dataset_uri, result, envelope)
 
-    @service.on(TrainingSetRequested, group=group)
+    @service.on(TrainingSetRequested, group=f"{group}.training-set-requested")
     async def on_training_set(envelope: Envelope[TrainingSetRequested]) -> None:
         await state.build_training_set(envelope.data, cause=envelope)
 

@@ -7,13 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import httpx
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     DriftDetected,
     EndpointUpdated,
     GroundTruthRecorded,
     InferenceCaptured,
+    ModelApprovalChanged,
     ModelPackageRegistered,
     MonitoringScheduleRequested,
 )
@@ -29,8 +29,6 @@ from services.monitor.config import MonitorSettings
 from services.monitor.domain import RetrainPolicy, RetrainPolicyBody, RunSummary, Schedule
 from services.monitor.handlers import Monitor, baseline_prefix
 from services.monitor.retrain import Retrainer
-
-HTTP_TIMEOUT_S = 30.0
 
 
 class ScheduleBody(BaseModel):
@@ -51,8 +49,7 @@ def create_service(
     config = config or MonitorSettings()
     service = Service("monitor", settings=settings, store=store)
     monitor = Monitor(service.store, service.publish, config)
-    http = httpx.AsyncClient(timeout=HTTP_TIMEOUT_S)
-    retrainer = Retrainer(monitor, http)
+    retrainer = Retrainer(monitor)
     service.api.state.monitor = monitor
     service.api.state.retrainer = retrainer
     # One consumer group per handler: a member joining never stalls the other handlers on a
@@ -82,6 +79,10 @@ def create_service(
     @service.on(ModelPackageRegistered, group=f"{group}.challenger", max_poll_interval_ms=900_000)
     async def model_registered(envelope: Envelope[ModelPackageRegistered]) -> None:
         await retrainer.on_registered(envelope)
+
+    @service.on(ModelApprovalChanged, group=f"{group}.approvals")
+    async def approval_changed(envelope: Envelope[ModelApprovalChanged]) -> None:
+        await retrainer.on_approval_changed(envelope)
 
     routes = APIRouter(tags=["monitor"], dependencies=[Depends(require_api_key)])
 
@@ -139,11 +140,11 @@ def create_service(
         return Response(status_code=204)
 
     service.api.include_router(routes)
-    _run_schedules_during_lifespan(service.api, monitor, http)
+    _run_schedules_during_lifespan(service.api, monitor)
     return service
 
 
-def _run_schedules_during_lifespan(api: FastAPI, monitor: Monitor, http: httpx.AsyncClient) -> None:
+def _run_schedules_during_lifespan(api: FastAPI, monitor: Monitor) -> None:
     """Start the schedule loop after the broker; a restart resumes claimed runs from the store."""
     inner = api.router.lifespan_context
 
@@ -157,7 +158,6 @@ def _run_schedules_during_lifespan(api: FastAPI, monitor: Monitor, http: httpx.A
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
-                await http.aclose()
 
     api.router.lifespan_context = lifespan
 

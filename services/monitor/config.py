@@ -31,8 +31,5 @@ class MonitorSettings(BaseSettings):
         default=300.0, ge=0, description="A claimed run not finished in this time is taken over."
     )
     capture_prefix: str = "capture"
-    registry_url: str | None = Field(default=None, description="Registry HTTP API (approvals).")
-    deployer_url: str | None = Field(default=None, description="Deployer HTTP API (auto-deploy).")
-    api_key: str | None = Field(default=None, description="X-API-Key sent to other services.")
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

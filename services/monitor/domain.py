@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Literal
 
-from cairn.contracts.events import RolloutPolicy
+from cairn.contracts.events import ChallengerEvaluated, RolloutPolicy
 from cairn.errors import InvalidInput, NotFound
 from pydantic import BaseModel, Field
 
@@ -100,9 +100,17 @@ class RetrainJob(BaseModel):
     base_version: int
     holdout_key: str
     correlation_id: str
-    status: Literal["claimed", "requested", "evaluated"] = "claimed"
+    status: Literal["claimed", "requested", "evaluated", "deploy_requested"] = "claimed"
     requested_at: datetime
     promoted: bool | None = None
+    challenger_version: int | None = None
+    evaluation: ChallengerEvaluated | None = Field(
+        default=None, description="The challenger-vs-champion verdict, kept for a redelivery."
+    )
+    deploy_requested_at: datetime | None = None
+    deployed_variant: str | None = Field(
+        default=None, description="The variant the challenger was sent out as (same on a retry)."
+    )
 
 
 class RetrainPolicy(RetrainPolicyBody):
@@ -141,6 +149,8 @@ def can_take_over(pending: PendingRun, instance_id: str, now: datetime, lease_s:
         seconds=lease_s
     )
 
+
+JOB_PROGRESS = ("claimed", "requested", "evaluated", "deploy_requested")
 
 RetrainAction = Literal["retrain", "resume", "duplicate", "cooldown", "not_enough_labels"]
 

@@ -3,8 +3,9 @@
 DriftDetected -> (dedupe, cooldown, enough labels?) -> RetrainRequested + TrainingJobRequested
 (the original job's algorithm and hyperparameters on original + labelled captured data) ->
 ModelPackageRegistered of that job -> challenger vs champion on the same holdout ->
-ChallengerEvaluated, and approval through the registry's API when better by the margin; the
-deployer's auto-deploy policy (created with the retrain policy) then rolls it out as a canary.
+ChallengerEvaluated, and ModelApprovalRequested when better by the margin -> the registry's
+ModelApprovalChanged(Approved) -> DeploymentRequested(update) with the policy's canary rollout.
+Only events: the monitor calls no other service, and each event carries the drift's correlation.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import io
 import logging
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -24,18 +24,23 @@ from cairn.artifacts import load_model
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     ChallengerEvaluated,
+    DeploymentRequested,
     DriftDetected,
     InputChannel,
+    ModelApprovalChanged,
+    ModelApprovalRequested,
     ModelPackageRegistered,
     RegistrationSpec,
     RetrainRequested,
     TrainingJobRequested,
+    VariantSpec,
 )
 from cairn.documents import DocumentStore
 from cairn.errors import InvalidInput, ObjectNotFound
 
 from services.monitor.checks import CapturedRow, current_batch, quality_metrics
 from services.monitor.domain import (
+    JOB_PROGRESS,
     POLICIES,
     RETRAIN_DATA,
     PendingRun,
@@ -54,27 +59,24 @@ from services.monitor.storage import read_json, read_table
 log = logging.getLogger("cairn.monitor.retrain")
 
 MIN_HOLDOUT_ROWS = 10
+APPROVER = "cairn-monitor"
 
 
 class Retrainer:
     """The retrain-on-drift rule: one policy document per model package group."""
 
-    def __init__(self, monitor: Monitor, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, monitor: Monitor) -> None:
         self.monitor = monitor
         self.store = monitor.store
         self.config = monitor.config
-        self.http = http
         self.policies: DocumentStore[RetrainPolicy] = DocumentStore(
             self.store, RetrainPolicy, POLICIES
         )
 
-    def _headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.config.api_key} if self.config.api_key else {}
-
     # Policies ----------------------------------------------------------------------------------
 
     async def put_policy(self, group: str, body: RetrainPolicyBody) -> RetrainPolicy:
-        """Store the policy (keeping its memory); make sure the deployer's canary policy exists."""
+        """Store the policy, keeping its memory (handled runs, cooldown, jobs)."""
         now = utc_now()
 
         def change(current: RetrainPolicy | None) -> RetrainPolicy:
@@ -85,20 +87,7 @@ class Retrainer:
                 )
             return current.model_copy(update={**body.__dict__, "updated_at": now})
 
-        policy = (await asyncio.to_thread(self.policies.update, f"{group}.json", change)).doc
-        if self.http is not None and self.config.deployer_url:
-            response = await self.http.put(
-                f"{self.config.deployer_url.rstrip('/')}/auto-deploy/{group}",
-                json={
-                    "endpoint_name": body.endpoint_name,
-                    "rollout": body.rollout.model_dump(mode="json"),
-                },
-                headers=self._headers(),
-            )
-            response.raise_for_status()
-        else:
-            log.warning("no deployer URL: approved challengers of %s will not auto-deploy", group)
-        return policy
+        return (await asyncio.to_thread(self.policies.update, f"{group}.json", change)).doc
 
     def get_policy(self, group: str) -> RetrainPolicy:
         found = self.policies.get_or_none(f"{group}.json")
@@ -213,9 +202,10 @@ class Retrainer:
             if current is None or job_name not in current.jobs:
                 raise PolicyNotFound(f"retrain job {job_name} of {group} is gone")
             updated = current.model_copy(deep=True)
-            updated.jobs[job_name] = updated.jobs[job_name].model_copy(
-                update={"status": status, **extra}
-            )
+            job = updated.jobs[job_name]
+            # Never back: an approval handled first keeps `deploy_requested` over `evaluated`.
+            kept = max(status, job.status, key=JOB_PROGRESS.index)
+            updated.jobs[job_name] = job.model_copy(update={**extra, "status": kept})
             return updated
 
         self.policies.update(f"{group}.json", change)
@@ -312,19 +302,13 @@ class Retrainer:
             self.policies.get_or_none, f"{data.model_package_group}.json"
         )
         job = found.doc.jobs.get(data.training_job) if found is not None else None
-        if found is None or job is None or job.status == "evaluated":
+        if found is None or job is None or job.evaluation is not None:
             return None
         policy = found.doc
         evaluation = await asyncio.to_thread(self._evaluate, policy, job, data)
         promoted, reason = decide_promotion(
             policy.metric, evaluation["challenger"], evaluation["champion"], policy.margin
         )
-        if promoted:
-            promoted = await self._approve(data, reason)
-            if not promoted:
-                reason += "; approval failed (no registry URL or the registry refused)"
-        else:
-            await self._tag(data, policy.metric, evaluation, reason)
         event = ChallengerEvaluated(
             model_package_group=data.model_package_group,
             challenger_version=data.version,
@@ -337,10 +321,92 @@ class Retrainer:
             reason=reason,
         )
         await self.monitor.publish(event, cause=envelope)
+        if promoted:
+            await self.monitor.publish(
+                ModelApprovalRequested(
+                    model_package_group=data.model_package_group,
+                    version=data.version,
+                    approval_status="Approved",
+                    requested_by=APPROVER,
+                    reason=reason[:500],
+                ),
+                cause=envelope,
+            )
+        # Marked after publishing, so a crash in between judges again on the redelivery.
         await asyncio.to_thread(
-            self._set_status, data.model_package_group, job.job_name, "evaluated", promoted=promoted
+            self._set_status,
+            data.model_package_group,
+            job.job_name,
+            "evaluated",
+            promoted=promoted,
+            challenger_version=data.version,
+            evaluation=event,
         )
         return event
+
+    async def on_approval_changed(
+        self, envelope: Envelope[ModelApprovalChanged]
+    ) -> DeploymentRequested | None:
+        """Roll out an approved challenger this policy judged, with the policy's canary rollout.
+
+        Whoever approved it (this monitor, or a person reviewing a pending challenger), it is
+        deployed; a redelivery publishes the same request again, which the deployer ignores as a
+        config it already serves.
+        """
+        data = envelope.data
+        if data.approval_status != "Approved":
+            return None
+        found = await asyncio.to_thread(
+            self.policies.get_or_none, f"{data.model_package_group}.json"
+        )
+        if found is None:
+            return None
+        # The version's training job names the retrain job: the approval may overtake the
+        # handler that judged it, before the job records its challenger version.
+        training_job = await asyncio.to_thread(
+            self._training_job_of, data.model_package_group, data.version
+        )
+        job = found.doc.jobs.get(training_job) if training_job else None
+        if job is None or job.status == "claimed":
+            return None
+        policy = found.doc
+        variant_name = job.deployed_variant or await asyncio.to_thread(
+            self._variant_name, policy.endpoint_name
+        )
+        request = DeploymentRequested(
+            endpoint_name=policy.endpoint_name,
+            action="update",
+            production_variants=[
+                VariantSpec(
+                    variant_name=variant_name,
+                    model_package_group=data.model_package_group,
+                    model_version=data.version,
+                )
+            ],
+            rollout=policy.rollout,
+        )
+        if job.status != "deploy_requested":
+            await asyncio.to_thread(
+                self._set_status,
+                data.model_package_group,
+                job.job_name,
+                "deploy_requested",
+                deploy_requested_at=utc_now(),
+                deployed_variant=variant_name,
+            )
+        await self.monitor.publish(request, cause=envelope)
+        return request
+
+    def _training_job_of(self, group: str, version: int) -> str | None:
+        doc = read_json(self.store, f"registry/groups/{group}/versions/{version}.json")
+        lineage = (doc or {}).get("lineage") or {}
+        job = lineage.get("training_job")
+        return str(job) if job else None
+
+    def _variant_name(self, endpoint: str) -> str:
+        """The name the endpoint serves its model under now (the canary replaces that variant)."""
+        served = self.monitor.served_model(endpoint)
+        return served.variant_name if served is not None else "AllTraffic"
 
     def _evaluate(
         self, policy: RetrainPolicy, job: RetrainJob, data: ModelPackageRegistered
@@ -364,45 +430,6 @@ class Retrainer:
             "champion": champion,
             "champion_version": champion_version if champion_uri else None,
         }
-
-    async def _approve(self, data: ModelPackageRegistered, reason: str) -> bool:
-        if self.http is None or not self.config.registry_url:
-            log.warning(
-                "no registry URL: %s v%s stays pending", data.model_package_group, data.version
-            )
-            return False
-        url = (
-            f"{self.config.registry_url.rstrip('/')}/model-package-groups/"
-            f"{data.model_package_group}/versions/{data.version}/approval"
-        )
-        response = await self.http.post(
-            url,
-            json={"status": "Approved", "by": "cairn-monitor", "reason": reason[:500]},
-            headers=self._headers(),
-        )
-        if response.status_code >= 400:
-            log.error("registry refused approval of %s: %s", url, response.text)
-            return False
-        return True
-
-    async def _tag(
-        self, data: ModelPackageRegistered, metric: str, evaluation: dict[str, Any], reason: str
-    ) -> None:
-        if self.http is None or not self.config.registry_url:
-            return
-        tags = {
-            "cairn.challenger.metric": metric,
-            "cairn.challenger.score": f"{evaluation['challenger']:.6g}",
-            "cairn.challenger.champion_score": str(evaluation["champion"]),
-            "cairn.challenger.decision": reason[:250],
-        }
-        url = (
-            f"{self.config.registry_url.rstrip('/')}/model-package-groups/"
-            f"{data.model_package_group}/versions/{data.version}/tags"
-        )
-        response = await self.http.put(url, json={"tags": tags}, headers=self._headers())
-        if response.status_code >= 400:
-            log.error("registry refused tags on %s: %s", url, response.text)
 
 
 def _score(store: Any, artifact_uri: str, holdout: pd.DataFrame, metric: str) -> float:

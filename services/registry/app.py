@@ -6,7 +6,12 @@ import asyncio
 from typing import Any
 
 from cairn.contracts.envelope import Envelope
-from cairn.contracts.events import ApprovalStatus, EndpointUpdated, TrainingJobCompleted
+from cairn.contracts.events import (
+    ApprovalStatus,
+    EndpointUpdated,
+    ModelApprovalRequested,
+    TrainingJobCompleted,
+)
 from cairn.http import require_api_key
 from cairn.service import Service
 from cairn.settings import CairnSettings
@@ -34,13 +39,17 @@ def create_service(
     registry = Registry(service.store, service.publish)
     service.api.state.registry = registry
 
-    @service.on(TrainingJobCompleted, group=config.consumer_group)
+    @service.on(TrainingJobCompleted, group=f"{config.consumer_group}.training-job-completed")
     async def training_job_completed(envelope: Envelope[TrainingJobCompleted]) -> None:
         await registry.on_training_job_completed(envelope)
 
-    @service.on(EndpointUpdated, group=config.consumer_group)
+    @service.on(EndpointUpdated, group=f"{config.consumer_group}.endpoint-updated")
     async def endpoint_updated(envelope: Envelope[EndpointUpdated]) -> None:
         await registry.on_endpoint_updated(envelope)
+
+    @service.on(ModelApprovalRequested, group=f"{config.consumer_group}.model-approval-requested")
+    async def approval_requested(envelope: Envelope[ModelApprovalRequested]) -> None:
+        await registry.on_approval_requested(envelope)
 
     routes = APIRouter(
         prefix="/model-package-groups",

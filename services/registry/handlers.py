@@ -14,6 +14,7 @@ from cairn.contracts.events import (
     ApprovalStatus,
     EndpointUpdated,
     ModelApprovalChanged,
+    ModelApprovalRequested,
     ModelPackageRegistered,
     TrainingJobCompleted,
 )
@@ -289,8 +290,46 @@ class Registry:
 
     # Approval and aliases ----------------------------------------------------------------
 
-    async def decide(self, group_name: str, ref: str, decision: ApprovalDecision) -> ModelVersion:
+    async def decide(
+        self,
+        group_name: str,
+        ref: str,
+        decision: ApprovalDecision,
+        cause: Envelope[Any] | None = None,
+    ) -> ModelVersion:
         """Approve or reject a version; emits ModelApprovalChanged when the status changes."""
+        version, previous = await self._apply_decision(group_name, ref, decision)
+        if previous != version.approval_status:
+            await self._announce_decision(version, previous, decision, cause)
+        return version
+
+    async def on_approval_requested(self, envelope: Envelope[ModelApprovalRequested]) -> None:
+        """The event form of POST .../approval: the same decision, chained to its request.
+
+        A redelivery finds the status already applied by this requester and announces it again
+        (the first attempt may have died between the write and the publish).
+        """
+        request = envelope.data
+        decision = ApprovalDecision(
+            status=request.approval_status, by=request.requested_by, reason=request.reason
+        )
+        try:
+            version, previous = await self._apply_decision(
+                request.model_package_group, str(request.version), decision
+            )
+        except (ModelPackageGroupNotFound, ModelVersionNotFound) as exc:
+            log.error("approval request for an unknown version dropped: %s", exc.message)
+            return
+        latest = version.approval_history[-1]
+        if previous != version.approval_status:
+            await self._announce_decision(version, previous, decision, envelope)
+        elif latest.status == request.approval_status and latest.changed_by == request.requested_by:
+            await self._announce_decision(version, latest.previous_status, decision, envelope)
+
+    async def _apply_decision(
+        self, group_name: str, ref: str, decision: ApprovalDecision
+    ) -> tuple[ModelVersion, ApprovalStatus]:
+        """Write the decision with a conditional update; returns the version and its old status."""
         number = (await asyncio.to_thread(self.get_version, group_name, ref)).version
         before: list[ApprovalStatus] = []
 
@@ -305,19 +344,26 @@ class Registry:
         written = await asyncio.to_thread(
             self.versions.update, _version_key(group_name, number), apply
         )
-        previous = before[-1]
-        if previous != written.doc.approval_status:
-            await self.publish(
-                ModelApprovalChanged(
-                    model_package_group=group_name,
-                    version=number,
-                    approval_status=written.doc.approval_status,
-                    previous_status=previous,
-                    changed_by=decision.by,
-                    reason=decision.reason,
-                )
-            )
-        return written.doc
+        return written.doc, before[-1]
+
+    async def _announce_decision(
+        self,
+        version: ModelVersion,
+        previous: ApprovalStatus | None,
+        decision: ApprovalDecision,
+        cause: Envelope[Any] | None,
+    ) -> None:
+        await self.publish(
+            ModelApprovalChanged(
+                model_package_group=version.model_package_group,
+                version=version.version,
+                approval_status=version.approval_status,
+                previous_status=previous,
+                changed_by=decision.by,
+                reason=decision.reason,
+            ),
+            cause,
+        )
 
     def set_alias(self, group_name: str, alias: str, version: int) -> ModelPackageGroup:
         """Move `alias` to `version` in one conditional write of the group document."""

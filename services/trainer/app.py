@@ -38,8 +38,12 @@ def create_service(
     )
     service.api.state.trainer = handlers
 
+    # The worker-pool group the autoscaler measures (libs/cairn/pools.py: trainer-cpu/-gpu).
     @service.on(
-        TrainingJobRequested, worker_pool=True, max_poll_interval_ms=config.max_poll_interval_ms
+        TrainingJobRequested,
+        group="cairn.trainer",
+        worker_pool=True,
+        max_poll_interval_ms=config.max_poll_interval_ms,
     )
     async def train(envelope: Envelope[TrainingJobRequested]) -> None:
         await handlers.on_requested(envelope)

@@ -432,3 +432,27 @@ def envelope_bytes(event_type: str, data: dict[str, Any]) -> bytes:
         .model_dump_json()
         .encode()
     )
+
+
+async def test_tail_picks_up_a_topic_created_after_it_started(
+    kafka_settings: CairnSettings, test_type: type[BaseModel], make_test_event: MakeEvent
+) -> None:
+    existing = spec_for(test_type)
+    later_type = make_test_event(partitions=2)  # its topic does not exist yet
+    later = spec_for(later_type)
+    tail = tail_events(kafka_settings, [existing.type, later.type], topic_refresh_s=0.2)
+    async with EventProducer(kafka_settings, source="cli") as producer:
+        # Publish on the existing topic until the tail sees one: from then on it is running.
+        next_event = asyncio.ensure_future(anext(tail))
+        while not next_event.done():
+            await producer.publish(test_type(item_id="warm-up"))
+            await asyncio.wait({next_event}, timeout=0.2)
+        await next_event
+        sent = await producer.publish(later_type(item_id="late", note="first on its topic"))
+        seen = await asyncio.wait_for(anext(tail), 10)
+        while isinstance(seen.event, Envelope) and seen.topic == existing.topic:
+            seen = await asyncio.wait_for(anext(tail), 10)
+    await tail.aclose()
+
+    assert seen.topic == later.topic and seen.key == "late"
+    assert isinstance(seen.event, Envelope) and seen.event.event_id == sent.event_id

@@ -7,16 +7,19 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pyarrow.parquet as pq
 import pytest
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     ChallengerEvaluated,
+    DeploymentRequested,
     DriftDetected,
     GroundTruthRecorded,
+    ModelApprovalChanged,
+    ModelApprovalRequested,
     ModelPackageRegistered,
     RetrainRequested,
+    RolloutPolicy,
     TrainingJobRequested,
 )
 from cairn.store.memory import InMemoryObjectStore
@@ -93,38 +96,21 @@ async def label_capture(store: Any, retrainer: Retrainer, captured: Any) -> None
     await retrainer.monitor.on_ground_truth(ground_truth)  # redelivered: nothing doubles
 
 
-class FakeServices:
-    """The registry's and deployer's HTTP APIs as an httpx transport: records every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, dict[str, Any]]] = []
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content) if request.content else {}
-        self.calls.append((request.method, request.url.path, body))
-        return httpx.Response(200, json=body)
-
-
 @pytest.fixture
-def world() -> tuple[InMemoryObjectStore, Published, Retrainer, FakeServices]:
+def world() -> tuple[InMemoryObjectStore, Published, Retrainer]:
     store = InMemoryObjectStore()
     deploy_model(store, "ep", "credit", 1, "job-1", rounds=3)
     published = Published()
-    config = MonitorSettings(registry_url="http://registry", deployer_url="http://deployer")
-    services = FakeServices()
-    http = httpx.AsyncClient(transport=httpx.MockTransport(services.handler))
-    return store, published, Retrainer(Monitor(store, published, config), http), services
+    return store, published, Retrainer(Monitor(store, published, MonitorSettings()))
 
 
 async def test_same_drift_three_times_retrains_once_on_original_plus_labelled_capture(
-    world: tuple[InMemoryObjectStore, Published, Retrainer, FakeServices],
+    world: tuple[InMemoryObjectStore, Published, Retrainer],
 ) -> None:
-    store, published, retrainer, services = world
+    store, published, retrainer = world
     await retrainer.put_policy(
         "credit", RetrainPolicyBody(endpoint_name="ep", cooldown_s=0, min_new_labelled_rows=100)
     )
-    assert services.calls[0][:2] == ("PUT", "/auto-deploy/credit")
-    assert services.calls[0][2]["rollout"]["mode"] == "canary"
     await label_capture(store, retrainer, labelled_frame(300, seed=9, shift=0.5))
 
     for _ in range(3):
@@ -145,9 +131,9 @@ async def test_same_drift_three_times_retrains_once_on_original_plus_labelled_ca
 
 
 async def test_cooldown_and_missing_labels_block_a_retrain(
-    world: tuple[InMemoryObjectStore, Published, Retrainer, FakeServices],
+    world: tuple[InMemoryObjectStore, Published, Retrainer],
 ) -> None:
-    _, published, retrainer, _ = world
+    _, published, retrainer = world
     await retrainer.put_policy(
         "credit", RetrainPolicyBody(endpoint_name="ep", cooldown_s=3600, min_new_labelled_rows=10)
     )
@@ -164,17 +150,20 @@ async def test_cooldown_and_missing_labels_block_a_retrain(
     assert "cooldown" in retrainer.get_policy("credit").skipped["run-c"]
 
 
-@pytest.mark.parametrize(("rounds", "concept", "promoted"), [(60, -1.0, True), (1, 1.0, False)])
-async def test_challenger_is_approved_only_when_better_by_the_margin(
-    world: tuple[InMemoryObjectStore, Published, Retrainer, FakeServices],
-    rounds: int,
-    concept: float,
-    promoted: bool,
-) -> None:
-    store, published, retrainer, services = world
-    await retrainer.put_policy(
-        "credit", RetrainPolicyBody(endpoint_name="ep", cooldown_s=0, metric="auc", margin=0.01)
+CANARY = RolloutPolicy(
+    mode="canary", canary_percent=20, bake_time_s=10, max_error_rate=0.02, max_p99_latency_ms=250
+)
+
+
+async def judged_challenger(
+    world: tuple[InMemoryObjectStore, Published, Retrainer], rounds: int, concept: float
+) -> Envelope[Any]:
+    """A retrain on drift whose new model (version 2) is registered: the registry's event."""
+    store, _, retrainer = world
+    policy = RetrainPolicyBody(
+        endpoint_name="ep", cooldown_s=0, metric="auc", margin=0.01, rollout=CANARY
     )
+    await retrainer.put_policy("credit", policy)
     await label_capture(store, retrainer, labelled_frame(1000, seed=9, sign=concept))
     job = await retrainer.on_drift(drift_envelope())
     assert job is not None
@@ -186,7 +175,13 @@ async def test_challenger_is_approved_only_when_better_by_the_margin(
         "x",
         rounds,
     )
-    registered = Envelope[Any](
+    version_doc = {
+        "version": 2,
+        "artifact_uri": challenger_uri,
+        "lineage": {"training_job": job.job_name},
+    }
+    store.put_bytes("registry/groups/credit/versions/2.json", json.dumps(version_doc).encode())
+    return Envelope[Any](
         type="ModelPackageRegistered",
         source="registry",
         correlation_id="drift-corr",
@@ -198,6 +193,32 @@ async def test_challenger_is_approved_only_when_better_by_the_margin(
             training_job=job.job_name,
         ),
     )
+
+
+def approval(
+    version: int, status: str = "Approved", correlation: str = "drift-corr"
+) -> Envelope[Any]:
+    data = ModelApprovalChanged(
+        model_package_group="credit",
+        version=version,
+        approval_status=status,  # type: ignore[arg-type]
+        previous_status="PendingManualApproval",
+        changed_by="cairn-monitor",
+    )
+    return Envelope[Any](
+        type="ModelApprovalChanged", source="registry", correlation_id=correlation, data=data
+    )
+
+
+@pytest.mark.parametrize(("rounds", "concept", "promoted"), [(60, -1.0, True), (1, 1.0, False)])
+async def test_challenger_approval_is_requested_only_when_better_by_the_margin(
+    world: tuple[InMemoryObjectStore, Published, Retrainer],
+    rounds: int,
+    concept: float,
+    promoted: bool,
+) -> None:
+    _, published, retrainer = world
+    registered = await judged_challenger(world, rounds, concept)
     await retrainer.on_registered(registered)
     await retrainer.on_registered(registered)  # redelivered: judged once
 
@@ -206,7 +227,50 @@ async def test_challenger_is_approved_only_when_better_by_the_margin(
     verdict = evaluated[0]
     assert verdict.promoted is promoted and verdict.champion_version == 1
     assert (verdict.challenger_score > verdict.champion_score + 0.01) is promoted
-    paths = [(method, path) for method, path, _ in services.calls]
-    approval = ("POST", "/model-package-groups/credit/versions/2/approval")
-    tags = ("PUT", "/model-package-groups/credit/versions/2/tags")
-    assert (approval in paths) is promoted and (tags in paths) is not promoted
+    requests = published.of(ModelApprovalRequested)
+    assert [(r.version, r.approval_status) for r in requests] == (
+        [(2, "Approved")] if promoted else []
+    )
+    job = next(iter(retrainer.get_policy("credit").jobs.values()))
+    assert job.evaluation is not None and job.evaluation.reason == verdict.reason
+    assert all(corr == "drift-corr" for _, corr in published.events)
+
+
+async def test_approved_challenger_is_rolled_out_as_the_policys_canary(
+    world: tuple[InMemoryObjectStore, Published, Retrainer],
+) -> None:
+    _, published, retrainer = world
+    await retrainer.on_registered(await judged_challenger(world, 60, -1.0))
+
+    await retrainer.on_approval_changed(approval(1))  # the champion: not a challenger of ours
+    await retrainer.on_approval_changed(approval(2, "Rejected"))
+    assert published.of(DeploymentRequested) == []
+    await retrainer.on_approval_changed(approval(2))
+    await retrainer.on_approval_changed(approval(2))  # redelivered: the same request again
+
+    deployments = published.of(DeploymentRequested)
+    assert len(deployments) == 2 and deployments[0] == deployments[1]
+    request = deployments[0]
+    assert request.endpoint_name == "ep" and request.action == "update"
+    assert [
+        (v.variant_name, v.model_package_group, v.model_version)
+        for v in request.production_variants
+    ] == [("AllTraffic", "credit", 2)]
+    assert request.rollout == CANARY
+    assert all(corr == "drift-corr" for _, corr in published.events)
+    assert next(iter(retrainer.get_policy("credit").jobs.values())).status == "deploy_requested"
+
+
+async def test_approval_overtaking_the_verdict_still_deploys_and_is_not_undone(
+    world: tuple[InMemoryObjectStore, Published, Retrainer],
+) -> None:
+    """The registry's approval may arrive before the judging handler records its verdict."""
+    _, published, retrainer = world
+    registered = await judged_challenger(world, 60, -1.0)
+    await retrainer.on_approval_changed(approval(2))
+    await retrainer.on_registered(registered)
+
+    assert len(published.of(DeploymentRequested)) == 1
+    assert [e.challenger_version for e in published.of(ChallengerEvaluated)] == [2]
+    job = next(iter(retrainer.get_policy("credit").jobs.values()))
+    assert job.status == "deploy_requested" and job.challenger_version == 2

@@ -13,6 +13,7 @@ from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     EndpointUpdated,
     ModelApprovalChanged,
+    ModelApprovalRequested,
     ModelPackageRegistered,
     RegistrationSpec,
     TrainingJobCompleted,
@@ -277,3 +278,47 @@ async def test_http_errors_are_json_with_reasons(api: httpx.AsyncClient) -> None
         "/model-package-groups/bad_name!/versions", json={"artifact_uri": "models/x/"}
     )
     assert bad_group.status_code == 400
+
+
+def approval_request(version: int, by: str = "cairn-monitor") -> Envelope[Any]:
+    data = ModelApprovalRequested(
+        model_package_group="credit",
+        version=version,
+        approval_status="Approved",
+        requested_by=by,
+        reason="challenger auc=0.81 vs champion 0.74",
+    )
+    return Envelope[Any](
+        type="ModelApprovalRequested", source="monitor", correlation_id="drift-1", data=data
+    )
+
+
+async def test_approval_request_event_approves_like_the_api_chained_to_its_request(
+    store: InMemoryObjectStore,
+) -> None:
+    sent: list[tuple[BaseModel, Envelope[Any] | None]] = []
+
+    async def publish(data: BaseModel, cause: Envelope[Any] | None = None) -> Any:
+        sent.append((data, cause))
+
+    registry = Registry(store, publish)
+    await registry.on_training_job_completed(completed("job-4"))
+    request = approval_request(1)
+    await registry.on_approval_requested(request)
+    await registry.on_approval_requested(request)  # redelivered: announced again, not re-applied
+    await registry.on_approval_requested(approval_request(7))  # no such version: dropped
+
+    version = registry.get_version("credit", "1")
+    assert version.approval_status == "Approved"
+    assert [(r.status, r.changed_by) for r in version.approval_history] == [
+        ("PendingManualApproval", "training-job:job-4"),
+        ("Approved", "cairn-monitor"),
+    ]
+    changes = [(d, c) for d, c in sent if isinstance(d, ModelApprovalChanged)]
+    assert len(changes) == 2
+    for change, cause in changes:
+        assert (change.approval_status, change.previous_status) == (
+            "Approved",
+            "PendingManualApproval",
+        )
+        assert cause is not None and cause.correlation_id == "drift-1"

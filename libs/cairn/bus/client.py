@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry import propagate, trace
 from pydantic import BaseModel
@@ -146,10 +147,55 @@ def _raw_value(value: bytes | None) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"raw": parsed}
 
 
+async def assign_new_partitions(
+    consumer: AIOKafkaConsumer, topics: Iterable[str], settings: CairnSettings
+) -> list[TopicPartition]:
+    """Add the partitions of `topics` that appeared since the last call; returns the added ones.
+
+    A manual assignment only covers the topics that existed when it was made, and a consumer
+    without a group refreshes metadata only for the topics it reads, so a new topic's partitions
+    are learned from a fresh client. Re-assigning resets every position, so the positions of the
+    partitions already read are put back; the caller positions the added ones.
+    """
+    current = consumer.assignment()
+    read_topics = {tp.topic for tp in current}
+    names = await consumer.topics()
+    new_topics = [topic for topic in dict.fromkeys(topics) if topic in names]
+    new_topics = [topic for topic in new_topics if topic not in read_topics]
+    if not new_topics:
+        return []
+    found = await existing_partitions(consumer, new_topics)
+    if {tp.topic for tp in found} != set(new_topics):
+        found = await _partitions_seen_by_a_new_client(settings, new_topics)
+    added = [tp for tp in found if tp not in current]
+    if not added:
+        return []
+    positions = {tp: await consumer.position(tp) for tp in current}
+    consumer.assign([*current, *added])
+    for tp, offset in positions.items():
+        consumer.seek(tp, offset)
+    return added
+
+
+async def _partitions_seen_by_a_new_client(
+    settings: CairnSettings, topics: list[str]
+) -> list[TopicPartition]:
+    probe = AIOKafkaConsumer(
+        **kafka_client_options(settings, client_id="cairn-tail-probe"), group_id=None
+    )
+    try:
+        await probe.start()
+        return await existing_partitions(probe, topics)
+    finally:
+        await probe.stop()
+
+
 async def tail_events(
     settings: CairnSettings,
     event_types: list[str] | None = None,
     from_beginning: bool = False,
+    *,
+    topic_refresh_s: float = _TOPIC_WAIT_S,
 ) -> AsyncIterator[TailedEvent]:
     """Yield events on the topics of `event_types` (default: every catalogued type) as they arrive.
 
@@ -157,6 +203,8 @@ async def tail_events(
         settings: where the cluster is.
         event_types: type names; UnknownEventType for a name not in the catalogue.
         from_beginning: start at the start of each log instead of at its end.
+        topic_refresh_s: how often to look for topics created after the start (they are read
+            from their beginning, since everything on them is new).
     """
     load_contract_modules(settings.contract_modules)
     names = list(catalogue()) if event_types is None else event_types
@@ -169,18 +217,26 @@ async def tail_events(
     )
     try:
         await consumer.start()
-        partitions = await existing_partitions(consumer, topics)
-        while not partitions:
-            await asyncio.sleep(_TOPIC_WAIT_S)
-            partitions = await existing_partitions(consumer, topics)
-        consumer.assign(partitions)
-        if from_beginning:
-            await consumer.seek_to_beginning(*partitions)
-        else:
+        existing = await assign_new_partitions(consumer, topics, settings)
+        if from_beginning and existing:
+            await consumer.seek_to_beginning(*existing)
+        elif existing:
             # seek_to_end() trusts ListOffsets, which lags on Tansu; the high-watermark does not.
-            await fetch_high_watermarks(consumer, partitions)
-        async for record in consumer:
-            yield read_record(record)
+            await fetch_high_watermarks(consumer, existing)
+        next_refresh = time.monotonic() + topic_refresh_s
+        while True:
+            if consumer.assignment():
+                batch = await consumer.getmany(timeout_ms=int(topic_refresh_s * 1000))
+                for records in batch.values():
+                    for record in records:
+                        yield read_record(record)
+            else:
+                await asyncio.sleep(topic_refresh_s)
+            if time.monotonic() >= next_refresh:
+                added = await assign_new_partitions(consumer, topics, settings)
+                if added:
+                    await consumer.seek_to_beginning(*added)
+                next_refresh = time.monotonic() + topic_refresh_s
     except KafkaError as error:
         raise Unavailable(f"cannot read events: {error!r}") from error
     finally:

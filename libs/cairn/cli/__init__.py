@@ -16,6 +16,7 @@ from cairn.cli import (
     pools_cmd,
     runtime_cmd,
     serve_cmd,
+    trace_cmd,
     train_cmd,
 )
 
@@ -37,6 +38,7 @@ endpoints_cmd.register(app)
 demo_cmd.register(app)
 pools_cmd.register(app)
 serve_cmd.register(app)
+trace_cmd.register(app)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -15,10 +15,11 @@ from rich.console import Console
 
 from cairn.cli.sdk_common import HomeOption, TargetOption, service_errors
 from cairn.client import SERVICES, Client, service_urls
-from cairn.errors import Unavailable
+from cairn.errors import NotFound, Unavailable
 from cairn.settings import CairnSettings
 
-DEMO_SERVICES = ("ingest", "trainer", "registry", "deployer", "gateway")
+GOLDEN_SERVICES = ("ingest", "trainer", "registry", "deployer", "gateway")
+DEMO_SERVICES = (*GOLDEN_SERVICES, "monitor")
 START_TIMEOUT_S = 90.0
 
 
@@ -57,24 +58,33 @@ def _start_platform(home: Path, console: Console) -> None:
         )
 
 
-def _wait_healthy(home: Path, console: Console) -> None:
+def _wait_healthy(home: Path, console: Console, required: tuple[str, ...]) -> dict[str, str]:
+    """The URLs of the `required` services once each answers /healthz."""
     deadline = time.monotonic() + START_TIMEOUT_S
+    missing: list[str] = list(required)
     with (
         console.status("waiting for the services to be healthy..."),
         httpx.Client(timeout=1.0, trust_env=False) as http,
     ):
         while time.monotonic() < deadline:
             urls = service_urls(home=home, env={})
-            if all(name in urls for name in DEMO_SERVICES):
+            missing = [name for name in required if name not in urls]
+            if urls and missing:
+                break  # the platform runs without them: waiting will not bring them
+            if not missing:
                 try:
                     if all(
-                        http.get(f"{urls[name]}/healthz").status_code == 200
-                        for name in DEMO_SERVICES
+                        http.get(f"{urls[name]}/healthz").status_code == 200 for name in required
                     ):
-                        return
+                        return urls
                 except httpx.HTTPError:
                     pass
             time.sleep(0.3)
+    if missing:
+        raise Unavailable(
+            f"the platform on {home} runs without {', '.join(missing)}; stop it with "
+            f"`cairn down --home {home}` and let the demo start it, or `cairn up` them all"
+        )
     raise Unavailable(
         f"the platform did not become healthy in {START_TIMEOUT_S:.0f}s; see {home}/logs/"
     )
@@ -97,6 +107,26 @@ def demo(
     start: Annotated[
         bool, typer.Option("--start/--no-start", help="Start the platform when none runs.")
     ] = True,
+    drift: Annotated[
+        bool,
+        typer.Option(
+            "--drift",
+            help="Then shift the traffic and watch drift -> retrain -> canary -> promoted.",
+        ),
+    ] = False,
+    interval_s: Annotated[
+        float, typer.Option("--interval-s", min=1, help="--drift: seconds between checks.")
+    ] = 5.0,
+    labelled_rows: Annotated[
+        int,
+        typer.Option("--labelled-rows", min=0, help="--drift: new labelled rows to retrain on."),
+    ] = 5000,
+    bake_s: Annotated[
+        float, typer.Option("--bake-s", min=0, help="--drift: canary bake time in seconds.")
+    ] = 10.0,
+    drift_timeout_s: Annotated[
+        float, typer.Option("--drift-timeout-s", min=10, help="--drift: give up after this.")
+    ] = 180.0,
     target: TargetOption = None,
     home: HomeOption = None,
 ) -> None:
@@ -104,14 +134,25 @@ def demo(
 
     Runs against the platform on --home (starting it in the background if none runs, and leaving
     it running: stop it with `cairn down`), or against --target / CAIRN_<SERVICE>_URL (compose).
+    With --drift it reuses the served credit model (running the golden path first when there is
+    none) and closes the loop on the embedded platform: monitoring, retraining, canary, promotion.
     """
     from cairn.cli.runtime_cmd import running_state
-    from cairn.demo.flow import CreditRiskDemo, DemoOptions, EventTrail, trail_since, write_summary
+    from cairn.demo.drift import DriftDemo, DriftOptions
+    from cairn.demo.flow import (
+        ENDPOINT,
+        CreditRiskDemo,
+        DemoOptions,
+        EventTrail,
+        trail_since,
+        write_summary,
+    )
 
     console = Console()
     settings = CairnSettings(home=home) if home is not None else CairnSettings()
     home_path = settings.home.resolve()
     bootstrap = kafka or settings.kafka_bootstrap_servers or None
+    monitor_url = os.environ.get("CAIRN_MONITOR_URL")
     with service_errors():
         if _uses_remote(target):
             client = Client.from_env(target=target, home=home_path, timeout_s=60.0)
@@ -121,7 +162,8 @@ def demo(
                 if not start:
                     raise Unavailable(f"Cairn is not running on {home_path}; run `cairn up`")
                 _start_platform(home_path, console)
-            _wait_healthy(home_path, console)
+            urls = _wait_healthy(home_path, console, DEMO_SERVICES if drift else GOLDEN_SERVICES)
+            monitor_url = monitor_url or urls.get("monitor")
             state = running_state(home_path)
             if state is not None:
                 bootstrap = bootstrap or state.kafka_bootstrap_servers
@@ -131,25 +173,58 @@ def demo(
             if bootstrap
             else None
         )
-        trail = EventTrail(trail_settings, set(), trail_since())
-        trail.start()
-        options = DemoOptions(
-            rows=rows, num_round=num_round, seed=seed, work_dir=home_path / "demo"
-        )
-        try:
-            with client:
-                summary = CreditRiskDemo(client, console, options, trail).run()
-        finally:
-            trail.stop()
-    summary_path = home_path / "demo" / "summary.json"
-    write_summary(summary_path, summary)
-    console.print(f"\n[dim]summary: {summary_path}[/]", highlight=False)
+        with client:
+            summary: dict[str, Any] | None = None
+            if not drift or not _serves(client, ENDPOINT):
+                trail = EventTrail(trail_settings, set(), trail_since())
+                trail.start()
+                options = DemoOptions(
+                    rows=rows, num_round=num_round, seed=seed, work_dir=home_path / "demo"
+                )
+                try:
+                    summary = CreditRiskDemo(client, console, options, trail).run()
+                finally:
+                    trail.stop()
+                write_summary(home_path / "demo" / "summary.json", summary)
+                console.print(f"\n[dim]summary: {home_path / 'demo' / 'summary.json'}[/]")
+            if drift:
+                if trail_settings is None or not monitor_url:
+                    raise Unavailable(
+                        "--drift needs the monitor and Kafka: run it on the embedded platform, "
+                        "or set CAIRN_MONITOR_URL and --kafka"
+                    )
+                drift_options = DriftOptions(
+                    interval_s=interval_s,
+                    min_new_labelled_rows=labelled_rows,
+                    bake_time_s=bake_s,
+                    timeout_s=drift_timeout_s,
+                )
+                result = DriftDemo(
+                    client,
+                    console,
+                    monitor_url,
+                    trail_settings,
+                    drift_options,
+                    api_key=os.environ.get("CAIRN_API_KEY"),
+                ).run()
+                write_summary(home_path / "demo" / "drift-summary.json", result)
+                console.print(f"\n[dim]summary: {home_path / 'demo' / 'drift-summary.json'}[/]")
+                if result["outcome"] != "promoted":
+                    raise typer.Exit(1)
     if not _uses_remote(target):
         console.print(
             f"The platform keeps running on {home_path}; stop it with "
             f"[bold]cairn down --home {home_path}[/]",
             highlight=False,
         )
+
+
+def _serves(client: Client, endpoint_name: str) -> bool:
+    """Whether the endpoint exists and is in service (the drift flow reuses it)."""
+    try:
+        return client.describe_endpoint(endpoint_name).get("status") == "InService"
+    except NotFound:
+        return False
 
 
 def register(app: typer.Typer) -> None:

@@ -42,13 +42,3 @@ variable "resources" {
     limits   = { cpu = "1", memory = "1Gi" }
   }
 }
-
-variable "registry_url" {
-  description = "Registry HTTP API (approvals of retrained versions)."
-  type        = string
-}
-
-variable "deployer_url" {
-  description = "Deployer HTTP API (auto-deploy of approved versions)."
-  type        = string
-}
