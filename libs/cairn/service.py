@@ -14,8 +14,9 @@ then the broker waits for in-flight handlers (FastStream's graceful timeout) and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import uvicorn
@@ -76,6 +77,7 @@ class Service:
             max_body_bytes=max_body_bytes,
         )
         self._ledgers: dict[str, ProcessedLedger] = {}
+        self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._wrap_lifespan()
 
     def default_group(self, event_model: type[BaseModel]) -> str:
@@ -132,6 +134,14 @@ class Service:
             self.broker, data, source=self.name, correlation_id=correlation_id, cause=cause
         )
 
+    def background(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `loop()` as a task while the service runs: started after the broker, cancelled first.
+
+        For a service's own periodic work (rollout driver, schedules, pollers); the loop keeps its
+        state in the store, so a restart resumes it.
+        """
+        self._background.append((name, loop))
+
     def run(self) -> None:
         """Serve the API and consume events until SIGTERM/SIGINT (blocking)."""
         setup_telemetry(self.name, self.settings)
@@ -166,9 +176,34 @@ class Service:
             async with inner(app) as state:
                 await ensure_topics(self.settings)
                 await start_broker(self.broker)
+                tasks = [asyncio.create_task(loop(), name=name) for name, loop in self._background]
                 try:
                     yield state
                 finally:
+                    for task in tasks:
+                        task.cancel()
+                    for task in tasks:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                     await self.broker.stop()
 
         self.api.router.lifespan_context = lifespan
+
+
+def lazy_service(create: Callable[[], Service]) -> Callable[[str], Service]:
+    """A module `__getattr__` that builds the module's `service` on first use.
+
+    `services/<name>/app.py` sets `__getattr__ = lazy_service(create_service)`, so tests can import
+    `create_service` without Kafka settings while `python -m services.<name>` and the contracts
+    generator still find `app.service`.
+    """
+    built: list[Service] = []
+
+    def module_getattr(name: str) -> Service:
+        if name != "service":
+            raise AttributeError(name)
+        if not built:
+            built.append(create())
+        return built[0]
+
+    return module_getattr

@@ -10,7 +10,7 @@ from typing import Any
 from cairn.bus import consumer_group_lag
 from cairn.errors import NotFound, Unavailable
 from cairn.pools import WorkerPool, load_pools
-from cairn.service import Service
+from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
 from fastapi import FastAPI
@@ -134,14 +134,4 @@ def _run_in_lifespan(api: FastAPI, autoscaler: Autoscaler) -> None:
     api.router.lifespan_context = lifespan
 
 
-_service: Service | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """`service` is built on first use, so tests can import `create_service` without a broker."""
-    global _service
-    if name != "service":
-        raise AttributeError(name)
-    if _service is None:
-        _service = create_service()
-    return _service
+__getattr__ = lazy_service(create_service)

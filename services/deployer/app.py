@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from cairn.contracts.envelope import Envelope
@@ -17,10 +15,10 @@ from cairn.contracts.events import (
     VariantSpec,
 )
 from cairn.http import require_api_key
-from cairn.service import Service
+from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
 from services.deployer.config import DeployerSettings
@@ -123,31 +121,8 @@ def create_service(
         return Response(status_code=204)
 
     service.api.include_router(routes)
-    _run_rollouts_during_lifespan(service.api, deployer)
+    service.background("deployer-rollouts", deployer.run_rollouts)
     return service
 
 
-def _run_rollouts_during_lifespan(api: FastAPI, deployer: Deployer) -> None:
-    """Start the rollout driver after the broker, so a restart resumes rollouts from the store."""
-    inner = api.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
-        async with inner(app) as state:
-            driver = asyncio.create_task(deployer.run_rollouts(), name="deployer-rollouts")
-            try:
-                yield state
-            finally:
-                driver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await driver
-
-    api.router.lifespan_context = lifespan
-
-
-def __getattr__(name: str) -> Service:
-    """Build the module-level `service` on first use, so importing `create_service` needs no env."""
-    if name != "service":
-        raise AttributeError(name)
-    built = globals()["service"] = create_service()
-    return built
+__getattr__ = lazy_service(create_service)

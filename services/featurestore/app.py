@@ -36,7 +36,7 @@ from cairn.errors import InvalidInput
 from cairn.http import require_api_key
 from cairn.offline import OfflineStore
 from cairn.online import OnlineStore, open_online_store
-from cairn.service import Service
+from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
 from fastapi import APIRouter, Depends, FastAPI, Query, Response
@@ -348,9 +348,4 @@ def _training_set_routes(state: FeatureStoreApp) -> APIRouter:
     return routes
 
 
-def __getattr__(name: str) -> Any:
-    """`app.service`, built on first access so importing `create_service` needs no settings."""
-    if name != "service":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    built = globals()["service"] = create_service()
-    return built
+__getattr__ = lazy_service(create_service)

@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 from cairn.access_keys import list_access_keys
 from cairn.http import require_api_key
-from cairn.service import Service
+from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
 from cairn.telemetry import setup_telemetry
@@ -149,9 +149,4 @@ def _ready(gateway: Gateway) -> Any:
     return check
 
 
-def __getattr__(name: str) -> Service:
-    """Build the module-level `service` on first use, so importing `create_service` needs no env."""
-    if name != "service":
-        raise AttributeError(name)
-    built = globals()["service"] = create_service()
-    return built
+__getattr__ = lazy_service(create_service)

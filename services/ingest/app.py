@@ -27,7 +27,7 @@ from cairn.datasets import (
 )
 from cairn.errors import InvalidInput
 from cairn.http import require_api_key
-from cairn.service import Service
+from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -216,14 +216,4 @@ def _summary(index: DatasetIndex) -> DatasetSummary:
     )
 
 
-_service: Service | None = None
-
-
-def __getattr__(name: str) -> Service:
-    """`service` is built on first use, so importing `create_service` needs no Kafka settings."""
-    global _service
-    if name != "service":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if _service is None:
-        _service = create_service()
-    return _service
+__getattr__ = lazy_service(create_service)

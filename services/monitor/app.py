@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Literal
 
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
@@ -18,10 +16,10 @@ from cairn.contracts.events import (
     MonitoringScheduleRequested,
 )
 from cairn.http import require_api_key
-from cairn.service import Service
+from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field
 
 from services.monitor.baseline import Statistics
@@ -140,31 +138,8 @@ def create_service(
         return Response(status_code=204)
 
     service.api.include_router(routes)
-    _run_schedules_during_lifespan(service.api, monitor)
+    service.background("monitor-schedules", monitor.run_forever)
     return service
 
 
-def _run_schedules_during_lifespan(api: FastAPI, monitor: Monitor) -> None:
-    """Start the schedule loop after the broker; a restart resumes claimed runs from the store."""
-    inner = api.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
-        async with inner(app) as state:
-            loop = asyncio.create_task(monitor.run_forever(), name="monitor-schedules")
-            try:
-                yield state
-            finally:
-                loop.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop
-
-    api.router.lifespan_context = lifespan
-
-
-def __getattr__(name: str) -> Service:
-    """Build the module-level `service` on first use, so importing `create_service` needs no env."""
-    if name != "service":
-        raise AttributeError(name)
-    built = globals()["service"] = create_service()
-    return built
+__getattr__ = lazy_service(create_service)

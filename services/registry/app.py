@@ -13,7 +13,7 @@ from cairn.contracts.events import (
     TrainingJobCompleted,
 )
 from cairn.http import require_api_key
-from cairn.service import Service
+from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
 from fastapi import APIRouter, Depends
@@ -101,9 +101,4 @@ def create_service(
     return service
 
 
-def __getattr__(name: str) -> Service:
-    """Build the module-level `service` on first use, so importing `create_service` needs no env."""
-    if name != "service":
-        raise AttributeError(name)
-    built = globals()["service"] = create_service()
-    return built
+__getattr__ = lazy_service(create_service)

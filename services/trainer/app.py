@@ -9,7 +9,7 @@ from typing import Any
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import TrainingJobRequested
 from cairn.errors import NotFound, ObjectNotFound
-from cairn.service import Service
+from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
 from fastapi import Response
@@ -52,7 +52,11 @@ def create_service(
     async def create_training_job(request: TrainingJobRequested) -> dict[str, Any]:
         job = await asyncio.to_thread(handlers.create_pending, request)
         envelope = await service.publish(request)
-        return {**summary(job), "event_id": str(envelope.event_id)}
+        return {
+            **summary(job),
+            "event_id": str(envelope.event_id),
+            "correlation_id": envelope.correlation_id,
+        }
 
     @service.api.get("/training-jobs")
     async def list_training_jobs() -> dict[str, Any]:
@@ -90,14 +94,4 @@ def _list_jobs(handlers: TrainerHandlers) -> list[TrainingJob]:
     return jobs
 
 
-_service: Service | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """`service` is built on first use, so tests can import `create_service` without a broker."""
-    global _service
-    if name != "service":
-        raise AttributeError(name)
-    if _service is None:
-        _service = create_service()
-    return _service
+__getattr__ = lazy_service(create_service)

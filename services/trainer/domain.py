@@ -31,6 +31,9 @@ class TrainingJob(BaseModel):
     request: TrainingJobRequested
     request_sha256: str
     request_event_id: str | None = None
+    correlation_id: str | None = Field(
+        default=None, description="The workflow's correlation id: `cairn trace` shows its events."
+    )
     status: JobStatus = "Pending"
     attempt: int = Field(default=0, ge=0)
     worker_id: str | None = None
@@ -112,7 +115,14 @@ def decide(
     return "wait"
 
 
-def claimed(job: TrainingJob, *, event_id: str, worker_id: str, now: datetime) -> TrainingJob:
+def claimed(
+    job: TrainingJob,
+    *,
+    event_id: str,
+    worker_id: str,
+    now: datetime,
+    correlation_id: str | None = None,
+) -> TrainingJob:
     """The job taken by this worker for a new attempt."""
     return job.model_copy(
         update={
@@ -120,6 +130,7 @@ def claimed(job: TrainingJob, *, event_id: str, worker_id: str, now: datetime) -
             "attempt": job.attempt + 1,
             "worker_id": worker_id,
             "request_event_id": event_id,
+            "correlation_id": correlation_id or job.correlation_id,
             "started_at": job.started_at or now,
             "heartbeat_at": now,
             "metrics": {},

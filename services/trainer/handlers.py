@@ -129,12 +129,20 @@ class TrainerHandlers:
                         job_name=request.job_name, request=request, request_sha256=fingerprint
                     )
                     new = claimed(
-                        base, event_id=event_id, worker_id=self.settings.worker_id, now=now
+                        base,
+                        event_id=event_id,
+                        worker_id=self.settings.worker_id,
+                        now=now,
+                        correlation_id=envelope.correlation_id,
                     )
                     mine = await asyncio.to_thread(self.jobs.create, key, new)
                 else:
                     new = claimed(
-                        current.doc, event_id=event_id, worker_id=self.settings.worker_id, now=now
+                        current.doc,
+                        event_id=event_id,
+                        worker_id=self.settings.worker_id,
+                        now=now,
+                        correlation_id=envelope.correlation_id,
                     )
                     mine = await asyncio.to_thread(self.jobs.replace, key, new, current.etag)
             except PreconditionFailed:

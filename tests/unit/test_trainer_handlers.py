@@ -94,6 +94,7 @@ async def test_a_job_trains_packages_and_reports_once(store: InMemoryObjectStore
     assert model.predict(model.encode_rows([[30, 20000.0, 0.9, 4, 2, "business", "rent"]]))[0] > 0.5
     job = harness.handlers.jobs.get(job_key("job-1")).doc
     assert (job.status, job.attempt, job.device) == ("Completed", 1, "cpu")
+    assert job.correlation_id == "c"  # what `cairn trace` needs, from the request's envelope
     logs = store.get_bytes("trainer/jobs/job-1/logs.txt").decode()
     assert "requested gpu, using cpu" in logs and "Completed" in logs
 
