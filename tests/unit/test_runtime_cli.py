@@ -86,3 +86,43 @@ def test_up_with_an_unknown_only_name_lists_the_services_found(
     assert "no service named ehco" in result.output
     assert "echo" in result.output
     assert not (tmp_path / "runtime.json").exists()
+
+
+def test_status_shows_the_autoscalers_pools_only_when_it_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cairn.cli import pools_cmd, runtime_cmd
+    from cairn.runtime.state import ServiceState
+
+    asked: list[str] = []
+    pool = {"pool": "trainer-cpu", "current": 2, "desired": 3, "lag": 7}
+
+    def fetch(url: str) -> list[dict[str, object]]:
+        asked.append(url)
+        return [pool]
+
+    monkeypatch.setattr(pools_cmd, "fetch_pools", fetch)
+
+    def state(status: str) -> RuntimeState:
+        autoscaler = ServiceState(
+            name="autoscaler",
+            module="services.autoscaler",
+            pid=1,
+            port=9,
+            url="http://127.0.0.1:9",
+            status=status,  # type: ignore[arg-type]
+            log_path="x.log",
+        )
+        return RuntimeState(
+            supervisor_pid=1,
+            started_at=datetime.now(UTC),
+            home="h",
+            kafka_bootstrap_servers="127.0.0.1:1",
+            broker_embedded=True,
+            store_url="file:///tmp",
+            services=[autoscaler],
+        )
+
+    assert runtime_cmd._worker_pools(state("healthy")) == [pool]
+    assert runtime_cmd._worker_pools(state("backoff")) == []
+    assert asked == ["http://127.0.0.1:9"]

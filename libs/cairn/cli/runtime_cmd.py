@@ -204,10 +204,28 @@ def status(
             console.print(f"Cairn is not running on {settings.home.resolve()}", highlight=False)
         raise typer.Exit(1)
     observed = _observe(state)
+    pools = _worker_pools(observed)
     if as_json:
-        typer.echo(json.dumps({"running": True, **observed.model_dump(mode="json")}))
+        typer.echo(
+            json.dumps({"running": True, **observed.model_dump(mode="json"), "pools": pools})
+        )
         return
     console.print(services_table(observed))
+    if pools:
+        from cairn.cli.pools_cmd import pools_table
+
+        console.print(pools_table(pools))
+
+
+def _worker_pools(state: RuntimeState) -> list[dict[str, Any]]:
+    """The autoscaler's pools (replicas, lag, last decision) when it runs and answers."""
+    from cairn.cli.pools_cmd import fetch_pools
+
+    for service in state.services:
+        if service.name == "autoscaler" and service.status == "healthy":
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                return fetch_pools(service.url)
+    return []
 
 
 def _cmdline(pid: int) -> str:
