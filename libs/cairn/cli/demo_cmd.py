@@ -39,18 +39,21 @@ def _cairn_command() -> list[str]:
 
 
 def _start_platform(home: Path, console: Console) -> None:
-    """`cairn up` for the demo's services, detached: it outlives this command."""
+    """`cairn up` with every service, detached: it outlives this command.
+
+    The whole platform, not only the demo's services, so that what the README shows next (the
+    feature store, worker pools) works on the platform the demo leaves running.
+    """
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "demo-up.log"
-    only = [arg for name in DEMO_SERVICES for arg in ("--only", name)]
     console.print(
-        f"No platform runs on {home}: starting one in the background "
-        f"({', '.join(DEMO_SERVICES)}; log {log_path})",
+        f"No platform runs on {home}: starting one in the background (every service; "
+        f"log {log_path})",
         highlight=False,
     )
     with log_path.open("ab") as log:
         subprocess.Popen(
-            [*_cairn_command(), "up", "--home", str(home), *only],
+            [*_cairn_command(), "up", "--home", str(home)],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
