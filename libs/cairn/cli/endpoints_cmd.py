@@ -173,9 +173,7 @@ def create(
         document = client.create_endpoint(
             endpoint_name, production, shadow_variant=shadow_variant, rollout=policy
         )
-        if wait:
-            document = client.wait_for_endpoint(endpoint_name)
-    _show(document, as_json)
+        _show(client.wait_for_endpoint(endpoint_name) if wait else document, as_json)
 
 
 @endpoints_app.command("update")
@@ -201,9 +199,7 @@ def update(
         document = client.update_endpoint(
             endpoint_name, production, shadow_variant=shadow_variant, rollout=policy
         )
-        if wait:
-            document = client.wait_for_endpoint(endpoint_name)
-    _show(document, as_json)
+        _show(client.wait_for_endpoint(endpoint_name) if wait else document, as_json)
 
 
 @endpoints_app.command("weights")
