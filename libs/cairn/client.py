@@ -105,6 +105,25 @@ def _urls_from_runtime(home: Path) -> dict[str, str]:
     return {service.name: service.url.rstrip("/") for service in state.services}
 
 
+def service_url(
+    name: str,
+    url: str | None = None,
+    home: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str | None:
+    """One service's base URL: `url`, else CAIRN_<NAME>_URL, else the platform running on `home`.
+
+    Works for every service `cairn up` runs, not only the SDK's; None when none is found.
+    """
+    environ = os.environ if env is None else env
+    found = url or environ.get(f"CAIRN_{name.upper()}_URL")
+    if found:
+        return found.rstrip("/")
+    from cairn.settings import CairnSettings
+
+    return _urls_from_runtime((home or CairnSettings().home).resolve()).get(name)
+
+
 def service_urls(
     target: str | None = None, home: Path | None = None, env: Mapping[str, str] | None = None
 ) -> dict[str, str]:

@@ -21,8 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cairn.runtime.state import pid_alive, read_state
-from cairn.settings import CairnSettings
+from cairn.cli.sdk_common import require_service_url
 
 INGEST_SERVICE = "ingest"
 CHUNK_BYTES = 1 << 20
@@ -58,22 +57,7 @@ UrlOption = Annotated[
 
 def ingest_url(url: str | None) -> str:
     """--url, else CAIRN_INGEST_URL, else the ingest service of the running platform."""
-    if url:
-        return url.rstrip("/")
-    from_env = os.environ.get("CAIRN_INGEST_URL")
-    if from_env:
-        return from_env.rstrip("/")
-    home = CairnSettings().home.resolve()
-    state = read_state(home)
-    if state is not None and pid_alive(state.supervisor_pid):
-        for service in state.services:
-            if service.name == INGEST_SERVICE:
-                return service.url.rstrip("/")
-    raise typer.BadParameter(
-        f"no ingest service: Cairn is not running on {home}; start it with `cairn up`, "
-        "or pass --url / set CAIRN_INGEST_URL",
-        param_hint="--url",
-    )
+    return require_service_url(INGEST_SERVICE, url)
 
 
 def _headers() -> dict[str, str]:

@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from cairn.runtime.state import read_state
-from cairn.settings import CairnSettings
+from cairn.cli.sdk_common import require_service_url
 
 SERVICE_NAME = "featurestore"
 URL_VARIABLE = "CAIRN_FEATURESTORE_URL"
@@ -45,16 +44,7 @@ HomeOption = Annotated[
 
 def service_url(url: str | None, home: Path | None) -> str:
     """--url, else CAIRN_FEATURESTORE_URL, else the running platform's feature store."""
-    if url:
-        return url.rstrip("/")
-    if os.environ.get(URL_VARIABLE):
-        return os.environ[URL_VARIABLE].rstrip("/")
-    settings = CairnSettings(home=home) if home is not None else CairnSettings()
-    state = read_state(settings.home.resolve())
-    for service in state.services if state is not None else ():
-        if service.name == SERVICE_NAME:
-            return service.url.rstrip("/")
-    raise _fail(f"no feature store found: pass --url, set {URL_VARIABLE} or run `cairn up`")
+    return require_service_url(SERVICE_NAME, url, home)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -11,8 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cairn.runtime.state import pid_alive, read_state
-from cairn.settings import CairnSettings
+from cairn.cli.sdk_common import require_service_url
 
 MONITOR_SERVICE = "monitor"
 TIMEOUT_S = 60.0
@@ -35,22 +34,7 @@ UrlOption = Annotated[
 
 def monitor_url(url: str | None) -> str:
     """--url, else CAIRN_MONITOR_URL, else the monitor service of the running platform."""
-    if url:
-        return url.rstrip("/")
-    from_env = os.environ.get("CAIRN_MONITOR_URL")
-    if from_env:
-        return from_env.rstrip("/")
-    home = CairnSettings().home.resolve()
-    state = read_state(home)
-    if state is not None and pid_alive(state.supervisor_pid):
-        for service in state.services:
-            if service.name == MONITOR_SERVICE:
-                return service.url.rstrip("/")
-    raise typer.BadParameter(
-        f"no monitor service: Cairn is not running on {home}; start it with `cairn up`, "
-        "or pass --url / set CAIRN_MONITOR_URL",
-        param_hint="--url",
-    )
+    return require_service_url(MONITOR_SERVICE, url)
 
 
 def _call(method: str, url: str, **kwargs: Any) -> Any:

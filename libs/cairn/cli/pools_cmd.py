@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from cairn.client import service_url
 from cairn.errors import CairnError
 from cairn.pools import keda_scaled_object, load_pools
 from cairn.settings import CairnSettings
@@ -31,16 +32,8 @@ def _settings(home: Path | None) -> CairnSettings:
 
 
 def autoscaler_url(home: Path) -> str | None:
-    """The running autoscaler's URL from `cairn up`'s state, or None."""
-    from cairn.cli.runtime_cmd import running_state
-
-    state = running_state(home)
-    if state is None:
-        return None
-    for service in state.services:
-        if service.name == "autoscaler" and service.pid is not None:
-            return service.url
-    return None
+    """The running autoscaler's URL (CAIRN_AUTOSCALER_URL, else `cairn up`'s state), or None."""
+    return service_url("autoscaler", home=home)
 
 
 def fetch_pools(url: str) -> list[dict[str, Any]]:

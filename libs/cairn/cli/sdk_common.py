@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cairn.client import Client
+from cairn.client import Client, service_url
 from cairn.errors import CairnError
 
 EXIT_SERVICE_ERROR = 1
@@ -43,6 +43,21 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 def client_for(target: str | None, home: Path | None, **options: Any) -> Client:
     """The SDK client for the services named by --target, the environment or runtime.json."""
     return Client.from_env(target=target, home=home, **options)
+
+
+def require_service_url(name: str, url: str | None, home: Path | None = None) -> str:
+    """--url, else CAIRN_<NAME>_URL, else the running platform's service; exit 2 saying how."""
+    found = service_url(name, url, home)
+    if found is None:
+        from cairn.settings import CairnSettings
+
+        where = (home or CairnSettings().home).resolve()
+        raise typer.BadParameter(
+            f"no {name} service: Cairn is not running on {where}; start it with `cairn up`, "
+            f"or pass --url / set CAIRN_{name.upper()}_URL",
+            param_hint="--url",
+        )
+    return found
 
 
 @contextlib.contextmanager
