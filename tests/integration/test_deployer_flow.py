@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cairn.bus import DLQ_REASON, EventProducer, TailedEvent, tail_events
 from cairn.contracts import spec_for
 from cairn.contracts.envelope import Envelope
@@ -34,6 +33,7 @@ from services.deployer.config import DeployerSettings
 from services.registry.app import create_service as create_registry
 from services.registry.config import RegistrySettings
 from tests.integration.test_bus_kafka import read_topic
+from tests.support.http_server import served
 from tests.support.tansu import unique_name
 
 pytestmark = pytest.mark.integration
@@ -49,24 +49,11 @@ WATCHED = [
 @asynccontextmanager
 async def serving(service: Service) -> AsyncIterator[httpx.AsyncClient]:
     """Run the service's API (and through its lifespan, consumers and tasks) on a free port."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            service.api, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            raise RuntimeError(f"{service.name} did not start")
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        served(service.api, service.name) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        yield client
 
 
 class Trail:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,7 +19,6 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-import uvicorn
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from cairn.artifacts import load_model
@@ -31,6 +29,7 @@ from cairn.store import ObjectStore, open_store
 
 from services.gateway.app import asgi_app, create_service
 from services.gateway.config import GatewaySettings
+from tests.support.http_server import served_in_thread
 from tests.unit.test_gateway_payloads import ROWS, make_package
 
 pytestmark = pytest.mark.integration
@@ -118,18 +117,8 @@ def base_url(
 ) -> Iterator[str]:
     config = GatewaySettings(capture_flush_s=0.3, metrics_report_s=0.5)
     service = create_service(settings, store, config)
-    app = asgi_app(service)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with served_in_thread(asgi_app(service), "the gateway", timeout_s=WAIT_S) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

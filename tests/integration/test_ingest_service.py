@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cairn.bus import EventProducer, tail_events
 from cairn.contracts.events import DatasetRegistrationRequested
 from cairn.settings import CairnSettings
@@ -23,6 +20,7 @@ from cairn.store import ObjectStore, open_store
 
 from services.ingest.app import create_service
 from services.ingest.config import IngestSettings
+from tests.support.http_server import served_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -64,18 +62,9 @@ async def http(
 ) -> AsyncIterator[httpx.AsyncClient]:
     config = IngestSettings(work_dir=tmp_path_factory.mktemp("ingest-work"))
     service = create_service(settings, store, config)
-    server = uvicorn.Server(uvicorn.Config(service.api, host="127.0.0.1", port=0, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        assert time.monotonic() < deadline, "the ingest service did not start"
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        yield client
-    server.should_exit = True
-    thread.join(timeout=15)
+    with served_in_thread(service.api, "the ingest service", timeout_s=WAIT_S) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield client
 
 
 async def next_event(

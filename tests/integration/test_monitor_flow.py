@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from cairn.bus import EventProducer, TailedEvent, tail_events
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import DriftDetected
@@ -23,6 +22,7 @@ from cairn.store.base import ObjectStore
 
 from services.monitor.app import create_service
 from services.monitor.config import MonitorSettings
+from tests.support.http_server import served
 from tests.support.tansu import unique_name
 from tests.unit.test_monitor_checks import deploy_model, labelled_frame, write_capture
 
@@ -40,24 +40,11 @@ WATCHED = [
 @asynccontextmanager
 async def serving(service: Service) -> AsyncIterator[httpx.AsyncClient]:
     """The service's API, consumers and schedule loop on a free port."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            service.api, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 90
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            raise RuntimeError("monitor did not start")
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        served(service.api, "monitor", timeout_s=90) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as client,
+    ):
+        yield client
 
 
 @asynccontextmanager

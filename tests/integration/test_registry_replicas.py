@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-import uvicorn
 from cairn.bus import EventProducer
 from cairn.contracts.events import RegistrationSpec, TrainingJobCompleted
 from cairn.service import Service
@@ -19,6 +18,7 @@ from cairn.store.base import ObjectStore
 
 from services.registry.app import create_service
 from services.registry.config import RegistrySettings
+from tests.support.http_server import served
 from tests.support.tansu import unique_name
 
 pytestmark = pytest.mark.integration
@@ -27,23 +27,8 @@ pytestmark = pytest.mark.integration
 @asynccontextmanager
 async def serving(service: Service) -> AsyncIterator[str]:
     """Run the service's API (and through its lifespan, its consumers) on a free port."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            service.api, host="127.0.0.1", port=0, lifespan="on", log_config=None, access_log=False
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if task.done() or time.monotonic() > deadline:
-            raise RuntimeError(f"{service.name} did not start")
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with served(service.api, service.name) as url:
+        yield url
 
 
 @pytest.fixture

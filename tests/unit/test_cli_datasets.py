@@ -7,8 +7,6 @@ Tansu broker (it publishes DatasetIngested / DatasetRejected), as a user's `cair
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
 from cairn.cli import app
 from cairn.datasets import get_dataset_index, get_dataset_version
 from cairn.settings import CairnSettings
@@ -25,6 +22,7 @@ from typer.testing import CliRunner
 
 from services.ingest.app import create_service
 from services.ingest.config import IngestSettings
+from tests.support.http_server import served_in_thread
 
 CSV = "id,city,amount\n1,paris,10.5\n2,oslo,\n3,paris,7\n"
 
@@ -54,17 +52,8 @@ def ingest_url(
     )
     config = IngestSettings(work_dir=tmp_path_factory.mktemp("ingest-work"))
     service = create_service(settings, store, config)
-    server = uvicorn.Server(uvicorn.Config(service.api, host="127.0.0.1", port=0, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "ingest did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with served_in_thread(service.api, "ingest") as url:
+        yield url
 
 
 def cairn(*args: str) -> tuple[int, str, str]:
