@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cairn.cli.sdk_common import require_service_url
+from cairn.cli.sdk_common import answer_or_exit, api_headers, require_service_url
 
 INGEST_SERVICE = "ingest"
 CHUNK_BYTES = 1 << 20
@@ -60,26 +59,6 @@ def ingest_url(url: str | None) -> str:
     return require_service_url(INGEST_SERVICE, url)
 
 
-def _headers() -> dict[str, str]:
-    key = os.environ.get("CAIRN_API_KEY")
-    return {"X-API-Key": key} if key else {}
-
-
-def _answer(response: httpx.Response) -> Any:
-    """The JSON body, or exit 1 with the service's error message."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {"error": response.text}
-    if response.status_code >= 400:
-        console = Console(stderr=True)
-        console.print(f"[red]error {response.status_code}:[/] {escape(str(body.get('error')))}")
-        for violation in (body.get("details") or {}).get("violations", []):
-            console.print(f"  {escape(json.dumps(violation))}", highlight=False)
-        raise typer.Exit(1)
-    return body
-
-
 def _read_schema(path: Path) -> Any:
     """The --schema file's JSON; a file that is not JSON is a usage error (exit 2), not a crash."""
     try:
@@ -115,7 +94,7 @@ def upload(
     if chosen not in CONTENT_TYPES:
         raise typer.BadParameter("cannot tell the format; pass --format", param_hint="--format")
     params = {"schema": json.dumps(_read_schema(schema))} if schema else {}
-    headers = {**_headers(), "Content-Type": CONTENT_TYPES[chosen]}
+    headers = {**api_headers(), "Content-Type": CONTENT_TYPES[chosen]}
     base = ingest_url(url)
     progress = Progress(
         "[progress.description]{task.description}",
@@ -134,7 +113,7 @@ def upload(
             headers=headers,
             timeout=UPLOAD_TIMEOUT_S,
         )
-    body = _answer(response)
+    body = answer_or_exit(response)
     verb = "stored" if body["created"] else "unchanged (identical content)"
     typer.echo(f"{body['uri']} {verb}: {body['row_count']} rows, sha256 {body['sha256']}")
 
@@ -159,17 +138,17 @@ def register_prefix(
     response = httpx.post(
         f"{ingest_url(url)}/datasets/{name}/register",
         json=body,
-        headers=_headers(),
+        headers=api_headers(),
         timeout=UPLOAD_TIMEOUT_S,
     )
-    answer = _answer(response)
+    answer = answer_or_exit(response)
     typer.echo(f"{answer['uri']} ({answer['row_count']} rows, created={answer['created']})")
 
 
 @datasets_app.command("list")
 def list_datasets(url: UrlOption = None) -> None:
     """Every dataset and its newest version."""
-    rows = _answer(httpx.get(f"{ingest_url(url)}/datasets", headers=_headers()))
+    rows = answer_or_exit(httpx.get(f"{ingest_url(url)}/datasets", headers=api_headers()))
     table = Table("name", "versions", "latest", "rows", "sha256")
     for row in rows:
         table.add_row(
@@ -198,7 +177,7 @@ def describe(
     """A version's schema and column profile."""
     name, _, version = dataset.removeprefix("dataset://").partition("@")
     path = f"/datasets/{name}/{version or 'latest'}"
-    body = _answer(httpx.get(f"{ingest_url(url)}{path}", headers=_headers()))
+    body = answer_or_exit(httpx.get(f"{ingest_url(url)}{path}", headers=api_headers()))
     console = Console()
     console.print(
         f"[bold]dataset://{body['name']}@{body['version']}[/]  {body['row_count']} rows  "

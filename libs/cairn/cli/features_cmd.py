@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from cairn.cli.sdk_common import require_service_url
+from cairn.cli.sdk_common import call_service, require_service_url
 
 SERVICE_NAME = "featurestore"
 URL_VARIABLE = "CAIRN_FEATURESTORE_URL"
@@ -53,21 +51,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _call(method: str, url: str, path: str, **kwargs: Any) -> Any:
-    """One request; a 4xx/5xx becomes the server's error message and exit code 1."""
-    headers = {}
-    if api_key := os.environ.get("CAIRN_API_KEY"):
-        headers["X-API-Key"] = api_key
-    try:
-        answer = httpx.request(method, url + path, headers=headers, timeout=TIMEOUT_S, **kwargs)
-    except httpx.HTTPError as exc:
-        raise _fail(f"cannot reach the feature store at {url}: {exc}") from None
-    if answer.status_code >= 400:
-        try:
-            message = answer.json().get("error", answer.text)
-        except ValueError:
-            message = answer.text
-        raise _fail(f"{answer.status_code}: {message}")
-    return answer.json()
+    return call_service(method, url + path, timeout_s=TIMEOUT_S, **kwargs)
 
 
 def _print_json(body: Any) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from cairn.cli.sdk_common import require_service_url
+from cairn.cli.sdk_common import call_service, require_service_url
 
 MONITOR_SERVICE = "monitor"
 TIMEOUT_S = 60.0
@@ -38,18 +35,7 @@ def monitor_url(url: str | None) -> str:
 
 
 def _call(method: str, url: str, **kwargs: Any) -> Any:
-    """The JSON answer, or exit 1 with the service's error message."""
-    key = os.environ.get("CAIRN_API_KEY")
-    headers = {"X-API-Key": key} if key else {}
-    response = httpx.request(method, url, headers=headers, timeout=TIMEOUT_S, **kwargs)
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("error")
-        except ValueError:
-            message = response.text
-        Console(stderr=True).print(f"[red]error {response.status_code}:[/] {escape(str(message))}")
-        raise typer.Exit(1)
-    return response.json() if response.content else None
+    return call_service(method, url, timeout_s=TIMEOUT_S, **kwargs)
 
 
 @schedule_app.command("create")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -58,6 +60,41 @@ def require_service_url(name: str, url: str | None, home: Path | None = None) ->
             param_hint="--url",
         )
     return found
+
+
+def api_headers() -> dict[str, str]:
+    """The control-plane API key from CAIRN_API_KEY, when one is set."""
+    key = os.environ.get("CAIRN_API_KEY")
+    return {"X-API-Key": key} if key else {}
+
+
+def answer_or_exit(response: httpx.Response) -> Any:
+    """A service's JSON answer (None when empty), or `error <status>: <reason>` and exit 1."""
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = {"error": response.text}
+    if response.status_code >= 400:
+        reason = body.get("error") if isinstance(body, dict) else response.text
+        console = Console(stderr=True)
+        console.print(f"[red]error {response.status_code}:[/] {escape(str(reason))}")
+        details = body.get("details") if isinstance(body, dict) else None
+        for violation in (details or {}).get("violations", []):
+            console.print(f"  {escape(json.dumps(violation))}", highlight=False)
+        raise typer.Exit(EXIT_SERVICE_ERROR)
+    return body
+
+
+def call_service(method: str, url: str, *, timeout_s: float = 60.0, **kwargs: Any) -> Any:
+    """One request to a service's control plane, answered by `answer_or_exit`."""
+    try:
+        response = httpx.request(method, url, headers=api_headers(), timeout=timeout_s, **kwargs)
+    except httpx.HTTPError as error:
+        Console(stderr=True).print(
+            f"[red]error:[/] cannot reach {escape(url)}: {escape(str(error))}"
+        )
+        raise typer.Exit(EXIT_SERVICE_ERROR) from None
+    return answer_or_exit(response)
 
 
 @contextlib.contextmanager
