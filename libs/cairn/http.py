@@ -3,7 +3,9 @@
 `create_api` gives each service the same edges so operators and clients see one behaviour:
 
 - `GET /healthz` (alive), `GET /readyz` (dependencies reachable, else 503), `GET /metrics`
-  (Prometheus text), none of them behind the API key;
+  (Prometheus text), the only routes without a credential;
+- every other route behind `cairn.auth.http.guard` (authentication, the route's declared scope,
+  an audit record for each change, written before the response starts);
 - a server span per request that continues the caller's W3C `traceparent`;
 - errors as `{"error": "...", "code": "..."}`: a `CairnError` with its own status, validation
   errors as 422 naming the bad fields, bodies over the limit as 413, anything else as a logged 500.
@@ -15,7 +17,6 @@ on it, so per-request work is a few dict look-ups and two metric updates.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
@@ -33,23 +34,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cairn import __version__
-from cairn.errors import CairnError, Forbidden, Unauthenticated
-from cairn.settings import CairnSettings, get_settings
+from cairn.audit import AuditRecord
+from cairn.auth.http import (
+    AUDIT_STATE,
+    UNAUTHENTICATED_PATHS,
+    complete_draft,
+    guard,
+)
+from cairn.errors import CairnError, Unauthenticated
+from cairn.settings import CairnSettings
 from cairn.telemetry import correlation_context
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "UNAUTHENTICATED_PATHS",
+    "AuditSink",
     "ReadinessCheck",
     "create_api",
-    "require_api_key",
 ]
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+AuditSink = Callable[[AuditRecord], Awaitable[None]]
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 READINESS_TIMEOUT_S = 2.0
-UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 CORRELATION_HEADER = "x-correlation-id"
 
 _logger = logging.getLogger(__name__)
@@ -114,10 +122,13 @@ async def _send_json(send: Send, status: int, body: Mapping[str, Any]) -> None:
 class _EdgeMiddleware:
     """Counts and times each request, caps the body size and turns a crash into a logged 500."""
 
-    def __init__(self, app: ASGIApp, service_name: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, service_name: str, max_body_bytes: int, app_state: Any
+    ) -> None:
         self.app = app
         self.service_name = service_name
         self.max_body_bytes = max_body_bytes
+        self.app_state = app_state
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def _observe(self, method: str, route: str, status: int, elapsed_s: float) -> None:
@@ -144,6 +155,7 @@ class _EdgeMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
+                await self._audit(scope, status)
             await send(message)
 
         content_length: int | None = None
@@ -173,6 +185,14 @@ class _EdgeMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", None) or _UNMATCHED_ROUTE
             self._observe(method, route, status, time.perf_counter() - started)
+
+    async def _audit(self, scope: Scope, status: int) -> None:
+        """Complete and store the route's audit draft before its response starts."""
+        draft: AuditRecord | None = scope.get("state", {}).pop(AUDIT_STATE, None)
+        sink: AuditSink | None = getattr(self.app_state, "audit_sink", None)
+        if draft is None or sink is None:
+            return
+        await sink(complete_draft(draft, status, self.service_name))
 
     def _too_large(self) -> dict[str, Any]:
         return _error_body(
@@ -288,11 +308,14 @@ def create_api(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
-    """A FastAPI app with Cairn's probes, metrics, tracing, JSON errors and API-key support.
+    """A FastAPI app with Cairn's probes, metrics, tracing, JSON errors and authentication.
+
+    Every route added to it runs `cairn.auth.http.guard`; `app.state.authenticator` and
+    `app.state.audit_sink` are set by `cairn.service.Service`.
 
     Args:
         service_name: Names the app, its metrics' `service` label and the health answers.
-        settings: `api_keys` for `require_api_key`; telemetry comes from `setup_telemetry`.
+        settings: kernel settings kept on `app.state`; telemetry comes from `setup_telemetry`.
         readiness: Named async checks run by `/readyz`; more can be added later through
             `app.state.readiness_checks[name] = check`.
         max_body_bytes: Larger request bodies are refused with 413.
@@ -300,49 +323,22 @@ def create_api(
     """
     fastapi_kwargs.setdefault("title", f"cairn-{service_name}")
     fastapi_kwargs.setdefault("version", __version__)
+    fastapi_kwargs["dependencies"] = [Depends(guard), *fastapi_kwargs.get("dependencies", [])]
     app = FastAPI(**fastapi_kwargs)
     app.state.service_name = service_name
     app.state.cairn_settings = settings
-    app.state.api_keys = tuple(key.encode() for key in settings.api_keys)
     app.state.readiness_checks = dict(readiness or {})
     _install_error_handlers(app)
     _install_probes(app, service_name)
-    app.add_middleware(_EdgeMiddleware, service_name=service_name, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        _EdgeMiddleware,
+        service_name=service_name,
+        max_body_bytes=max_body_bytes,
+        app_state=app.state,
+    )
     FastAPIInstrumentor.instrument_app(
         app,
         excluded_urls="/healthz$,/readyz$,/metrics$",
         exclude_spans=["receive", "send"],
     )
     return app
-
-
-def _presented_key(request: Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return None
-
-
-async def require_api_key(request: Request) -> None:
-    """FastAPI dependency: when API keys are configured, the request must present one.
-
-    Accepts `X-API-Key: KEY` or `Authorization: Bearer KEY`; missing -> 401, unknown -> 403.
-    Probes and `/metrics` pass even when the dependency is applied to the whole app.
-    """
-    keys: tuple[bytes, ...] | None = getattr(request.app.state, "api_keys", None)
-    if keys is None:
-        keys = tuple(key.encode() for key in get_settings().api_keys)
-    if not keys or request.scope["path"] in UNAUTHENTICATED_PATHS:
-        return
-    presented = _presented_key(request)
-    if presented is None:
-        raise Unauthenticated("missing API key: send X-API-Key or Authorization: Bearer")
-    candidate = presented.encode()
-    matched = False
-    for key in keys:  # compare with every key, so timing does not reveal which one is close
-        matched |= hmac.compare_digest(candidate, key)
-    if not matched:
-        raise Forbidden("invalid API key")

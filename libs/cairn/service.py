@@ -10,20 +10,40 @@
 `service.run()` serves the FastStream broker and the FastAPI control plane in one process and one
 event loop: the broker starts and stops inside the API's lifespan, so SIGTERM lets uvicorn finish,
 then the broker waits for in-flight handlers (FastStream's graceful timeout) and commits.
+
+What every service gets here, once:
+- locked by default: the key ring, an `Authenticator` on every route (`cairn.auth.http`), the
+  admin routes (`/admin/keys`, `/admin/audit`) and the audit trail (`audit`);
+- signed events: everything `publish` sends is signed with the service's own credential, and
+  privileged requests are verified before a handler sees them (`EventSpec.required_scope`);
+- one lifecycle: start-up runs broadcast positioning, `resource` openers, the broker, then
+  `background` loops and broadcast readers; shutdown runs it backwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
+from cairn.audit import AuditRecord, Outcome, write_audit_record
+from cairn.auth.admin_routes import router as admin_router
+from cairn.auth.authenticator import Authenticator
+from cairn.auth.bootstrap import ensure_bootstrap_key
+from cairn.auth.http import assert_routes_guarded
+from cairn.auth.keys import KeyRing
+from cairn.auth.principal import Principal
+from cairn.auth.sealing import secret_box
+from cairn.auth.signing import SERVICE_KEY_PREFIX, EnvelopeVerifier
 from cairn.bus import (
     ProcessedLedger,
     build_broker,
@@ -32,19 +52,36 @@ from cairn.bus import (
     start_broker,
     subscribe,
 )
-from cairn.contracts.catalogue import load_contract_modules, spec_for
+from cairn.bus.broadcast import BroadcastReader
+from cairn.bus.publish import Signer
+from cairn.bus.subscribe import DLQ_ERROR, DLQ_GROUP, DLQ_REASON
+from cairn.contracts.catalogue import EventSpec, load_contract_modules, spec_for
 from cairn.contracts.envelope import Envelope
+from cairn.contracts.events import AuditRecorded
+from cairn.contracts.state import WorkerPoolDeclaration, write_state
+from cairn.errors import Forbidden
 from cairn.http import DEFAULT_MAX_BODY_BYTES, create_api
 from cairn.settings import CairnSettings, get_settings
 from cairn.store import open_store
 from cairn.store.base import ObjectStore
 from cairn.telemetry import setup_telemetry
 
+log = logging.getLogger("cairn.service")
+
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Handler = Callable[[Envelope[Any]], Awaitable[None]]
 HandlerT = TypeVar("HandlerT", bound=Handler)
 
 BROKER_PING_TIMEOUT_S = 2.0
+Opener = Callable[[], Awaitable[Any]]
+Closer = Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Resource:
+    name: str
+    open: Opener
+    close: Closer | None
 
 
 class Service:
@@ -70,14 +107,28 @@ class Service:
         load_contract_modules(self.settings.contract_modules)
         self.store = store if store is not None else open_store(settings=self.settings)
         self.broker: KafkaBroker = build_broker(self.settings, client_id=f"cairn-{name}")
+        self.box = secret_box(self.settings)
+        self.authenticator = Authenticator(
+            KeyRing(self.store, self.box), enabled=self.settings.auth_enabled
+        )
+        self.verifier = EnvelopeVerifier(self.authenticator.ring, self.box)
+        self.signer = Signer(SERVICE_KEY_PREFIX + name, self.box.service_secret(name))
         self.api: FastAPI = create_api(
             name,
             self.settings,
             readiness={"broker": self._broker_ready},
             max_body_bytes=max_body_bytes,
         )
+        self.api.state.store = self.store
+        self.api.state.secret_box = self.box
+        self.api.state.authenticator = self.authenticator
+        self.api.state.audit_sink = self._record_audit
+        self.api.include_router(admin_router)
         self._ledgers: dict[str, ProcessedLedger] = {}
         self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self._resources: list[_Resource] = []
+        self._broadcasts: list[BroadcastReader] = []
+        self._pools: list[WorkerPoolDeclaration] = []
         self._wrap_lifespan()
 
     def default_group(self, event_model: type[BaseModel]) -> str:
@@ -117,11 +168,44 @@ class Service:
                 ledger=self._ledger(group_id),
                 settings=self.settings,
                 worker_pool=worker_pool,
+                authorise=self._authorise_request,
                 **consumer_overrides,
             )
             return handler
 
         return register
+
+    def broadcast(self, event_model: type[BaseModel]) -> Callable[[HandlerT], HandlerT]:
+        """Every replica receives every event of this type from the moment it starts (no group).
+
+        The reader is positioned at the end of the log before any `resource` opens, so a
+        snapshot loaded by a resource misses nothing published after it.
+        """
+        spec = spec_for(event_model)
+
+        def register(handler: HandlerT) -> HandlerT:
+            reader = BroadcastReader(
+                self.settings, spec, handler, client_id=f"cairn-{self.name}-broadcast"
+            )
+            self._broadcasts.append(reader)
+            return handler
+
+        return register
+
+    def resource(self, name: str, open_fn: Opener, close_fn: Closer | None = None) -> None:
+        """Open `open_fn()` when the service starts (before the broker) and close it last.
+
+        `close_fn(value)` gets what `open_fn` returned. Resources close in reverse order.
+        """
+        self._resources.append(_Resource(name, open_fn, close_fn))
+
+    def include_router(self, router: APIRouter) -> None:
+        """Add a module-level router; the kernel's guard covers every route in it."""
+        self.api.include_router(router)
+
+    def declare_worker_pool(self, pool: WorkerPoolDeclaration) -> None:
+        """Declare a pool this service's workers form; written at start for the autoscaler."""
+        self._pools.append(pool)
 
     async def publish(
         self,
@@ -129,10 +213,95 @@ class Service:
         cause: Envelope[Any] | None = None,
         correlation_id: str | None = None,
     ) -> Envelope[Any]:
-        """Publish an event this service produces; `cause` carries the correlation forward."""
+        """Publish an event (signed by this service); `cause` carries the correlation forward."""
         return await publish_event(
-            self.broker, data, source=self.name, correlation_id=correlation_id, cause=cause
+            self.broker,
+            data,
+            source=self.name,
+            correlation_id=correlation_id,
+            cause=cause,
+            signer=self.signer,
         )
+
+    async def dead_letter(
+        self, envelope: Envelope[Any], reason: str, *, error: str = "", group: str = ""
+    ) -> None:
+        """Send an envelope (or a trimmed copy of one) to its topic's DLQ with the reason."""
+        spec = spec_for(envelope.type)
+        headers = {DLQ_REASON: reason, DLQ_ERROR: error[:2000], DLQ_GROUP: group or self.name}
+        await self.broker.publish(
+            envelope.model_dump_json().encode(),
+            spec.dlq_topic,
+            key=spec.key_of(envelope.data),
+            headers=headers,
+            correlation_id=envelope.correlation_id,
+        )
+
+    async def principal_of(self, envelope: Envelope[Any]) -> Principal:
+        """Who signed a (verified) request: their key's principal, or `service:<name>`."""
+        payload = json.loads(envelope.model_dump_json())
+        return await asyncio.to_thread(self.verifier.verify, payload)
+
+    async def audit(
+        self,
+        *,
+        action: str,
+        resource: str,
+        principal: Principal | str,
+        outcome: Outcome = "success",
+        correlation_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditRecord:
+        """Record a control-plane change made from an event (HTTP routes are audited for you)."""
+        name, key_id = (
+            (principal.name, principal.key_id)
+            if isinstance(principal, Principal)
+            else (principal, "")
+        )
+        record = AuditRecord(
+            principal=name,
+            key_id=key_id,
+            action=action,
+            resource=resource,
+            outcome=outcome,
+            service=self.name,
+            correlation_id=correlation_id,
+            details=details or {},
+        )
+        await self._record_audit(record)
+        return record
+
+    async def _record_audit(self, record: AuditRecord) -> None:
+        """Store the record (create-only), then announce it; a lost event never loses the record."""
+        key = await asyncio.to_thread(write_audit_record, self.store, record)
+        event = AuditRecorded(
+            record_id=record.record_id,
+            principal=record.principal,
+            action=record.action,
+            resource=record.resource,
+            outcome=record.outcome,
+            audit_key=key,
+        )
+        try:
+            await self.publish(event, correlation_id=record.correlation_id)
+        except Exception as error:  # the stored record is what counts; the event is a notice
+            log.warning("audit record %s stored but not announced: %r", key, error)
+
+    async def _authorise_request(self, spec: EventSpec, value: bytes) -> None:
+        """A privileged request must be signed by its owner, a listed sender or a scoped key."""
+        if not self.settings.auth_enabled:
+            return
+        principal = await asyncio.to_thread(self.verifier.verify, json.loads(value))
+        if principal.kind == "service":
+            service = principal.name[len(SERVICE_KEY_PREFIX) :]
+            if service == spec.owner or service in spec.senders:
+                return
+            raise Forbidden(f"service {service!r} may not send {spec.type}")
+        if not principal.allows(spec.required_scope or "admin"):
+            raise Forbidden(
+                f"key {principal.key_id} ({principal.name}) lacks scope "
+                f"{spec.required_scope!r} for {spec.type}"
+            )
 
     def background(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `loop()` as a task while the service runs: started after the broker, cancelled first.
@@ -173,10 +342,23 @@ class Service:
 
         @contextlib.asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
-            async with inner(app) as state:
+            async with inner(app) as state, contextlib.AsyncExitStack() as stack:
+                await self._start_platform_parts()
                 await ensure_topics(self.settings)
+                for reader in self._broadcasts:
+                    await reader.position_at_end()
+                    stack.push_async_callback(reader.stop)
+                for resource in self._resources:
+                    value = await resource.open()
+                    if resource.close is not None:
+                        stack.push_async_callback(resource.close, value)
                 await start_broker(self.broker)
-                tasks = [asyncio.create_task(loop(), name=name) for name, loop in self._background]
+                stack.push_async_callback(self.broker.stop)
+                loops = [(f"broadcast-{r.spec.type}", r.run) for r in self._broadcasts]
+                tasks = [
+                    asyncio.create_task(loop(), name=name)
+                    for name, loop in [*loops, *self._background]
+                ]
                 try:
                     yield state
                 finally:
@@ -185,9 +367,21 @@ class Service:
                     for task in tasks:
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
-                    await self.broker.stop()
 
         self.api.router.lifespan_context = lifespan
+
+    async def _start_platform_parts(self) -> None:
+        """Refuse unguarded routes, warn when auth is off, create the bootstrap key and pools."""
+        assert_routes_guarded(self.api)
+        if not self.settings.auth_enabled:
+            log.warning(
+                "AUTHENTICATION IS OFF (CAIRN_AUTH_ENABLED=false): every route and every "
+                "request event of %s is open to anyone who can reach it",
+                self.name,
+            )
+        await asyncio.to_thread(ensure_bootstrap_key, self.settings, self.store, self.box)
+        for pool in self._pools:
+            await asyncio.to_thread(write_state, self.store, pool, pool.name)
 
 
 def lazy_service(create: Callable[[], Service]) -> Callable[[str], Service]:

@@ -56,8 +56,25 @@ class CairnSettings(BaseSettings):
     # HTTP ----------------------------------------------------------------------------------
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535, description="0: pick a free port.")
-    api_keys: list[str] = Field(
-        default_factory=list, description="Accepted control-plane API keys; empty: no auth."
+
+    # Auth ----------------------------------------------------------------------------------
+    auth_enabled: bool = Field(
+        default=True,
+        description="False turns every credential check off (a warning is logged at each start).",
+    )
+    platform_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key sealing stored secrets; default <home>/platform.key.",
+    )
+    platform_key_file: Path | None = Field(
+        default=None, description="File holding the platform key (a compose / Kubernetes secret)."
+    )
+    bootstrap_admin_token: SecretStr | None = Field(
+        default=None,
+        description="`<key_id>:<secret>` of an admin key to create at start if absent (compose).",
+    )
+    bootstrap_admin_token_file: Path | None = Field(
+        default=None, description="File holding the bootstrap admin token (a secret)."
     )
 
     # Telemetry -----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from cairn.bus.broker import kafka_client_options
 from cairn.bus.lag import existing_partitions, fetch_high_watermarks
-from cairn.bus.publish import envelope_for, outgoing_message
+from cairn.bus.publish import Signer, envelope_for, outgoing_message, signed
 from cairn.contracts import (
     Envelope,
     catalogue,
@@ -43,11 +43,17 @@ class EventProducer:
     """An aiokafka producer that wraps data in envelopes and sends them where the catalogue says."""
 
     def __init__(
-        self, settings: CairnSettings, *, source: str, client_id: str | None = None
+        self,
+        settings: CairnSettings,
+        *,
+        source: str,
+        client_id: str | None = None,
+        signer: Signer | None = None,
     ) -> None:
         load_contract_modules(settings.contract_modules)
         self.settings = settings
         self.source = source
+        self.signer = signer
         self._producer = AIOKafkaProducer(
             **kafka_client_options(settings, client_id=client_id or f"cairn-{source}"),
             acks="all",
@@ -81,6 +87,7 @@ class EventProducer:
         envelope = envelope_for(
             data, source=self.source, correlation_id=correlation_id, cause=cause
         )
+        envelope = signed(envelope, self.signer)
         message = outgoing_message(envelope, headers)
         with _tracer.start_as_current_span(
             f"{message.topic} publish", kind=trace.SpanKind.PRODUCER

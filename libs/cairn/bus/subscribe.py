@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from cairn.bus.ledger import ProcessedLedger
 from cairn.contracts import Envelope, EventSpec, decode_envelope, spec_for
-from cairn.errors import EventValidationError, InvalidInput
+from cairn.errors import EventValidationError, Forbidden, InvalidInput, Unauthenticated
 from cairn.settings import CairnSettings
 from cairn.telemetry import correlation_context
 
@@ -47,6 +47,10 @@ DLQ_FAILED_AT = DLQ_HEADER_PREFIX + "failed-at"
 
 REASON_UNDECODABLE = "undecodable"
 REASON_HANDLER_FAILED = "handler-failed"
+REASON_UNAUTHORISED = "unauthorised"
+
+# Checks a privileged request's signature and scope; raises Unauthenticated / Forbidden.
+RequestAuthoriser = Callable[[EventSpec, bytes], Awaitable[None]]
 
 _MAX_ERROR_CHARS = 2000
 
@@ -167,8 +171,10 @@ class EnvelopeConsumer:
         group_id: str,
         ledger: ProcessedLedger,
         policy: RetryPolicy,
+        authorise: RequestAuthoriser | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self.authorise = authorise
         self.broker = broker
         self.spec = spec
         self.handler = handler
@@ -188,8 +194,19 @@ class EnvelopeConsumer:
         if envelope is None:
             await self._commit(message)
             return
+        if self.spec.required_scope is not None:
+            try:
+                await self._authorise(record.value)
+            except (Unauthenticated, Forbidden) as error:
+                await self._dead_letter(message, record, error, REASON_UNAUTHORISED, attempts=0)
+                return
         with correlation_context(envelope.correlation_id):
             await self._settle(message, record, envelope)
+
+    async def _authorise(self, value: bytes) -> None:
+        if self.authorise is None:
+            raise Unauthenticated(f"{self.spec.type} is a privileged request and nobody checks it")
+        await self.authorise(self.spec, value)
 
     async def _settle(
         self,
@@ -297,6 +314,7 @@ def subscribe(
     ledger: ProcessedLedger,
     settings: CairnSettings,
     worker_pool: bool = False,
+    authorise: RequestAuthoriser | None = None,
     **consumer_overrides: Any,
 ) -> DefaultSubscriber:
     """Register `handler` for one event type in a consumer group, delivering at least once.
@@ -315,6 +333,8 @@ def subscribe(
         ledger: where this group's handled event ids are kept (its group id should match).
         settings: retry policy and session timeouts.
         worker_pool: members that fail over in seconds and take one record at a time.
+        authorise: checks the signature of privileged requests (`EventSpec.required_scope`);
+            one that fails is dead-lettered with reason `unauthorised`, never handled.
         **consumer_overrides: aiokafka consumer options, e.g. `max_poll_interval_ms`.
     """
     spec = spec_for(event_type)
@@ -329,6 +349,7 @@ def subscribe(
         group_id=group_id,
         ledger=ledger,
         policy=RetryPolicy.from_settings(settings),
+        authorise=authorise,
     )
     options = consumer_options(settings, worker_pool=worker_pool) | consumer_overrides
     subscriber: DefaultSubscriber = broker.subscriber(

@@ -35,6 +35,8 @@ class EventSpec:
     owner: str
     partitions: int
     description: str
+    required_scope: str | None = None
+    senders: tuple[str, ...] = ()
 
     @property
     def dlq_topic(self) -> str:
@@ -53,9 +55,25 @@ def _kebab(name: str) -> str:
 
 
 def event(
-    *, owner: str, key: str, partitions: int = 4, topic: str | None = None
+    *,
+    owner: str,
+    key: str,
+    partitions: int = 4,
+    topic: str | None = None,
+    required_scope: str | None = None,
+    senders: tuple[str, ...] = (),
 ) -> Callable[[ModelT], ModelT]:
-    """Register a pydantic model as the `data` of an event type named after the class."""
+    """Register a pydantic model as the `data` of an event type named after the class.
+
+    Args:
+        owner: the one service that produces it (for a request: the one that acts on it).
+        key: the field holding the aggregate id (the Kafka key).
+        partitions: partitions of its topic.
+        topic: overrides `cairn.<owner>.<kebab-type>`.
+        required_scope: a privileged request: the envelope must be signed by a key holding this
+            scope, by the owner, or by one of `senders`; otherwise it is dead-lettered.
+        senders: services allowed to send this request with their own credential.
+    """
 
     def register(model: ModelT) -> ModelT:
         if key not in model.__pydantic_fields__:
@@ -69,6 +87,8 @@ def event(
             owner=owner,
             partitions=partitions,
             description=(model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else "",
+            required_scope=required_scope,
+            senders=senders,
         )
         existing = _CATALOGUE.get(name)
         if (

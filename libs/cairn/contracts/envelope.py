@@ -31,6 +31,13 @@ class Envelope(BaseModel, Generic[DataT]):
     correlation_id: str = Field(description="Shared by every event of one workflow.")
     causation_id: str | None = Field(default=None, description="event_id of the cause, if any.")
     schema_version: int = Field(default=1, ge=1)
+    key_id: str | None = Field(
+        default=None, description="The key that signed the envelope (`service:<name>` for services)."
+    )
+    signature: str | None = Field(
+        default=None,
+        description="Hex HMAC-SHA256 of the canonical envelope without `signature` (cairn.auth).",
+    )
     data: DataT
 
 

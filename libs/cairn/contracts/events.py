@@ -51,7 +51,9 @@ class RegistrationSpec(_Data):
     description: str = ""
 
 
-@event(owner="trainer", key="job_name", partitions=8)
+@event(
+    owner="trainer", key="job_name", partitions=8, required_scope="train", senders=("monitor",)
+)
 class TrainingJobRequested(_Data):
     """A user or service asks for a training job (CreateTrainingJob)."""
 
@@ -148,7 +150,12 @@ class ModelApprovalChanged(_Data):
     reason: str = ""
 
 
-@event(owner="registry", key="model_package_group")
+@event(
+    owner="registry",
+    key="model_package_group",
+    required_scope="approve",
+    senders=("monitor",),
+)
 class ModelApprovalRequested(_Data):
     """Ask the registry to approve or reject a version (the event form of the approval API)."""
 
@@ -181,7 +188,7 @@ class RolloutPolicy(_Data):
     max_p99_latency_ms: float | None = Field(default=None, gt=0)
 
 
-@event(owner="deployer", key="endpoint_name")
+@event(owner="deployer", key="endpoint_name", required_scope="deploy", senders=("monitor",))
 class DeploymentRequested(_Data):
     """Create, update or delete an endpoint (CreateEndpoint / UpdateEndpoint / DeleteEndpoint)."""
 
@@ -265,7 +272,7 @@ class ColumnSchema(_Data):
     nullable: bool = True
 
 
-@event(owner="ingest", key="dataset_name")
+@event(owner="ingest", key="dataset_name", required_scope="data")
 class DatasetRegistrationRequested(_Data):
     """Register the objects under a store prefix as a new version of a dataset."""
 
@@ -308,7 +315,7 @@ class FeatureDefinition(_Data):
     type: Literal["Integral", "Fractional", "String", "Boolean", "Timestamp"]
 
 
-@event(owner="featurestore", key="feature_group_name")
+@event(owner="featurestore", key="feature_group_name", required_scope="data")
 class FeatureGroupCreationRequested(_Data):
     """Create a feature group (SageMaker CreateFeatureGroup)."""
 
@@ -345,7 +352,7 @@ class FeatureRecordsPut(_Data):
     )
 
 
-@event(owner="featurestore", key="feature_group_name")
+@event(owner="featurestore", key="feature_group_name", required_scope="data")
 class FeatureIngestionRequested(_Data):
     """Bulk-load a registered dataset into a feature group."""
 
@@ -366,7 +373,7 @@ class FeatureIngestionCompleted(_Data):
     )
 
 
-@event(owner="featurestore", key="training_set_name")
+@event(owner="featurestore", key="training_set_name", required_scope="data")
 class TrainingSetRequested(_Data):
     """Build a point-in-time correct training set from an entity dataset and feature groups."""
 
@@ -392,7 +399,7 @@ class TrainingSetBuilt(_Data):
 # Monitoring and the closed loop ----------------------------------------------------------------
 
 
-@event(owner="monitor", key="endpoint_name")
+@event(owner="monitor", key="endpoint_name", required_scope="deploy")
 class MonitoringScheduleRequested(_Data):
     """Create, change or delete the monitoring schedule of an endpoint."""
 
@@ -461,7 +468,7 @@ class GroundTruthRecorded(_Data):
     )
 
 
-@event(owner="monitor", key="model_package_group")
+@event(owner="monitor", key="model_package_group", required_scope="train")
 class RetrainRequested(_Data):
     """A retraining policy decided to retrain a group because of drift."""
 
@@ -500,3 +507,15 @@ class WorkerPoolScaled(_Data):
     to_replicas: int = Field(ge=0)
     lag: int = Field(ge=0)
     reason: str
+
+
+@event(owner="kernel", key="resource")
+class AuditRecorded(_Data):
+    """A control-plane change was recorded in the audit trail (`platform/audit/`)."""
+
+    record_id: str
+    principal: str
+    action: str
+    resource: str
+    outcome: Literal["success", "denied", "failed"]
+    audit_key: str = Field(description="Store key of the immutable record.")

@@ -1,1 +1,0 @@
-"""`cairn demo`: the credit-risk golden path (data, training, registry, deployment, inference)."""
