@@ -40,14 +40,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support and services
 
+from cairn.auth.bootstrap import ensure_admin_credential
 from cairn.contracts.catalogue import spec_for
-from cairn.offline import OfflineStore
-from cairn.online import OnlineRecord, open_online_store
 from cairn.runtime.broker import EmbeddedBroker, free_port
+from cairn.settings import CairnSettings
 from cairn.store import open_store
 
-from services.featurestore import handlers
-from services.featurestore.handlers import FeatureStore
+from services.featurestore import operations
+from services.featurestore.offline import OfflineStore
+from services.featurestore.online import OnlineRecord, open_online_store
+from services.featurestore.operations import FeatureStore
 from tests.support.redis_server import running_redis_server
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -101,8 +103,12 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float]:
 
 
 @contextmanager
-def service_process(home: Path, store_url: str, bootstrap: str, online_url: str) -> Iterator[str]:
-    """The feature store as its own process; yields its base URL once it is ready."""
+def service_process(
+    home: Path, store_url: str, bootstrap: str, online_url: str
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """The feature store as its own process; yields its base URL and an admin's headers."""
+    token = ensure_admin_credential(CairnSettings(home=home), open_store(store_url))
+    headers = {"Authorization": f"Bearer {token}"}
     port = free_port()
     env = os.environ | {
         "CAIRN_HOME": str(home),
@@ -134,17 +140,19 @@ def service_process(home: Path, store_url: str, bootstrap: str, online_url: str)
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"service did not start; see {home / 'service.log'}")
             time.sleep(0.1)
-        yield url
+        yield url, headers
     finally:
         process.terminate()
         process.wait(timeout=20)
         log.close()
 
 
-def bench_gets(url: str, online_url: str, store_url: str, home: Path, gets: int) -> list[Any]:
-    """GetRecord latency over HTTP and through the handler in-process."""
+def bench_gets(
+    url: str, headers: dict[str, str], online_url: str, store_url: str, home: Path, gets: int
+) -> list[Any]:
+    """GetRecord latency over HTTP (credential checked) and through the operation in-process."""
     name = f"{GROUP}-{uuid.uuid4().hex[:6]}"
-    httpx.post(f"{url}/feature-groups", json=group_body(name)).raise_for_status()
+    httpx.post(f"{url}/feature-groups", json=group_body(name), headers=headers).raise_for_status()
     rng = random.Random(7)
     with open_online_store(online_url) as online:
         online.put_many(
@@ -158,7 +166,7 @@ def bench_gets(url: str, online_url: str, store_url: str, home: Path, gets: int)
     latencies = []
     for number, record_id in enumerate([*ids[:500], *ids]):
         before = time.perf_counter()
-        client.request("GET", f"/feature-groups/{name}/records/{record_id}")
+        client.request("GET", f"/feature-groups/{name}/records/{record_id}", headers=headers)
         answer = client.getresponse()
         answer.read()
         if number >= 500:  # the first 500 warm the connection and the group cache
@@ -169,20 +177,22 @@ def bench_gets(url: str, online_url: str, store_url: str, home: Path, gets: int)
     store = open_store(store_url)
     with open_online_store(online_url) as online:
         fs = FeatureStore(store, online, OfflineStore(store, cache_dir=home / "cache"))
-        handlers.get_record(fs, name, ids[0], None)
+        operations.get_record(fs, name, ids[0], None)
         latencies = []
         for record_id in ids:
             before = time.perf_counter()
-            handlers.get_record(fs, name, record_id, None)
+            operations.get_record(fs, name, record_id, None)
             latencies.append((time.perf_counter() - before) * 1000)
         rows.append(("in-process", percentiles(latencies)))
     return rows
 
 
-async def bench_streaming(url: str, bootstrap: str, events: int, per_event: int) -> float:
+async def bench_streaming(
+    url: str, headers: dict[str, str], bootstrap: str, events: int, per_event: int
+) -> float:
     """Records/s from FeatureRecordsPut events into the online and offline stores."""
     name = f"stream-{uuid.uuid4().hex[:6]}"
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers=headers) as client:
         (await client.post(f"{url}/feature-groups", json=group_body(name))).raise_for_status()
     rng = random.Random(11)
     payloads = []
@@ -247,11 +257,12 @@ def main() -> None:
             broker.start()
             stack.callback(broker.stop)
             store_url = (home / "store").as_uri()
-            with service_process(home, store_url, broker.bootstrap_servers, online_url) as url:
-                for mode, stats in bench_gets(url, online_url, store_url, home, args.gets):
+            bootstrap = broker.bootstrap_servers
+            with service_process(home, store_url, bootstrap, online_url) as (url, headers):
+                for mode, stats in bench_gets(url, headers, online_url, store_url, home, args.gets):
                     results.append((adapter, f"GetRecord {mode}", stats))
                 rate = asyncio.run(
-                    bench_streaming(url, broker.bootstrap_servers, args.events, args.per_event)
+                    bench_streaming(url, headers, bootstrap, args.events, args.per_event)
                 )
                 results.append((adapter, "streaming ingest", {"records/s": rate}))
     print(f"{'adapter':8} {'measure':22} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'rec/s':>10}")

@@ -23,8 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support.redis_server
 
-from cairn.online import OnlineRecord, OnlineStore, open_online_store
-
+from services.featurestore.online import OnlineRecord, OnlineStore, open_online_store
 from tests.support.redis_server import running_redis_server
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

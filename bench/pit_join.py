@@ -27,8 +27,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from cairn.offline import FeatureRef, OfflineStore
 from cairn.store import LocalObjectStore
+
+from services.featurestore.offline import FeatureRef, OfflineStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "feast"))
 import runner as feast_runner  # bench/feast is not a package

@@ -151,9 +151,11 @@ def train(workdir: Path) -> tuple[xgboost.Booster, Path, str, float]:
     return booster, model_file, row, float(booster.inplace_predict(matrix)[0])
 
 
-def write_cairn_store(store_dir: Path, booster: xgboost.Booster) -> str:
-    """The model package, the deployer's endpoint document and an access key; returns the token."""
-    from cairn.access_keys import create_access_key
+def write_cairn_store(store_dir: Path, home: Path, booster: xgboost.Booster) -> str:
+    """The model package, the deployer's endpoint document and an invoke key; returns the token.
+
+    The key is sealed with the platform key in `home`, the gateway's CAIRN_HOME.
+    """
     from cairn.artifacts import (
         InputColumn,
         Lineage,
@@ -162,7 +164,11 @@ def write_cairn_store(store_dir: Path, booster: xgboost.Booster) -> str:
         Signature,
         write_model_package,
     )
+    from cairn.auth.keys import issue_key
+    from cairn.auth.sealing import secret_box
     from cairn.contracts.events import EndpointUpdated, VariantState
+    from cairn.contracts.state import EndpointStateView, state_spec
+    from cairn.settings import CairnSettings
     from cairn.store import open_store
 
     store = open_store(store_dir.resolve().as_uri())
@@ -196,8 +202,11 @@ def write_cairn_store(store_dir: Path, booster: xgboost.Booster) -> str:
         ],
     )
     document = {**state.model_dump(mode="json"), "rollout": {"phase": "done"}}
-    store.put_bytes(f"deployer/endpoints/{ENDPOINT}.json", json.dumps(document).encode())
-    return create_access_key(store, "bench").bearer_token
+    store.put_bytes(state_spec(EndpointStateView).key(ENDPOINT), json.dumps(document).encode())
+    box = secret_box(CairnSettings(home=home))
+    return issue_key(
+        store, box, name="bench", scopes=["invoke"], endpoints=[ENDPOINT], created_by="bench"
+    ).token
 
 
 def save_mlflow_model(python: Path, model_file: Path, output: Path) -> None:
@@ -419,7 +428,7 @@ def gateway_defaults() -> dict[str, Any]:
     """The gateway settings in force (its defaults, or this environment's CAIRN_GATEWAY_*)."""
     from services.gateway.config import GatewaySettings
 
-    keep = ("auth", "micro_batching", "batch_max_size", "batch_max_wait_ms",
+    keep = ("micro_batching", "batch_max_size", "batch_max_wait_ms",
             "capture_sample_rate", "capture_flush_s")  # fmt: skip
     return GatewaySettings().model_dump(include=set(keep))
 
@@ -660,7 +669,7 @@ def main() -> None:
     }
     try:
         booster, model_file, row, expected = train(workdir)
-        token = write_cairn_store(workdir / "store", booster)
+        token = write_cairn_store(workdir / "store", workdir / "home", booster)
         print(f"model: {TREES} trees, {FEATURES} features; row {row!r} -> {expected:.6f}")
         for name in servers:
             print(f"{name}:", flush=True)

@@ -1,15 +1,22 @@
 # Every Cairn service on Kubernetes, wired to Kafka, S3 (MinIO or AWS), Redis and an OTLP
 # collector through CAIRN_* settings; the same code targets in-cluster or managed services.
+# Locked by default: a shared Secret holds the platform key and the bootstrap admin token, and
+# each service authenticates to Kafka as its own SASL principal `cairn-<service>` (a Secret per
+# service), limited by the ACLs generated from the event catalogue (contracts/kafka-acls.txt).
 locals {
   namespace = var.create_namespace ? kubernetes_namespace_v1.cairn[0].metadata[0].name : var.namespace
+  services  = ["gateway", "ingest", "featurestore", "registry", "deployer", "monitor", "autoscaler", "trainer"]
+  sasl      = var.kafka_security_protocol == "SASL_PLAINTEXT" || var.kafka_security_protocol == "SASL_SSL"
   settings = merge(
     {
       CAIRN_KAFKA_BOOTSTRAP_SERVERS = var.kafka_bootstrap_servers
+      CAIRN_KAFKA_SECURITY_PROTOCOL = var.kafka_security_protocol
       CAIRN_STORE_URL               = "s3://${var.s3_bucket}"
       CAIRN_S3_REGION               = var.s3_region
       CAIRN_OTEL_EXPORTER           = var.otlp_endpoint == null ? "none" : "otlp"
       CAIRN_LOG_JSON                = "true"
     },
+    local.sasl ? { CAIRN_KAFKA_SASL_MECHANISM = var.kafka_sasl_mechanism } : {},
     var.s3_endpoint == null ? {} : { CAIRN_S3_ENDPOINT = var.s3_endpoint },
     var.otlp_endpoint == null ? {} : { CAIRN_OTEL_ENDPOINT = var.otlp_endpoint },
     var.extra_settings,
@@ -19,7 +26,9 @@ locals {
     image                      = var.image
     settings                   = local.settings
     s3_credentials_secret_name = var.s3_credentials_secret_name
+    platform_secret_name       = kubernetes_secret_v1.platform.metadata[0].name
   }
+  kafka_secret = { for name, secret in kubernetes_secret_v1.kafka_sasl : name => secret.metadata[0].name }
 }
 
 resource "kubernetes_namespace_v1" "cairn" {
@@ -30,6 +39,34 @@ resource "kubernetes_namespace_v1" "cairn" {
   }
 }
 
+# Read by every service as files: CAIRN_PLATFORM_KEY_FILE, CAIRN_BOOTSTRAP_ADMIN_TOKEN_FILE.
+resource "kubernetes_secret_v1" "platform" {
+  metadata {
+    name      = "cairn-platform"
+    namespace = local.namespace
+    labels    = { "app.kubernetes.io/part-of" = "cairn" }
+  }
+  data = {
+    platform-key = var.platform_key
+    admin-token  = var.bootstrap_admin_token
+  }
+}
+
+# One per service: the SCRAM credential of `cairn-<service>` (also KEDA's, for the trainer pools).
+resource "kubernetes_secret_v1" "kafka_sasl" {
+  for_each = local.sasl ? toset(local.services) : toset([])
+
+  metadata {
+    name      = "cairn-kafka-${each.key}"
+    namespace = local.namespace
+    labels    = { "app.kubernetes.io/part-of" = "cairn", "app.kubernetes.io/component" = each.key }
+  }
+  data = {
+    username = "cairn-${each.key}"
+    password = var.kafka_sasl_passwords[each.key]
+  }
+}
+
 module "gateway" {
   source = "./modules/gateway"
 
@@ -37,6 +74,8 @@ module "gateway" {
   image                      = local.common.image
   settings                   = local.common.settings
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "gateway", null)
   service_type               = var.gateway_service_type
 }
 
@@ -47,6 +86,8 @@ module "ingest" {
   image                      = local.common.image
   settings                   = local.common.settings
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "ingest", null)
 }
 
 module "featurestore" {
@@ -56,6 +97,8 @@ module "featurestore" {
   image                      = local.common.image
   settings                   = local.common.settings
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "featurestore", null)
   redis_url                  = var.redis_url
 }
 
@@ -66,6 +109,8 @@ module "registry" {
   image                      = local.common.image
   settings                   = local.common.settings
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "registry", null)
 }
 
 module "deployer" {
@@ -75,6 +120,8 @@ module "deployer" {
   image                      = local.common.image
   settings                   = local.common.settings
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "deployer", null)
 }
 
 module "monitor" {
@@ -84,6 +131,8 @@ module "monitor" {
   image                      = local.common.image
   settings                   = local.common.settings
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "monitor", null)
 }
 
 module "autoscaler" {
@@ -93,6 +142,8 @@ module "autoscaler" {
   image                      = local.common.image
   settings                   = local.common.settings
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "autoscaler", null)
 }
 
 module "trainer" {
@@ -102,7 +153,10 @@ module "trainer" {
   image                      = local.common.image
   settings                   = local.common.settings
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "trainer", null)
   bootstrap_servers          = var.kafka_bootstrap_servers
+  kafka_sasl_mechanism       = var.kafka_sasl_mechanism
   keda_enabled               = var.keda_enabled
   gpu_enabled                = var.gpu_enabled
   gpu_image                  = var.gpu_image

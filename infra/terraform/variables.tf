@@ -26,6 +26,41 @@ variable "kafka_bootstrap_servers" {
   type        = string
 }
 
+variable "kafka_security_protocol" {
+  description = "CAIRN_KAFKA_SECURITY_PROTOCOL: SASL_PLAINTEXT or SASL_SSL (a principal per service), or PLAINTEXT."
+  type        = string
+  default     = "SASL_PLAINTEXT"
+  validation {
+    condition     = contains(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], var.kafka_security_protocol)
+    error_message = "One of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL."
+  }
+}
+
+variable "kafka_sasl_mechanism" {
+  description = "CAIRN_KAFKA_SASL_MECHANISM of the services' principals (the ACLs assume SCRAM users)."
+  type        = string
+  default     = "SCRAM-SHA-512"
+}
+
+variable "kafka_sasl_passwords" {
+  description = "SCRAM password of each service's principal `cairn-<service>`, by service name (a Secret each)."
+  type        = map(string)
+  sensitive   = true
+  default     = {}
+}
+
+variable "platform_key" {
+  description = "Fernet key sealing stored secrets and deriving the services' signing credentials (Secret cairn-platform)."
+  type        = string
+  sensitive   = true
+}
+
+variable "bootstrap_admin_token" {
+  description = "`CKIA<16 A-Z0-9>:<secret>` of the first admin key, made at start if absent (Secret cairn-platform)."
+  type        = string
+  sensitive   = true
+}
+
 variable "s3_endpoint" {
   description = "S3 API URL of MinIO (http://minio.minio.svc:9000); null for AWS S3."
   type        = string

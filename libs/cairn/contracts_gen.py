@@ -26,6 +26,7 @@ from faststream.specification import AsyncAPI
 
 from cairn import __version__
 from cairn.contracts import Envelope, EventSpec, catalogue, load_contract_modules
+from cairn.contracts.state import StateSpec, all_states
 from cairn.errors import ConfigError
 from cairn.kafka_acls import kafka_acls, render_acl_commands, render_acl_json, subscriptions_of
 from cairn.runtime.discovery import ServiceSpec, discover_services
@@ -52,11 +53,12 @@ KAFKA_ACLS_JSON_FILE = "kafka-acls.json"
 README_FILE = "README.md"
 EVENTS_DIR = "events"
 OPENAPI_DIR = "openapi"
+STATE_DIR = "state"
 # Only these are touched in the output folder, so `--out` never deletes anything else.
 _TOP_LEVEL_FILES = frozenset(
     {ASYNCAPI_FILE, CATALOGUE_FILE, KAFKA_ACLS_FILE, KAFKA_ACLS_JSON_FILE, README_FILE}
 )
-_GENERATED_DIRS = (EVENTS_DIR, OPENAPI_DIR)
+_GENERATED_DIRS = (EVENTS_DIR, OPENAPI_DIR, STATE_DIR)
 
 _README = """\
 # contracts/ (generated, do not edit)
@@ -70,6 +72,8 @@ stale.
   and for a request the scope a user key needs to send it and the services allowed to send it.
 - `events/<EventType>.json`: JSON Schema of the whole envelope of that event.
 - `openapi/<service>.json`: OpenAPI of each service's HTTP API.
+- `state/<View>.json`: JSON Schema of each stored-state contract (a document one service writes
+  and others read), with its owner, store prefix, key pattern and version under `x-cairn-state`.
 - `kafka-acls.txt`: the Kafka ACLs of a production cluster, one `kafka-acls --add` command per
   principal and resource (`BOOTSTRAP=host:9092 sh kafka-acls.txt`, next to an `admin.properties`).
   Each service's principal `User:cairn-<service>` writes only the events it owns, the requests it
@@ -86,6 +90,7 @@ class LoadedService:
     name: str
     broker: Any
     api: Any
+    broadcast_topics: tuple[str, ...] = ()
 
 
 @dataclass
@@ -147,7 +152,18 @@ def _load_service(spec: ServiceSpec) -> LoadedService:
     service = getattr(module, "service", None)
     if service is None:
         raise ConfigError(f"{spec.module}.app has no module-level `service`")
-    return LoadedService(spec.name, getattr(service, "broker", None), getattr(service, "api", None))
+    return LoadedService(
+        spec.name,
+        getattr(service, "broker", None),
+        getattr(service, "api", None),
+        _broadcast_topics(service),
+    )
+
+
+def _broadcast_topics(service: Any) -> tuple[str, ...]:
+    """Topics a `Service` reads on every replica without a consumer group (`service.broadcast`)."""
+    readers = getattr(service, "_broadcasts", ())
+    return tuple(sorted({reader.spec.topic for reader in readers}))
 
 
 def _load_services(settings: CairnSettings) -> list[LoadedService]:
@@ -258,9 +274,30 @@ def render_event_schema(spec: EventSpec) -> str:
     return _dump_json({"$schema": "https://json-schema.org/draft/2020-12/schema", **schema})
 
 
+def render_state_schema(spec: StateSpec) -> str:
+    """JSON Schema of a stored-state view, with where its documents live and who writes them."""
+    schema = spec.model.model_json_schema()
+    where = {
+        "owner": spec.owner,
+        "prefix": spec.prefix,
+        "key_pattern": spec.key_pattern,
+        "version": spec.version,
+    }
+    return _dump_json(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            **schema,
+            "x-cairn-state": where,
+        }
+    )
+
+
 def render_kafka_acls(specs: dict[str, EventSpec], services: list[LoadedService]) -> dict[str, str]:
     """kafka-acls.txt and .json: each service's principal limited to its own topics and groups."""
-    subscriptions = [subscriptions_of(service.name, service.broker) for service in services]
+    subscriptions = [
+        subscriptions_of(service.name, service.broker, service.broadcast_topics)
+        for service in services
+    ]
     bindings = kafka_acls(specs.values(), subscriptions)
     return {
         KAFKA_ACLS_FILE: render_acl_commands(bindings),
@@ -281,6 +318,8 @@ def render_contracts(settings: CairnSettings) -> dict[str, str]:
     }
     for spec in specs.values():
         files[f"{EVENTS_DIR}/{spec.type}.json"] = render_event_schema(spec)
+    for state in all_states():
+        files[f"{STATE_DIR}/{state.name}.json"] = render_state_schema(state)
     for service in services:
         if service.api is not None:
             openapi: dict[str, Any] = service.api.openapi()

@@ -6,8 +6,9 @@ enforced by ACLs, one SASL principal per service, `User:cairn-<service>`:
 - Write (and Describe) on the topics of the events it owns, on the `...Requested` topics whose
   catalogue entry lists it in `senders`, on the kernel's topics (`AuditRecorded`: every service
   records audit entries) and on the dead-letter topics of the topics it consumes;
-- Read (and Describe) on the topics it consumes, and Read on its consumer groups: the prefix
-  `cairn.<service>.` plus any group outside that prefix one of its subscribers joins;
+- Read (and Describe) on the topics it consumes (in a consumer group or as a broadcast), and Read
+  on its consumer groups: the prefix `cairn.<service>.` plus any group outside that prefix one of
+  its subscribers joins;
 - a service that sizes worker pools on consumer lag (the autoscaler) also reads every topic and
   describes every group: Kafka needs both to report a group's committed offsets and high-watermarks.
 
@@ -93,11 +94,12 @@ class AclBinding:
 
 @dataclass(frozen=True)
 class Subscriptions:
-    """The topics a service's subscribers read and the consumer groups they join."""
+    """The topics a service's subscribers read, the groups they join, what it reads groupless."""
 
     service: str
     topics: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
+    broadcasts: frozenset[str] = frozenset()
 
 
 def service_principal(service: str) -> str:
@@ -110,8 +112,15 @@ def is_request(spec: EventSpec) -> bool:
     return spec.type.endswith(REQUEST_SUFFIX) or spec.required_scope is not None
 
 
-def subscriptions_of(service: str, broker: Any) -> Subscriptions:
-    """Read the topics and consumer groups off a FastStream Kafka broker's subscribers."""
+def subscriptions_of(service: str, broker: Any, broadcasts: Iterable[str] = ()) -> Subscriptions:
+    """Read the topics and consumer groups off a FastStream Kafka broker's subscribers.
+
+    Args:
+        service: the service's name.
+        broker: its FastStream `KafkaBroker` (None: it subscribes to nothing).
+        broadcasts: topics it reads on every replica without a group (`Service.broadcast`);
+            such readers never dead-letter.
+    """
     topics: set[str] = set()
     groups: set[str] = set()
     for subscriber in getattr(broker, "subscribers", ()) if broker is not None else ():
@@ -125,7 +134,7 @@ def subscriptions_of(service: str, broker: Any) -> Subscriptions:
         topics.update(str(name) for name in names)
         if getattr(subscriber, "group_id", None):
             groups.add(str(subscriber.group_id))
-    return Subscriptions(service, frozenset(topics), frozenset(groups))
+    return Subscriptions(service, frozenset(topics), frozenset(groups), frozenset(broadcasts))
 
 
 def _topic(
@@ -151,7 +160,7 @@ def _service_acls(service: str, specs: list[EventSpec], subs: Subscriptions) -> 
     acls: set[AclBinding] = set()
     for topic in writes:
         acls |= _topic(principal, topic, "WRITE", "DESCRIBE")
-    for topic in subs.topics:
+    for topic in subs.topics | subs.broadcasts:
         acls |= _topic(principal, topic, "READ", "DESCRIBE")
     own_prefix = f"{TOPIC_PREFIX}.{service}."
     acls.add(_group(principal, own_prefix, "READ", prefixed=True))

@@ -41,7 +41,7 @@ from cairn.auth.authenticator import Authenticator
 from cairn.auth.bootstrap import ensure_bootstrap_key
 from cairn.auth.http import assert_routes_guarded
 from cairn.auth.keys import KeyRing
-from cairn.auth.principal import Principal
+from cairn.auth.principal import AUTH_DISABLED, Principal
 from cairn.auth.sealing import secret_box
 from cairn.auth.signing import SERVICE_KEY_PREFIX, EnvelopeVerifier
 from cairn.bus import (
@@ -239,6 +239,8 @@ class Service:
 
     async def principal_of(self, envelope: Envelope[Any]) -> Principal:
         """Who signed a (verified) request: their key's principal, or `service:<name>`."""
+        if not self.settings.auth_enabled:
+            return AUTH_DISABLED
         payload = json.loads(envelope.model_dump_json())
         return await asyncio.to_thread(self.verifier.verify, payload)
 

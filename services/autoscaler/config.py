@@ -23,6 +23,9 @@ class AutoscalerSettings(BaseSettings):
         default_factory=dict,
         description='Per-pool field overrides as JSON, e.g. {"trainer-cpu": {"max_replicas": 2}}.',
     )
+    discovery_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the declared worker pools are listed."
+    )
     drain_timeout_s: float = Field(
         default=60.0, gt=0, description="A draining worker is killed after this long."
     )

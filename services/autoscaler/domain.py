@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from cairn.pools import WorkerPool
+from services.autoscaler.pools import WorkerPool
 
 
 @dataclass(frozen=True)

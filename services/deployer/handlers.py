@@ -6,34 +6,40 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, get_args
 from uuid import UUID
 
+from cairn.audit import AuditRecord, Outcome
+from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope, RawEnvelope, utc_now
 from cairn.contracts.events import (
+    ApprovalStatus,
     DeploymentRequested,
     DeploymentRolledBack,
     EndpointMetricsReported,
     ModelApprovalChanged,
     ModelPackageRegistered,
 )
-from cairn.documents import DocumentStore
-from cairn.errors import NotFound, Unavailable
+from cairn.contracts.state import ModelVersionView, read_state
+from cairn.documents import DocumentStore, Versioned
+from cairn.errors import CairnError, ConfigError, NotFound, Unavailable
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel
 
-from services.deployer import domain
+from services.deployer import domain, rollout
 from services.deployer.config import DeployerSettings
-from services.deployer.domain import (
+from services.deployer.documents import (
     AutoDeployPolicy,
     EndpointDoc,
     ModelRecord,
-    ModelVersionUnknown,
+    RolloutState,
     WeightChange,
 )
+from services.deployer.domain import ModelVersionUnknown
 
 log = logging.getLogger("cairn.deployer")
 
+DocT = TypeVar("DocT", bound=BaseModel)
 EndpointChange = Callable[[EndpointDoc | None], EndpointDoc]
 
 
@@ -43,6 +49,22 @@ class Publish(Protocol):
     def __call__(
         self, data: BaseModel, cause: Envelope[Any] | None = None
     ) -> Awaitable[Envelope[Any]]: ...
+
+
+class Authority(Protocol):
+    """Who signed a privileged request, and the audit trail (the service's own methods)."""
+
+    async def principal_of(self, envelope: Envelope[Any]) -> Principal: ...
+
+    async def audit(
+        self,
+        *,
+        action: str,
+        resource: str,
+        principal: Principal,
+        outcome: Outcome = "success",
+        correlation_id: str | None = None,
+    ) -> AuditRecord: ...
 
 
 class AutoDeployPolicyNotFound(NotFound):
@@ -58,10 +80,13 @@ class Deployer:
         publish: Publish,
         config: DeployerSettings | None = None,
         clock: Callable[[], datetime] = utc_now,
+        authority: Authority | None = None,
     ) -> None:
+        self.store = store
         self.publish = publish
         self.config = config or DeployerSettings()
         self.clock = clock
+        self.authority = authority
         self.endpoints = DocumentStore(store, EndpointDoc, "deployer/endpoints")
         self.models = DocumentStore(store, ModelRecord, "deployer/models")
         self.policies = DocumentStore(store, AutoDeployPolicy, "deployer/auto-deploy")
@@ -69,7 +94,7 @@ class Deployer:
     # Reads -------------------------------------------------------------------------------
 
     def list_endpoints(self) -> list[EndpointDoc]:
-        return [found.doc for found in self.endpoints.list() if domain.is_live(found.doc)]
+        return [found.doc for found in readable(self.endpoints) if domain.is_live(found.doc)]
 
     def get_endpoint(self, endpoint_name: str) -> EndpointDoc:
         found = self.endpoints.get_or_none(f"{endpoint_name}.json")
@@ -100,25 +125,35 @@ class Deployer:
 
         await asyncio.to_thread(self.endpoints.update, f"{doc.endpoint_name}.json", mark)
 
+    def _model_record(self, group: str, version: int) -> ModelRecord | None:
+        """The registry's stored version when readable (it is written before its events are
+        published, so a deploy right after an approval sees it), else the event projection."""
+        view = read_state(self.store, ModelVersionView, group, str(version))
+        if view is not None:
+            return _record_of(view, self.clock())
+        found = self.models.get_or_none(_model_key(group, version))
+        return found.doc if found else None
+
     def _models_for(self, request: DeploymentRequested) -> dict[tuple[str, int], ModelRecord]:
         specs = [*request.production_variants, *filter(None, [request.shadow_variant])]
         index: dict[tuple[str, int], ModelRecord] = {}
         for spec in specs:
-            found = self.models.get_or_none(
-                _model_key(spec.model_package_group, spec.model_version)
-            )
-            if found is not None:
-                index[(spec.model_package_group, spec.model_version)] = found.doc
+            ref = (spec.model_package_group, spec.model_version)
+            if (record := self._model_record(*ref)) is not None:
+                index[ref] = record
         return index
 
     async def deploy(
-        self, request: DeploymentRequested, cause: Envelope[Any] | None = None
+        self,
+        request: DeploymentRequested,
+        cause: Envelope[Any] | None = None,
+        allow_unapproved: bool = False,
     ) -> EndpointDoc:
         """Create, update or delete an endpoint (HTTP or DeploymentRequested)."""
         models = await asyncio.to_thread(self._models_for, request)
 
         def apply(current: EndpointDoc | None) -> EndpointDoc:
-            new = domain.apply_request(current, request, models, self.clock())
+            new = domain.apply_request(current, request, models, self.clock(), allow_unapproved)
             started = current is None or new.revision != current.revision
             if cause is None or new.rollout is None or not started:
                 return new
@@ -132,6 +167,21 @@ class Deployer:
         if changed:
             await self._announce(doc, cause)
         return doc
+
+    async def on_deployment_requested(self, envelope: Envelope[DeploymentRequested]) -> None:
+        """The event form of the endpoint API; the kernel verified the signer's `deploy` scope."""
+        if self.authority is None:
+            raise ConfigError("the deployer needs its service to act on DeploymentRequested")
+        request = envelope.data
+        principal = await self.authority.principal_of(envelope)
+        await self.deploy(request, cause=envelope, allow_unapproved=request.allow_unapproved)
+        await self.authority.audit(
+            action=f"endpoint.{request.action}",
+            resource=f"endpoints/{request.endpoint_name}",
+            principal=principal,
+            outcome="success",
+            correlation_id=envelope.correlation_id,
+        )
 
     async def set_weights(self, endpoint_name: str, changes: list[WeightChange]) -> EndpointDoc:
         """UpdateEndpointWeightsAndCapacities: a new revision with the same models."""
@@ -162,8 +212,11 @@ class Deployer:
             _model_key(event.model_package_group, event.version),
             lambda current: domain.apply_approval_changed(current, event, self.clock()),
         )
-        if event.approval_status != "Approved":
-            return
+        if event.approval_status == "Approved":
+            await self._auto_deploy(envelope)
+
+    async def _auto_deploy(self, envelope: Envelope[ModelApprovalChanged]) -> None:
+        event = envelope.data
         policy = await asyncio.to_thread(self.get_policy_or_none, event.model_package_group)
         if policy is None:
             return
@@ -205,67 +258,75 @@ class Deployer:
 
     # Rollouts ----------------------------------------------------------------------------
 
-    async def on_metrics(self, envelope: Envelope[EndpointMetricsReported]) -> None:
-        """Feed a traffic report to the rollout's alarms; roll back when one trips."""
+    def _observe(self, envelope: Envelope[EndpointMetricsReported]) -> tuple[EndpointDoc, bool]:
+        """Tally a report into the endpoint; roll it back (a new revision) when an alarm trips."""
         report = envelope.data
-        found = await asyncio.to_thread(self.endpoints.get_or_none, f"{report.endpoint_name}.json")
-        if found is None or found.doc.rollout is None:
-            return
-        tripped: list[tuple[str, str] | None] = []
 
         def observe(current: EndpointDoc | None) -> EndpointDoc:
             if current is None:
-                tripped.append(None)
-                return domain.require_live(current, report.endpoint_name)
-            observed, reason, variant = domain.observe_metrics(
+                return domain.require_live(current, report.endpoint_name)  # raises: not found
+            observed, reason, variant = rollout.observe_metrics(
                 current, report, envelope.occurred_at, self.config.alarm_min_requests
             )
             if reason is None or variant is None:
-                tripped.append(None)
                 return observed
-            tripped.append((variant, reason))
-            return domain.roll_back(observed, variant, reason, self.clock())
+            return rollout.roll_back(observed, variant, reason, self.clock())
 
-        doc, changed = await asyncio.to_thread(self._change, report.endpoint_name, observe)
-        if not changed or tripped[-1] is None or doc.last_rollback is None:
+        return self._change(report.endpoint_name, observe)
+
+    async def on_metrics(self, envelope: Envelope[EndpointMetricsReported]) -> None:
+        """Feed a traffic report to the rollout's alarms; roll back when one trips."""
+        name = envelope.data.endpoint_name
+        found = await asyncio.to_thread(self.endpoints.get_or_none, f"{name}.json")
+        if found is None or found.doc.rollout is None or not domain.is_live(found.doc):
             return
-        log.warning("rolled back endpoint %s: %s", doc.endpoint_name, doc.last_rollback.reason)
+        doc, changed = await asyncio.to_thread(self._observe, envelope)
+        rollback = doc.last_rollback
+        if not changed or rollback is None:  # a new revision here is always the rollback
+            return
+        log.warning("rolled back endpoint %s: %s", doc.endpoint_name, rollback.reason)
         cause = _rollout_cause(found.doc.rollout) or envelope
         await self._announce(doc, cause)
         await self.publish(
             DeploymentRolledBack(
                 endpoint_name=doc.endpoint_name,
-                rolled_back_variant=doc.last_rollback.rolled_back_variant,
-                restored_revision=doc.last_rollback.restored_revision,
-                reason=doc.last_rollback.reason,
+                rolled_back_variant=rollback.rolled_back_variant,
+                restored_revision=rollback.restored_revision,
+                reason=rollback.reason,
             ),
             cause,
         )
 
+    async def _advance(self, doc: EndpointDoc) -> bool:
+        """Move one rollout past its bake time; True when that made a revision to announce."""
+        if doc.rollout is None:
+            return False
+        cause = _rollout_cause(doc.rollout)
+        name = doc.endpoint_name
+        doc, changed = await asyncio.to_thread(
+            self._change,
+            name,
+            lambda current: rollout.advance_rollout(
+                domain.require_live(current, name), self.clock()
+            ),
+        )
+        if changed:
+            await self._announce(doc, cause)
+        return changed
+
     async def tick(self) -> None:
         """One pass of the rollout driver: advance baked steps, re-announce lost revisions."""
-        for found in await asyncio.to_thread(self.endpoints.list):
+        for found in await asyncio.to_thread(readable, self.endpoints):
             doc = found.doc
-            if doc.rollout is not None:
-                cause = _rollout_cause(doc.rollout)
-                name = doc.endpoint_name
-                doc, changed = await asyncio.to_thread(
-                    self._change,
-                    name,
-                    lambda current, name=name: domain.advance_rollout(
-                        domain.require_live(current, name), self.clock()
-                    ),
-                )
-                if changed:
-                    await self._announce(doc, cause)
-                    continue
+            if await self._advance(doc):
+                continue
             stale_s = (self.clock() - doc.updated_at).total_seconds()
             if doc.published_revision < doc.revision and stale_s >= self.config.republish_after_s:
                 # The process that wrote this revision died before announcing it.
                 await self._announce(doc, None)
 
     async def run_rollouts(self) -> None:
-        """Drive rollouts forever (the API lifespan starts and cancels it); survives errors."""
+        """Drive rollouts forever (the service starts and cancels it); survives errors."""
         while True:
             try:
                 await self.tick()
@@ -274,16 +335,45 @@ class Deployer:
             await asyncio.sleep(self.config.rollout_tick_s)
 
 
-def _rollout_cause(rollout: domain.RolloutState) -> Envelope[Any] | None:
+def readable(documents: DocumentStore[DocT]) -> list[Versioned[DocT]]:
+    """Every document of `documents`, skipping (and logging) any that no longer validates."""
+    found: list[Versioned[DocT]] = []
+    for key in documents.keys(""):
+        try:
+            versioned = documents.get_or_none(key)
+        except Unavailable:
+            raise
+        except CairnError as exc:
+            log.error("skipping unreadable document %s%s: %s", documents.prefix, key, exc.message)
+            continue
+        if versioned is not None:
+            found.append(versioned)
+    return found
+
+
+def _rollout_cause(state: RolloutState) -> Envelope[Any] | None:
     """The request that started a rollout, as the cause of the events its steps publish."""
-    if rollout.correlation_id is None or rollout.causation_id is None:
+    if state.correlation_id is None or state.causation_id is None:
         return None
     return RawEnvelope(
-        event_id=UUID(rollout.causation_id),
+        event_id=UUID(state.causation_id),
         type="DeploymentRequested",
         source="deployer",
-        correlation_id=rollout.correlation_id,
+        correlation_id=state.correlation_id,
         data={},
+    )
+
+
+def _record_of(view: ModelVersionView, now: datetime) -> ModelRecord:
+    status = view.approval_status
+    known = status if status in get_args(ApprovalStatus) else "PendingManualApproval"
+    return ModelRecord(
+        model_package_group=view.model_package_group,
+        version=view.version,
+        artifact_uri=view.artifact_uri,
+        approval_status=known,
+        approval_decided=True,
+        updated_at=now,
     )
 
 

@@ -22,9 +22,10 @@ from cairn.contracts.events import (
     FeatureGroupCreationRequested,
 )
 from cairn.errors import InvalidInput
-from cairn.offline import FeatureRef
-from cairn.offline.pit import RESERVED_COLS
 from pydantic import BaseModel, ConfigDict, Field
+
+from services.featurestore.offline import FeatureRef
+from services.featurestore.offline.pit import RESERVED_COLS
 
 FeatureType = Literal["Integral", "Fractional", "String", "Boolean", "Timestamp"]
 

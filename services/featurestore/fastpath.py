@@ -2,13 +2,13 @@
 
 FastAPI's routing, dependencies, middlewares and a tracing span per request cost about 0.5 ms, ten
 times the online read itself, so `GET /feature-groups/{name}/records/{id}` for a cached group is
-answered here: API key checked, Prometheus metrics kept, no span (the read is a leaf
-with no further hop). Anything else, including a group not cached yet, goes down the usual stack.
+answered here: the credential checked by the kernel's authenticator (scope `read`), Prometheus
+metrics kept, no span (the read is a leaf with no further hop). Anything else, including a group
+not cached yet, goes down the usual stack.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -16,13 +16,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from cairn.errors import CairnError, Forbidden, Unauthenticated
+from cairn.auth import Authenticator
+from cairn.errors import CairnError, Forbidden
 from cairn.http import HTTP_LATENCY, HTTP_REQUESTS
-from fastapi import FastAPI
+from cairn.service import Service
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.featurestore import handlers
-from services.featurestore.handlers import FeatureStore
+from services.featurestore import operations
+from services.featurestore.operations import FeatureStore
 
 ROUTE = "/feature-groups/{name}/records/{record_id}"
 _PREFIX = "/feature-groups/"
@@ -30,28 +31,20 @@ _logger = logging.getLogger(__name__)
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-def _api_key(scope: Scope) -> bytes | None:
-    for name, value in scope["headers"]:
-        if name == b"x-api-key":
-            return bytes(value)
-        if name == b"authorization":
-            scheme, _, token = bytes(value).partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-    return None
-
-
-def _check_key(scope: Scope, keys: tuple[bytes, ...]) -> None:
-    if not keys:
-        return
-    presented = _api_key(scope)
-    if presented is None:
-        raise Unauthenticated("missing API key: send X-API-Key or Authorization: Bearer")
-    matched = False
-    for key in keys:  # compare with every key, so timing does not reveal which one is close
-        matched |= hmac.compare_digest(presented, key)
-    if not matched:
-        raise Forbidden("invalid API key")
+def _authenticate(scope: Scope, authenticator: Authenticator) -> None:
+    """The kernel's check, as on every FastAPI route: a credential holding the `read` scope."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    principal = authenticator.authenticate(
+        method="GET",
+        raw_path=bytes(scope.get("raw_path") or scope["path"].encode()).decode("latin-1"),
+        raw_query=bytes(scope.get("query_string", b"")).decode("latin-1"),
+        headers={name.decode("latin-1"): value.decode("latin-1") for name, value in headers},
+        body=b"",
+    )
+    if not principal.allows("read"):
+        raise Forbidden(
+            f"key {principal.key_id or principal.name} lacks scope 'read'", required_scope="read"
+        )
 
 
 class GetRecordFastPath:
@@ -62,12 +55,12 @@ class GetRecordFastPath:
         app: ASGIApp,
         feature_store: Callable[[], FeatureStore | None],
         service_name: str,
-        api_keys: tuple[bytes, ...],
+        authenticator: Authenticator,
     ) -> None:
         self.app = app
         self.feature_store = feature_store
         self.service_name = service_name
-        self.api_keys = api_keys
+        self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fs = self.feature_store() if scope["type"] == "http" else None
@@ -78,9 +71,9 @@ class GetRecordFastPath:
         started = time.perf_counter()
         name, record_id = target
         try:
-            _check_key(scope, self.api_keys)
+            _authenticate(scope, self.authenticator)
             features = self._features(scope)
-            status, body = 200, handlers.get_record(fs, name, record_id, features)
+            status, body = 200, operations.get_record(fs, name, record_id, features)
         except CairnError as exc:
             status, body = exc.http_status, exc.to_dict()
         except Exception:
@@ -121,13 +114,12 @@ class GetRecordFastPath:
         return [name.strip() for name in str(values[-1]).split(",") if name.strip()]
 
 
-def install_fast_path(
-    api: FastAPI, feature_store: Callable[[], FeatureStore | None], service_name: str
-) -> None:
+def install_fast_path(service: Service, feature_store: Callable[[], FeatureStore | None]) -> None:
     """Put the fast path outside every middleware, tracing included (its stack is built lazily)."""
+    api = service.api
     build_stack = api.build_middleware_stack
 
     def build_with_fast_path() -> ASGIApp:
-        return GetRecordFastPath(build_stack(), feature_store, service_name, api.state.api_keys)
+        return GetRecordFastPath(build_stack(), feature_store, service.name, service.authenticator)
 
     api.build_middleware_stack = build_with_fast_path  # type: ignore[method-assign]

@@ -1,397 +1,285 @@
-"""Feature store handlers: plain functions over the stores, called by HTTP routes and events alike.
+"""The feature store's service layer: performs commands from HTTP and events, publishes outcomes.
 
-Every write goes offline first (create-only files named by a batch id, so a redelivered batch adds
-nothing), then online (newer event time wins, so replays and out-of-order records are harmless).
-These functions block on I/O; async callers run the heavy ones in a thread.
+Blocking work (object store, Parquet, DuckDB, bulk loads) runs in threads through operations.py, so
+the event loop stays free for online reads while data is loaded. GetRecord reads the online store
+inline: one indexed SQLite row or one Redis round trip is cheaper than a hop to a thread.
+
+Invalid records: PutRecord answers 400 naming the feature and the problem. A FeatureRecordsPut
+event is split: its valid records are stored, its invalid ones are dead-lettered (only those
+records, reason in the `cairn-dlq-error` header) and counted, with their reasons, in
+FeatureIngestionCompleted. A bulk load counts and reports bad rows the same way. An event that is
+not a valid FeatureRecordsPut at all (or names no group) is dead-lettered whole by the bus.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
 
-import pyarrow as pa
+from cairn.bus import envelope_for
+from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     FeatureGroupCreationRequested,
+    FeatureIngestionCompleted,
+    FeatureIngestionRequested,
+    FeatureRecordsPut,
+    TrainingSetBuilt,
     TrainingSetRequested,
 )
-from cairn.documents import DocumentStore
-from cairn.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from cairn.offline import FeatureRef, OfflineStore
-from cairn.online import OnlineRecord, OnlineStore
+from cairn.errors import InvalidInput
+from cairn.namespaces import DATASET_SCHEME, confine_channel
 from cairn.store.base import ObjectStore
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from services.featurestore import datasets_io
-from services.featurestore.domain import (
-    MAX_REASONS,
-    FeatureGroup,
-    InvalidRecord,
-    RecordValidator,
-    Rejection,
-    ValidRecord,
-    json_value,
-    offline_table,
-    parse_feature_refs,
+from services.featurestore import operations
+from services.featurestore.config import FeatureStoreSettings
+from services.featurestore.domain import FeatureGroup, record_from_sagemaker
+from services.featurestore.offline import OfflineStore
+from services.featurestore.online import open_online_store
+from services.featurestore.operations import (
+    BatchGetItem,
+    FeatureStore,
+    IngestResult,
+    TrainingSetDoc,
 )
 
-GROUPS_PREFIX = "featurestore/groups"
-TRAINING_SETS_PREFIX = "featurestore/training-sets"
+SOURCE = "featurestore"
+REASON_INVALID_RECORDS = "invalid-records"
+MAX_DLQ_ERROR_CHARS = 2000
 
 
-class TrainingSetDoc(BaseModel):
-    """A built training set, at `featurestore/training-sets/<name>.json`: request and result."""
+class Publish(Protocol):
+    """`Service.publish`: sends an event this service owns, chained to its cause."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    request: TrainingSetRequested
-    dataset_uri: str
-    row_count: int
-    built_at: datetime
+    def __call__(
+        self, data: BaseModel, cause: Envelope[Any] | None = None
+    ) -> Awaitable[Envelope[Any]]: ...
 
 
-@dataclass
-class IngestResult:
-    """What one batch did: records accepted (offline and/or online), stored online, refused."""
+class DeadLetter(Protocol):
+    """`Service.dead_letter`: sends an envelope to its event type's dead-letter topic."""
 
-    records_written: int = 0
-    records_stored_online: int = 0
-    rejections: list[Rejection] = field(default_factory=list)
+    def __call__(
+        self, envelope: Envelope[Any], reason: str, *, error: str
+    ) -> Awaitable[object]: ...
+
+
+def dataset_reference(location: str, *, field: str) -> str:
+    """A registered dataset (`dataset://name@version`): the only source the feature store reads.
+
+    Raises:
+        InvalidInput: naming `field`, for anything else (store keys included).
+    """
+    reference = confine_channel(location, field=field)
+    if not reference.startswith(DATASET_SCHEME):
+        raise InvalidInput(
+            f"{field}: {location!r} is not a registered dataset (dataset://name@version)",
+            field=field,
+        )
+    return reference
+
+
+class FeatureStoreHandlers:
+    """Every feature store command; the stores are opened with the service (`open`/`close`)."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        home: Path,
+        config: FeatureStoreSettings,
+        publish: Publish,
+        dead_letter: DeadLetter,
+    ) -> None:
+        self.store = store
+        self.home = home
+        self.config = config
+        self.publish = publish
+        self.dead_letter = dead_letter
+        self._fs: FeatureStore | None = None
+
+    # Lifetime ----------------------------------------------------------------------------------
+
+    async def open(self) -> FeatureStore:
+        """Open the online and offline stores (the service's resource)."""
+        online_url = self.config.resolved_online_url(self.home)
+        online = await asyncio.to_thread(open_online_store, online_url)
+        offline = OfflineStore(
+            self.store,
+            self.config.offline_prefix,
+            cache_dir=self.config.resolved_cache_dir(self.home),
+        )
+        self._fs = FeatureStore(self.store, online, offline)
+        return self._fs
+
+    async def close(self, fs: FeatureStore | None = None) -> None:
+        """Close the online store (`Service.resource` passes what `open` returned; unused)."""
+        if self._fs is not None:
+            self._fs.online.close()
+            self._fs = None
+
+    def current(self) -> FeatureStore | None:
+        """The feature store while the service runs, else None."""
+        return self._fs
 
     @property
-    def records_rejected(self) -> int:
-        return len(self.rejections)
+    def fs(self) -> FeatureStore:
+        if self._fs is None:
+            raise RuntimeError("the feature store is used before the service started")
+        return self._fs
 
-    def reasons(self) -> list[str]:
-        """The first few rejection reasons, each naming its record's position."""
-        return [f"record {r.index}: {r.reason}" for r in self.rejections[:MAX_REASONS]]
+    # Groups ------------------------------------------------------------------------------------
 
-    def add(self, other: IngestResult, index_offset: int) -> None:
-        self.records_written += other.records_written
-        self.records_stored_online += other.records_stored_online
-        self.rejections += [Rejection(r.index + index_offset, r.reason) for r in other.rejections]
+    async def create_group(
+        self, request: FeatureGroupCreationRequested, cause: Envelope[Any] | None = None
+    ) -> tuple[FeatureGroup, bool]:
+        group, created = await asyncio.to_thread(operations.create_group, self.fs, request)
+        # Published on a repeat too: the first attempt may have died before publishing.
+        await self.publish(group.created_event(), cause=cause)
+        return group, created
 
+    async def list_groups(self) -> list[FeatureGroup]:
+        return await asyncio.to_thread(operations.list_groups, self.fs)
 
-class FeatureStore:
-    """The service's dependencies and its one in-memory cache (groups never change once made)."""
+    async def group(self, group_name: str) -> FeatureGroup:
+        return await asyncio.to_thread(self.fs.group, group_name)
 
-    def __init__(self, store: ObjectStore, online: OnlineStore, offline: OfflineStore) -> None:
-        self.store = store
-        self.online = online
-        self.offline = offline
-        self.groups = DocumentStore(store, FeatureGroup, GROUPS_PREFIX)
-        self.training_sets = DocumentStore(store, TrainingSetDoc, TRAINING_SETS_PREFIX)
-        self._validators: dict[str, RecordValidator] = {}
-        self._lock = threading.Lock()
+    # Records -----------------------------------------------------------------------------------
 
-    def validator(self, name: str) -> RecordValidator:
-        """The group's validator, read from the store once; `NotFound` if there is no group."""
-        validator = self._validators.get(name)
-        if validator is None:
-            versioned = self.groups.get_or_none(f"{name}.json")
-            if versioned is None:
-                raise NotFound(f"no feature group {name!r}", feature_group_name=name)
-            validator = RecordValidator(versioned.doc)
-            with self._lock:
-                self._validators[name] = validator
-        return validator
+    async def put_record(self, group_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PutRecord: `{"Record": [{"FeatureName", "ValueAsString"}]}` or `{"record": {...}}`."""
+        record = record_from_sagemaker(body)
+        result = await asyncio.to_thread(operations.put_record, self.fs, group_name, record)
+        return {
+            "feature_group_name": group_name,
+            "stored_online": result.records_stored_online == 1,
+        }
 
-    def has_cached_group(self, name: str) -> bool:
-        """Whether `group(name)` answers without touching the object store."""
-        return name in self._validators
+    async def get_record(
+        self, group_name: str, record_id: str, features: Sequence[str] | None
+    ) -> dict[str, Any]:
+        """GetRecord: the latest live record (404 when missing, deleted or expired)."""
+        fs = self.fs
+        if not fs.has_cached_group(group_name):
+            await asyncio.to_thread(fs.group, group_name)
+        return operations.get_record(fs, group_name, record_id, features)
 
-    def group(self, name: str) -> FeatureGroup:
-        return self.validator(name).group
-
-
-# Groups ----------------------------------------------------------------------------------------
-
-
-def create_group(
-    fs: FeatureStore, request: FeatureGroupCreationRequested
-) -> tuple[FeatureGroup, bool]:
-    """Create a group, or accept the same definition again; returns (group, newly created).
-
-    Raises:
-        Conflict: a group of that name exists with another definition.
-    """
-    group = FeatureGroup.from_request(request)
-    key = f"{group.feature_group_name}.json"
-    created = True
-    try:
-        fs.groups.create(key, group)
-    except PreconditionFailed:
-        existing = fs.groups.get(key).doc
-        if not existing.same_definition(group):
-            raise Conflict(
-                f"feature group {group.feature_group_name!r} exists with another definition",
-                feature_group_name=group.feature_group_name,
-            ) from None
-        group, created = existing, False
-    # Also on a repeat: a crash between the document and this line must not leave it half-made.
-    if group.offline_enabled:
-        fs.offline.create_group(
-            group.feature_group_name,
-            group.record_identifier_feature_name,
-            group.event_time_feature_name,
+    async def delete_record(
+        self, group_name: str, record_id: str, event_time: datetime
+    ) -> dict[str, Any]:
+        deleted = await asyncio.to_thread(
+            operations.delete_record, self.fs, group_name, record_id, event_time
         )
-    return group, created
+        return {
+            "feature_group_name": group_name,
+            "record_identifier": record_id,
+            "deleted": deleted,
+        }
 
+    async def batch_get(self, items: Sequence[BatchGetItem]) -> dict[str, Any]:
+        total = sum(len(item.record_identifiers) for item in items)
+        if total > self.config.max_batch_get:
+            raise InvalidInput(f"at most {self.config.max_batch_get} identifiers per request")
+        return await asyncio.to_thread(operations.batch_get, self.fs, items)
 
-def list_groups(fs: FeatureStore) -> list[FeatureGroup]:
-    return [versioned.doc for versioned in fs.groups.list()]
-
-
-# Ingestion -------------------------------------------------------------------------------------
-
-
-def write_valid(
-    fs: FeatureStore, group: FeatureGroup, records: Sequence[ValidRecord], batch_id: str
-) -> int:
-    """Offline append (idempotent per batch id), then online newer-wins; returns stored online."""
-    if not records:
-        return 0
-    if group.offline_enabled:
-        fs.offline.append(
-            group.feature_group_name, offline_table(group, records), batch_id=batch_id
+    async def state_as_of(
+        self, group_name: str, moment: datetime, as_of_known_time: bool, limit: int | None
+    ) -> dict[str, Any]:
+        """Time travel: every record's latest live values with event time <= `moment`."""
+        rows = min(limit or self.config.max_as_of_rows, self.config.max_as_of_rows)
+        return await asyncio.to_thread(
+            operations.state_as_of, self.fs, group_name, moment, as_of_known_time, rows
         )
-    if not group.online_enabled:
-        return 0
-    return fs.online.put_many(
-        group.feature_group_name,
-        (OnlineRecord(r.record_id, r.event_time, r.values) for r in records),
-    )
 
+    # Ingestion ---------------------------------------------------------------------------------
 
-def ingest_records(
-    fs: FeatureStore, group_name: str, raws: Sequence[Any], batch_id: str
-) -> IngestResult:
-    """Validate a batch; write the valid records and report each invalid one with its reason."""
-    validator = fs.validator(group_name)
-    valid, rejected = validator.split(raws)
-    stored = write_valid(fs, validator.group, valid, batch_id)
-    return IngestResult(len(valid), stored, rejected)
+    async def request_ingestion(self, group_name: str, dataset_uri: str) -> Envelope[Any]:
+        """Bulk load: queued as FeatureIngestionRequested; FeatureIngestionCompleted reports it."""
+        dataset_uri = dataset_reference(dataset_uri, field="dataset_uri")
+        await self.group(group_name)
+        request = FeatureIngestionRequested(feature_group_name=group_name, dataset_uri=dataset_uri)
+        return await self.publish(request)
 
+    async def on_records_put(self, envelope: Envelope[FeatureRecordsPut]) -> None:
+        data = envelope.data
+        result = await asyncio.to_thread(
+            operations.ingest_records,
+            self.fs,
+            data.feature_group_name,
+            data.records,
+            f"event-{envelope.event_id}",
+        )
+        if result.rejections:
+            await self._dead_letter_rejected(envelope, result)
+        await self._report(data.feature_group_name, f"event:{envelope.event_id}", result, envelope)
 
-def put_record(fs: FeatureStore, group_name: str, raw: dict[str, Any]) -> IngestResult:
-    """PutRecord: one record, refused whole with its reason when invalid.
+    async def on_ingestion_requested(self, envelope: Envelope[FeatureIngestionRequested]) -> None:
+        """A source that is not a dataset raises InvalidInput: the bus dead-letters it at once."""
+        data = envelope.data
+        dataset_reference(data.dataset_uri, field="dataset_uri")
+        result = await asyncio.to_thread(
+            operations.ingest_dataset,
+            self.fs,
+            data.feature_group_name,
+            data.dataset_uri,
+            f"bulk-{envelope.event_id}",
+            self.config.bulk_batch_rows,
+        )
+        await self._report(data.feature_group_name, data.dataset_uri, result, envelope)
 
-    The batch id is the record's content hash, so a client retrying the same PUT writes nothing new.
-    """
-    validator = fs.validator(group_name)
-    record = validator.validate(raw)
-    digest = hashlib.sha256(
-        json.dumps(record.values, sort_keys=True, default=str).encode()
-    ).hexdigest()
-    stored = write_valid(fs, validator.group, [record], f"put-{digest}")
-    return IngestResult(1, stored)
+    async def on_creation_requested(
+        self, envelope: Envelope[FeatureGroupCreationRequested]
+    ) -> None:
+        await self.create_group(envelope.data, cause=envelope)
 
+    # Training sets -----------------------------------------------------------------------------
 
-def ingest_dataset(
-    fs: FeatureStore, group_name: str, dataset_uri: str, batch_id: str, batch_rows: int
-) -> IngestResult:
-    """Bulk-load a registered dataset in batches; rows that break the schema are counted, not fatal.
+    async def build_training_set(
+        self, request: TrainingSetRequested, cause: Envelope[Any] | None = None
+    ) -> TrainingSetDoc:
+        """Build a point-in-time correct training set; repeating the request reuses it."""
+        dataset_reference(request.entity_dataset_uri, field="entity_dataset_uri")
+        doc = await asyncio.to_thread(operations.build_training_set, self.fs, request)
+        built = TrainingSetBuilt(
+            training_set_name=request.training_set_name,
+            dataset_uri=doc.dataset_uri,
+            row_count=doc.row_count,
+        )
+        await self.publish(built, cause=cause)
+        return doc
 
-    Batch ids are derived from `batch_id` and the batch's position in the (immutable) dataset, so a
-    redelivered request rewrites nothing offline.
-    """
-    validator = fs.validator(group_name)
-    result = IngestResult()
-    offset = 0
-    for number, rows in enumerate(datasets_io.iter_dataset_rows(fs.store, dataset_uri, batch_rows)):
-        valid, rejected = validator.split(rows)
-        stored = write_valid(fs, validator.group, valid, f"{batch_id}-{number}")
-        result.add(IngestResult(len(valid), stored, rejected), offset)
-        offset += len(rows)
-    return result
+    async def describe_training_set(self, name: str) -> TrainingSetDoc:
+        return await asyncio.to_thread(operations.describe_training_set, self.fs, name)
 
+    async def on_training_set_requested(self, envelope: Envelope[TrainingSetRequested]) -> None:
+        await self.build_training_set(envelope.data, cause=envelope)
 
-# Reads -----------------------------------------------------------------------------------------
+    # Outcomes ----------------------------------------------------------------------------------
 
-
-def record_body(group_name: str, record: OnlineRecord) -> dict[str, Any]:
-    return {
-        "feature_group_name": group_name,
-        "record_identifier": record.record_id,
-        "event_time": record.event_time.isoformat(),
-        "record": record.values,
-    }
-
-
-def get_record(
-    fs: FeatureStore, group_name: str, record_id: str, features: Sequence[str] | None
-) -> dict[str, Any]:
-    """GetRecord from the online store; `NotFound` when missing, deleted or past the TTL."""
-    group = fs.group(group_name)
-    if not group.online_enabled:
-        raise InvalidInput(f"feature group {group_name!r} has no online store")
-    record = fs.online.get(group_name, record_id, features=features, ttl_s=group.ttl_s)
-    if record is None:
-        raise NotFound(
-            f"no live record {record_id!r} in {group_name!r}",
+    async def _report(
+        self, group_name: str, source: str, result: IngestResult, cause: Envelope[Any] | None
+    ) -> None:
+        completed = FeatureIngestionCompleted(
             feature_group_name=group_name,
-            record_identifier=record_id,
+            records_written=result.records_written,
+            records_rejected=result.records_rejected,
+            source=source,
+            rejections=result.reasons(),
         )
-    return record_body(group_name, record)
+        await self.publish(completed, cause=cause)
 
-
-@dataclass(frozen=True)
-class BatchGetItem:
-    """One group's part of a BatchGetRecord request."""
-
-    feature_group_name: str
-    record_identifiers: Sequence[str]
-    feature_names: Sequence[str] | None = None
-
-
-def batch_get(fs: FeatureStore, items: Iterable[BatchGetItem]) -> dict[str, Any]:
-    """BatchGetRecord: found records, and the identifiers with no live record."""
-    found: list[dict[str, Any]] = []
-    missing: list[dict[str, str]] = []
-    for item in items:
-        group = fs.group(item.feature_group_name)
-        records = fs.online.get_many(
-            group.feature_group_name,
-            item.record_identifiers,
-            features=item.feature_names,
-            ttl_s=group.ttl_s,
+    async def _dead_letter_rejected(
+        self, envelope: Envelope[FeatureRecordsPut], result: IngestResult
+    ) -> None:
+        """Dead-letter only the invalid records, with their reasons; the valid ones are stored."""
+        data = envelope.data
+        rejected = FeatureRecordsPut(
+            feature_group_name=data.feature_group_name,
+            records=[data.records[r.index] for r in result.rejections],
         )
-        for record_id, record in zip(item.record_identifiers, records, strict=True):
-            if record is None:
-                missing.append(
-                    {"feature_group_name": group.feature_group_name, "record_identifier": record_id}
-                )
-            else:
-                found.append(record_body(group.feature_group_name, record))
-    return {"records": found, "not_found": missing}
-
-
-def delete_record(fs: FeatureStore, group_name: str, record_id: str, event_time: datetime) -> bool:
-    """DeleteRecord: a tombstone offline (history kept) and online; True if online took it."""
-    group = fs.group(group_name)
-    if group.offline_enabled:
-        typed_id = fs.validator(group_name).typed_id(record_id)
-        fs.offline.delete(
-            group_name,
-            typed_id,
-            event_time,
-            batch_id=f"delete-{record_id}-{event_time.isoformat()}",
-        )
-    if group.online_enabled:
-        return fs.online.delete(group_name, record_id, event_time=event_time)
-    return False
-
-
-def state_as_of(
-    fs: FeatureStore, group_name: str, as_of: datetime, as_of_known_time: bool, limit: int
-) -> dict[str, Any]:
-    """Time travel: each record's latest live values with event time <= `as_of`."""
-    group = fs.group(group_name)
-    if not group.offline_enabled:
-        raise InvalidInput(f"feature group {group_name!r} has no offline store to travel in")
-    table = fs.offline.state_as_of(group_name, as_of, as_of_known_time=as_of_known_time)
-    rows = table.slice(0, limit).to_pylist()
-    return {
-        "feature_group_name": group_name,
-        "as_of": as_of.isoformat(),
-        "record_count": table.num_rows,
-        "records": [{name: json_value(value) for name, value in row.items()} for row in rows],
-        "truncated": table.num_rows > limit,
-    }
-
-
-# Training sets ---------------------------------------------------------------------------------
-
-
-def build_training_set(fs: FeatureStore, request: TrainingSetRequested) -> TrainingSetDoc:
-    """A point-in-time correct training set, stored as a dataset; repeating a request reuses it.
-
-    Raises:
-        Conflict: a training set of that name was built from another request.
-    """
-    key = f"{request.training_set_name}.json"
-    existing = fs.training_sets.get_or_none(key)
-    if existing is not None:
-        if existing.doc.request != request:
-            raise Conflict(
-                f"training set {request.training_set_name!r} exists from another request",
-                training_set_name=request.training_set_name,
-            )
-        return existing.doc
-    groups = {}
-    for reference in request.features:
-        name = reference.partition(":")[0]
-        if name not in groups:
-            groups[name] = fs.group(name)
-            if not groups[name].offline_enabled:
-                raise InvalidInput(f"feature group {name!r} has no offline store")
-    refs = parse_feature_refs(request.features, groups)
-    entity = datasets_io.read_dataset(fs.store, request.entity_dataset_uri)
-    table = fs.offline.build_training_set(
-        entity,
-        request.entity_id_column,
-        request.entity_time_column,
-        refs,
-        as_of_known_time=request.as_of_known_time,
-    )
-    table = typed_feature_columns(table, refs, groups)
-    uri = datasets_io.store_training_set(fs.store, request.training_set_name, table)
-    doc = TrainingSetDoc(
-        request=request,
-        dataset_uri=uri,
-        row_count=table.num_rows,
-        built_at=datetime.now(UTC),
-    )
-    try:
-        fs.training_sets.create(key, doc)
-    except PreconditionFailed:
-        # A concurrent build of the same request won; the dataset it points to is the same.
-        return fs.training_sets.get(key).doc
-    return doc
-
-
-def typed_feature_columns(
-    table: pa.Table, refs: Sequence[FeatureRef], groups: dict[str, FeatureGroup]
-) -> pa.Table:
-    """Give all-null feature columns (no history yet) their declared type, so they can be stored."""
-    for ref in refs:
-        schema = groups[ref.group].arrow_schema()
-        for feature in ref.features or ():
-            name = ref.output_name(feature)
-            index = table.column_names.index(name)
-            if pa.types.is_null(table.column(index).type):
-                column = pa.nulls(table.num_rows, schema.field(feature).type)
-                table = table.set_column(index, name, column)
-    return table
-
-
-def describe_training_set(fs: FeatureStore, name: str) -> TrainingSetDoc:
-    versioned = fs.training_sets.get_or_none(f"{name}.json")
-    if versioned is None:
-        raise NotFound(f"no training set {name!r}", training_set_name=name)
-    return versioned.doc
-
-
-__all__ = [
-    "BatchGetItem",
-    "FeatureStore",
-    "IngestResult",
-    "InvalidRecord",
-    "TrainingSetDoc",
-    "batch_get",
-    "build_training_set",
-    "create_group",
-    "delete_record",
-    "describe_training_set",
-    "get_record",
-    "ingest_dataset",
-    "ingest_records",
-    "list_groups",
-    "put_record",
-    "state_as_of",
-]
+        # A new event caused by the original, so a fixed replay is not deduplicated away.
+        partial = envelope_for(rejected, source=SOURCE, cause=envelope)
+        error = "; ".join(result.reasons())[:MAX_DLQ_ERROR_CHARS]
+        await self.dead_letter(partial, REASON_INVALID_RECORDS, error=error)

@@ -1,4 +1,7 @@
-"""Data capture in SageMaker's layout: `<prefix>/<endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl`.
+"""Data capture in SageMaker's layout: `capture/<endpoint>/<variant>/yyyy/mm/dd/hh/<file>.jsonl`.
+
+The layout and the record are the kernel's `CaptureRecord` contract (the gateway owns it; the
+monitor reads it).
 
 The request path samples with one random draw and appends a tuple to a buffer; serialising and
 writing happen in a thread every `flush_s` seconds or `flush_records` records, and each written
@@ -12,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cairn.contracts.events import InferenceCaptured
+from cairn.contracts.state import CaptureRecord, capture_file_key
 from cairn.store.base import ObjectStore
 
 log = logging.getLogger("cairn.gateway.capture")
@@ -55,8 +58,8 @@ def _payload(content_type: str, body: bytes, mode: str) -> dict[str, Any]:
     return {"observedContentType": content_type, "mode": mode, "data": data, "encoding": encoding}
 
 
-def capture_line(record: Captured) -> str:
-    """One JSON line in SageMaker's data-capture format."""
+def capture_record(record: Captured) -> CaptureRecord:
+    """One request/response pair as SageMaker's data-capture record."""
     metadata: dict[str, Any] = {
         "eventId": str(uuid.uuid4()),
         "inferenceTime": datetime.fromtimestamp(record.at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
@@ -65,22 +68,26 @@ def capture_line(record: Captured) -> str:
         metadata["inferenceId"] = record.inference_id
     if record.custom_attributes is not None:
         metadata["customAttributes"] = record.custom_attributes
-    document = {
-        "captureData": {
+    return CaptureRecord(
+        captureData={
             "endpointInput": _payload(record.input_type, record.input_body, "INPUT"),
             "endpointOutput": _payload(record.output_type, record.output_body, "OUTPUT"),
         },
-        "eventMetadata": metadata,
-        "eventVersion": "0",
-    }
-    return json.dumps(document, separators=(",", ":"))
+        eventMetadata=metadata,
+        eventVersion="0",
+    )
 
 
-def capture_key(prefix: str, endpoint: str, variant: str, at: float) -> str:
-    """`<prefix>/<endpoint>/<variant>/yyyy/mm/dd/hh/<mm-ss-mmm-uuid>.jsonl` (first record time)."""
+def capture_line(record: Captured) -> str:
+    """One JSON line of a capture file."""
+    return capture_record(record).model_dump_json()
+
+
+def capture_key(endpoint: str, variant: str, at: float) -> str:
+    """`capture/<endpoint>/<variant>/yyyy/mm/dd/hh/<mm-ss-mmm-uuid>.jsonl` (first record time)."""
     moment = datetime.fromtimestamp(at, UTC)
-    name = f"{moment:%M-%S}-{moment.microsecond // 1000:03d}-{uuid.uuid4()}.jsonl"
-    return f"{prefix.strip('/')}/{endpoint}/{variant}/{moment:%Y/%m/%d/%H}/{name}"
+    name = f"{moment:%M-%S}-{moment.microsecond // 1000:03d}-{uuid.uuid4()}"
+    return capture_file_key(endpoint, variant, moment, name)
 
 
 def group_by_file(records: list[Captured]) -> dict[tuple[str, str, str], list[Captured]]:
@@ -103,43 +110,38 @@ class CaptureWriter:
         store: ObjectStore,
         publish: Publisher,
         *,
-        prefix: str = "capture",
         flush_s: float = 5.0,
         flush_records: int = 1000,
     ) -> None:
         self.store = store
         self.publish = publish
-        self.prefix = prefix
         self.flush_s = flush_s
         self.flush_records = flush_records
         self._buffer: list[Captured] = []
         self._full = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def add(self, record: Captured) -> None:
         self._buffer.append(record)
         if len(self._buffer) >= self.flush_records:
             self._full.set()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="gateway-capture")
+    async def run(self) -> None:
+        """Flush every `flush_s` or `flush_records`; when cancelled, flush what is left first."""
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), timeout=self.flush_s)
+                self._full.clear()
+                await self._flush_logged()
+        except asyncio.CancelledError:
+            await self._flush_logged()
+            raise
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.flush()
-
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), timeout=self.flush_s)
-            self._full.clear()
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("capture flush failed; the records are dropped")
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("capture flush failed; the records are dropped")
 
     async def flush(self) -> list[InferenceCaptured]:
         """Write what is buffered (one file per endpoint, variant and hour) and announce it."""
@@ -154,7 +156,7 @@ class CaptureWriter:
     def _write(self, records: list[Captured]) -> list[InferenceCaptured]:
         events: list[InferenceCaptured] = []
         for (endpoint, variant, _), group in group_by_file(records).items():
-            key = capture_key(self.prefix, endpoint, variant, group[0].at)
+            key = capture_key(endpoint, variant, group[0].at)
             body = "".join(capture_line(record) + "\n" for record in group).encode()
             self.store.put_bytes(key, body, content_type="application/jsonlines")
             events.append(

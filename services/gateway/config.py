@@ -1,8 +1,9 @@
-"""Gateway settings (`CAIRN_GATEWAY_*`): auth, limits, batching, capture and reporting."""
+"""Gateway settings (`CAIRN_GATEWAY_*`): limits, batching, capture and reporting.
+
+Credentials are the kernel's (`CAIRN_AUTH_ENABLED`, keys in `platform/keys/`).
+"""
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,11 +14,6 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CAIRN_GATEWAY_", extra="ignore")
 
-    auth: Literal["keys", "none"] = Field(
-        default="keys",
-        description="keys: every invocation needs a Cairn access key (SigV4 or Bearer), even when "
-        "no key exists yet; none: open (only behind a trusted proxy or for local experiments).",
-    )
     max_body_bytes: int = Field(default=6 * 1024 * 1024, gt=0, description="SageMaker's limit.")
     default_endpoint: str | None = Field(
         default=None, description="Served by POST /invocations; default: the only endpoint."
@@ -31,17 +27,13 @@ class GatewaySettings(BaseSettings):
     )
     micro_batching: bool = True
     mme_cache_bytes: int = Field(
-        default=1 << 30, gt=0, description="Memory budget of models loaded by Target-Model."
-    )
-    mme_root: str = Field(
-        default="models/", description="Store prefix a Target-Model path is relative to."
+        default=1 << 30,
+        gt=0,
+        description="Memory budget of models not pinned by a deployed variant.",
     )
     capture_sample_rate: float = Field(
         default=1.0, ge=0, le=1, description="Share of requests captured (0 turns capture off)."
     )
-    capture_prefix: str = "capture"
     capture_flush_s: float = Field(default=5.0, gt=0)
     capture_flush_records: int = Field(default=1000, ge=1)
     metrics_report_s: float = Field(default=5.0, gt=0)
-    key_refresh_s: float = Field(default=30.0, gt=0, description="Re-read keys (revocations).")
-    sigv4_max_skew_s: float = Field(default=900.0, gt=0)

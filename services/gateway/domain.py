@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import bisect
-import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 from cairn.contracts.events import EndpointUpdated
-from cairn.errors import InvalidInput
-from cairn.store.base import check_key
+from cairn.contracts.state import EndpointStateView
+from cairn.errors import InvalidInput, NotFound
 
 _TRUE_WORDS = frozenset({"true", "`true`", "1", "yes", "on"})
 
 
-def endpoint_state_from_document(raw: bytes) -> EndpointUpdated:
-    """The deployer's `deployer/endpoints/<name>.json`: EndpointUpdated data plus rollout state."""
-    document: dict[str, Any] = json.loads(raw)
-    fields = {name: document[name] for name in EndpointUpdated.model_fields if name in document}
+class ModelNotDeclared(NotFound):
+    """A Target-Model the endpoint does not declare (404: other packages are not revealed)."""
+
+    code = "model_not_declared"
+
+
+def update_from_view(view: EndpointStateView) -> EndpointUpdated:
+    """The deployer's stored endpoint state, as the EndpointUpdated it last published."""
+    fields = view.model_dump(include=set(EndpointUpdated.model_fields))
     return EndpointUpdated.model_validate(fields)
 
 
@@ -62,17 +65,30 @@ def explanations_requested(header: str | None) -> bool:
     return header is not None and header.strip().lower() in _TRUE_WORDS
 
 
-def target_model_prefix(root: str, target: str) -> str:
-    """The store prefix of a multi-model endpoint's `Target-Model` (relative to `root`)."""
-    relative = target.strip().strip("/")
+def _model_name(target: str) -> str:
+    name = target.strip().strip("/")
     for suffix in ("/manifest.json", ".tar.gz"):
-        relative = relative.removesuffix(suffix)
-    if not relative:
+        name = name.removesuffix(suffix)
+    return name.strip("/")
+
+
+def resolve_target_model(target: str, endpoint: str, declared: Iterable[str]) -> str:
+    """The package prefix `X-Amzn-SageMaker-Target-Model` names among an endpoint's packages.
+
+    A target is a declared package's full prefix (`models/job-7`) or its trailing part
+    (`job-7`, `job-7/manifest.json`); a package the endpoint does not declare is never served.
+    """
+    name = _model_name(target)
+    if not name:
         raise InvalidInput("X-Amzn-SageMaker-Target-Model is empty")
-    base = root.strip("/")
-    prefix = relative if relative.startswith(base + "/") else f"{base}/{relative}"
-    try:
-        check_key(prefix)
-    except InvalidInput:
-        raise InvalidInput(f"invalid target model {target!r}") from None
-    return prefix + "/"
+    packages = sorted(declared)
+    matches = [p for p in packages if p == name + "/" or p.endswith("/" + name + "/")]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise InvalidInput(f"target model {target!r} is ambiguous: name one of {matches}")
+    raise ModelNotDeclared(
+        f"endpoint {endpoint!r} serves no model {target!r}; its models: {packages}",
+        endpoint=endpoint,
+        models=packages,
+    )

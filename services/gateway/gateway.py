@@ -2,14 +2,14 @@
 
 `POST /endpoints/{name}/invocations`, `POST /invocations` and `GET /ping` are answered here without
 FastAPI's dependency injection, pydantic or middleware stack (measured: ~0.2 ms a request on these
-machines), with the same JSON errors. Every other path (OIP v2, admin, probes, /metrics) is
-passed to the service's FastAPI app unchanged.
+machines), with the same JSON errors. Credentials are checked by the kernel's `Authenticator`, the
+same one the FastAPI guard uses; the key needs `invoke` on the endpoint. Every other path (OIP v2,
+`/endpoints`, admin, probes, /metrics) is passed to the service's FastAPI app unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
@@ -19,17 +19,26 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from cairn.auth.principal import Principal
 from cairn.contracts.events import EndpointUpdated
-from cairn.errors import CairnError, InvalidInput, PayloadTooLarge
+from cairn.errors import CairnError, Forbidden, InvalidInput
 from cairn.service import Service
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.gateway.auth import Authenticator, KeyRing
+from services.gateway.asgi import (
+    H_CUSTOM_ATTRIBUTES,
+    decode_headers,
+    read_body,
+    send_error,
+    send_invocation,
+    send_json,
+    server_span,
+)
 from services.gateway.capture import Captured, CaptureWriter
 from services.gateway.config import GatewaySettings
-from services.gateway.domain import explanations_requested, target_model_prefix
+from services.gateway.domain import explanations_requested, resolve_target_model
 from services.gateway.metrics import VariantMeter
 from services.gateway.payloads import (
     CSV,
@@ -49,11 +58,9 @@ from services.gateway.runtime import (
 )
 
 log = logging.getLogger("cairn.gateway")
-_tracer = trace.get_tracer("cairn.gateway")
 
 H_TARGET_VARIANT = "x-amzn-sagemaker-target-variant"
 H_TARGET_MODEL = "x-amzn-sagemaker-target-model"
-H_CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
 H_INFERENCE_ID = "x-amzn-sagemaker-inference-id"
 H_EXPLANATIONS = "x-amzn-sagemaker-enable-explanations"
 INVOCATION_ROUTE = "/endpoints/{name}/invocations"
@@ -69,62 +76,14 @@ class ExplanationsUnsupported(InvalidInput):
     code = "explanations_unsupported"
 
 
-def _decode_headers(scope: Scope) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1")
-        value = raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
-    return headers
+class _Call:
+    """What one invocation's bookkeeping needs once it ends: its variant's meter and status."""
 
+    __slots__ = ("meter", "status")
 
-async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes", max_body_bytes=limit)
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body"):
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes", max_body_bytes=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def send_json(
-    send: Send, status: int, document: Any, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    payload = json.dumps(document).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
-async def send_error(send: Send, error: CairnError) -> None:
-    """A CairnError as Cairn's JSON body, plus what SageMaker clients read (message, error type)."""
-    body = error.to_dict()
-    body["message"] = error.message
-    error_type = "ValidationError" if error.http_status < 500 else "InternalFailure"
-    headers = [(b"x-amzn-errortype", error_type.encode())]
-    if error.http_status == 401:
-        headers.append((b"www-authenticate", b'Bearer, AWS4-HMAC-SHA256 realm="cairn"'))
-    await send_json(send, error.http_status, body, headers)
+    def __init__(self) -> None:
+        self.meter: VariantMeter | None = None
+        self.status = 500
 
 
 class Gateway:
@@ -144,14 +103,10 @@ class Gateway:
             batch_max_wait_s=settings.batch_max_wait_ms / 1000.0,
         )
         self.table = RoutingTable(self.cache, VariantMeter)
-        self.keys = KeyRing(service.store)
-        self.auth = Authenticator(
-            self.keys, enabled=settings.auth == "keys", max_skew_s=settings.sigv4_max_skew_s
-        )
+        self.authenticator = service.authenticator
         self.capture = CaptureWriter(
             service.store,
             service.publish,
-            prefix=settings.capture_prefix,
             flush_s=settings.capture_flush_s,
             flush_records=settings.capture_flush_records,
         )
@@ -185,6 +140,10 @@ class Gateway:
 
         return front
 
+    async def is_ready(self) -> bool:
+        """The `/readyz` check: stored endpoints are loaded."""
+        return self.ready
+
     async def ping(self, send: Send) -> None:
         """The SageMaker container contract's health check: 200 once endpoints are loaded."""
         if self.ready:
@@ -204,73 +163,16 @@ class Gateway:
         )
 
     async def invoke(self, scope: Scope, receive: Receive, send: Send, name: str | None) -> None:
-        """One SageMaker InvokeEndpoint call, start to finish."""
+        """One SageMaker InvokeEndpoint call, start to finish: answered, metered and traced."""
         started = time.perf_counter()
         self.in_flight += 1
-        headers = _decode_headers(scope)
-        context = propagate.extract(headers) if "traceparent" in headers else None
-        span = _tracer.start_span(
-            "POST " + INVOCATION_ROUTE, context=context, kind=trace.SpanKind.SERVER
-        )
-        meter: VariantMeter | None = None
-        status = 500
+        headers = decode_headers(scope)
+        span = server_span("POST " + INVOCATION_ROUTE, headers)
+        call = _Call()
         try:
-            body = await _read_body(receive, headers, self.settings.max_body_bytes)
-            self.auth.authenticate(
-                method="POST",
-                raw_path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
-                raw_query=scope["query_string"].decode("latin-1"),
-                headers=headers,
-                body=body,
-            )
-            endpoint = self.table.get(name if name is not None else self.default_endpoint())
-            variant = self._variant(endpoint, headers.get(H_TARGET_VARIANT))
-            meter = variant.meter
-            span.set_attribute("cairn.endpoint", endpoint.name)
-            span.set_attribute("cairn.variant", variant.name)
-            serving = await self._serving(variant, headers.get(H_TARGET_MODEL))
-            content_type = media_type(headers.get("content-type"))
-            accept = media_type(
-                headers.get("accept"),
-                default=content_type if content_type in (CSV, JSON, JSONLINES) else JSON,
-            )
-            matrix = parse_body(serving.model, content_type, body)
-            result = await self.predict(serving, matrix)
-            explanations = None
-            if explanations_requested(headers.get(H_EXPLANATIONS)):
-                explanations = await self.explain(serving, matrix)
-            out_body, out_type = format_response(
-                result, serving.model.output_names, accept, explanations
-            )
-            response_headers = [
-                (b"content-type", out_type.encode()),
-                (b"content-length", str(len(out_body)).encode()),
-                (b"x-amzn-invoked-production-variant", variant.name.encode()),
-            ]
-            custom = headers.get(H_CUSTOM_ATTRIBUTES)
-            if custom is not None:
-                response_headers.append((b"x-amzn-sagemaker-custom-attributes", custom.encode()))
-            status = 200
-            await send({"type": "http.response.start", "status": 200, "headers": response_headers})
-            await send({"type": "http.response.body", "body": out_body})
-            if self.draw() < self.settings.capture_sample_rate:
-                self.capture.add(
-                    Captured(
-                        endpoint.name,
-                        variant.name,
-                        time.time(),
-                        headers.get(H_INFERENCE_ID),
-                        custom,
-                        content_type,
-                        body,
-                        out_type,
-                        out_body,
-                    )
-                )
-            if endpoint.shadow is not None:
-                self._shadow(endpoint, endpoint.shadow, matrix, headers, content_type, body, accept)
+            await self._invoke(scope, receive, send, name, headers, span, call)
         except CairnError as error:
-            status = error.http_status
+            call.status = error.http_status
             span.set_attribute("cairn.error", error.code)
             await send_error(send, error)
         except Exception as error:  # a bug: logged with its traceback, answered as JSON
@@ -279,12 +181,68 @@ class Gateway:
             await send_error(send, CairnError("internal error"))
         finally:
             self.in_flight -= 1
-            span.set_attribute("http.response.status_code", status)
+            span.set_attribute("http.response.status_code", call.status)
             span.end()
-            if meter is not None:
-                meter.observe(time.perf_counter() - started, status)
+            if call.meter is not None:
+                call.meter.observe(time.perf_counter() - started, call.status)
             else:
-                UNROUTED.labels(str(status)).inc()
+                UNROUTED.labels(str(call.status)).inc()
+
+    async def _invoke(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        name: str | None,
+        headers: dict[str, str],
+        span: trace.Span,
+        call: _Call,
+    ) -> None:
+        body = await read_body(receive, headers, self.settings.max_body_bytes)
+        endpoint = self._endpoint_for(self._authenticate(scope, headers, body), name)
+        variant = self._variant(endpoint, headers.get(H_TARGET_VARIANT))
+        call.meter = variant.meter
+        span.set_attribute("cairn.endpoint", endpoint.name)
+        span.set_attribute("cairn.variant", variant.name)
+        serving = self._serving(endpoint, variant, headers.get(H_TARGET_MODEL))
+        content_type = media_type(headers.get("content-type"))
+        accept = media_type(
+            headers.get("accept"),
+            default=content_type if content_type in (CSV, JSON, JSONLINES) else JSON,
+        )
+        matrix = parse_body(serving.model, content_type, body)
+        result = await self.predict(serving, matrix)
+        explanations = None
+        if explanations_requested(headers.get(H_EXPLANATIONS)):
+            explanations = await self.explain(serving, matrix)
+        out_body, out_type = format_response(
+            result, serving.model.output_names, accept, explanations
+        )
+        call.status = 200
+        await send_invocation(send, out_body, out_type, variant.name, headers)
+        if self.draw() < self.settings.capture_sample_rate:
+            self._capture(endpoint, variant, headers, (content_type, body), (out_type, out_body))
+        if endpoint.shadow is not None:
+            self._shadow(endpoint, endpoint.shadow, matrix, headers, content_type, body, accept)
+
+    def _endpoint_for(self, principal: Principal, name: str | None) -> EndpointRuntime:
+        """The endpoint called, once the key may invoke it (403 before 404: names do not leak)."""
+        who = principal.key_id or principal.name
+        if not principal.allows("invoke"):
+            raise Forbidden(f"key {who} lacks scope 'invoke'", required_scope="invoke")
+        endpoint_name = name if name is not None else self.default_endpoint()
+        if not principal.allows("invoke", endpoint_name):
+            raise Forbidden(f"key {who} may not invoke {endpoint_name!r}", required_scope="invoke")
+        return self.table.get(endpoint_name)
+
+    def _authenticate(self, scope: Scope, headers: dict[str, str], body: bytes) -> Principal:
+        return self.authenticator.authenticate(
+            method="POST",
+            raw_path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+            raw_query=scope["query_string"].decode("latin-1"),
+            headers=headers,
+            body=body,
+        )
 
     def _variant(self, endpoint: EndpointRuntime, target: str | None) -> VariantRuntime:
         if target:
@@ -304,10 +262,14 @@ class Gateway:
             )
         return picked
 
-    async def _serving(self, variant: VariantRuntime, target_model: str | None) -> ServingModel:
+    def _serving(
+        self, endpoint: EndpointRuntime, variant: VariantRuntime, target_model: str | None
+    ) -> ServingModel:
+        """The variant's model, or the package `Target-Model` names among those the endpoint
+        declares (never any other package in the store)."""
         if not target_model:
             return variant.serving
-        return await self.cache.get(target_model_prefix(self.settings.mme_root, target_model))
+        return endpoint.models[resolve_target_model(target_model, endpoint.name, endpoint.models)]
 
     async def predict(self, serving: ServingModel, matrix: npt.NDArray[np.float32]) -> Any:
         """Predict alone on the loop when nothing else is in flight, else through the batcher."""
@@ -342,6 +304,22 @@ class Gateway:
         contributions = await self.explain_matrix(serving, matrix)
         return explanation_records(contributions, serving.model.input_names)
 
+    def _capture(
+        self,
+        endpoint: EndpointRuntime,
+        variant: VariantRuntime,
+        headers: dict[str, str],
+        request: tuple[str, bytes],
+        response: tuple[str, bytes],
+    ) -> None:
+        """Buffer one (media type, body) request/response pair for data capture."""
+        inference_id, custom = headers.get(H_INFERENCE_ID), headers.get(H_CUSTOM_ATTRIBUTES)
+        self.capture.add(
+            Captured(
+                endpoint.name, variant.name, time.time(), inference_id, custom, *request, *response
+            )
+        )
+
     def _shadow(
         self,
         endpoint: EndpointRuntime,
@@ -353,36 +331,32 @@ class Gateway:
         accept: str,
     ) -> None:
         """Run the shadow variant on a copy of the request; its answer is captured, never sent."""
-
-        async def run() -> None:
-            started = time.perf_counter()
-            status = 500
-            try:
-                serving = shadow.serving
-                result = await serving.batcher.predict(matrix)
-                out_body, out_type = format_response(result, serving.model.output_names, accept)
-                status = 200
-                self.capture.add(
-                    Captured(
-                        endpoint.name,
-                        shadow.name,
-                        time.time(),
-                        headers.get(H_INFERENCE_ID),
-                        headers.get(H_CUSTOM_ATTRIBUTES),
-                        content_type,
-                        body,
-                        out_type,
-                        out_body,
-                    )
-                )
-            except Exception:
-                log.exception("shadow variant %s of %s failed", shadow.name, endpoint.name)
-            finally:
-                shadow.meter.observe(time.perf_counter() - started, status)
-
-        task = asyncio.get_running_loop().create_task(run())
+        run = self._run_shadow(endpoint, shadow, matrix, headers, (content_type, body), accept)
+        task = asyncio.get_running_loop().create_task(run)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _run_shadow(
+        self,
+        endpoint: EndpointRuntime,
+        shadow: VariantRuntime,
+        matrix: npt.NDArray[np.float32],
+        headers: dict[str, str],
+        request: tuple[str, bytes],
+        accept: str,
+    ) -> None:
+        started = time.perf_counter()
+        status = 500
+        try:
+            serving = shadow.serving
+            result = await serving.batcher.predict(matrix)
+            out_body, out_type = format_response(result, serving.model.output_names, accept)
+            status = 200
+            self._capture(endpoint, shadow, headers, request, (out_type, out_body))
+        except Exception:
+            log.exception("shadow variant %s of %s failed", shadow.name, endpoint.name)
+        finally:
+            shadow.meter.observe(time.perf_counter() - started, status)
 
     # Endpoint updates ---------------------------------------------------------------------------
 

@@ -1,4 +1,10 @@
-"""Gateway handlers: endpoint state (snapshot + hot updates), metrics reports, access keys."""
+"""The gateway's service layer: endpoint state in (snapshot + hot updates), traffic reports out.
+
+Endpoint state is the deployer's, read only through the kernel's `EndpointStateView` contract:
+the stored snapshot once at start (an unreadable document is logged and skipped), then every
+`EndpointUpdated` on every replica (a broadcast subscription, positioned before the snapshot is
+read, so nothing published in between is missed).
+"""
 
 from __future__ import annotations
 
@@ -7,117 +13,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
-from cairn.access_keys import AccessKey, create_access_key
-from cairn.bus import kafka_client_options
-from cairn.bus.lag import existing_partitions, fetch_high_watermarks
-from cairn.contracts import decode_envelope, spec_for
+from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import EndpointMetricsReported, EndpointUpdated, VariantTraffic
+from cairn.contracts.state import EndpointStateView, list_states
 from cairn.errors import CairnError
-from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
 
-from services.gateway.domain import endpoint_state_from_document
+from services.gateway.domain import update_from_view
 from services.gateway.gateway import Gateway
 from services.gateway.metrics import VariantMeter, percentiles_ms
 
 log = logging.getLogger("cairn.gateway")
 
-ENDPOINTS_PREFIX = "deployer/endpoints/"
-_TOPIC_WAIT_S = 0.5
-
-
-def read_endpoint_states(store: ObjectStore) -> list[EndpointUpdated]:
-    """The deployer's current desired state of every endpoint (blocking)."""
-    states: list[EndpointUpdated] = []
-    for info in store.list(ENDPOINTS_PREFIX, recursive=False):
-        if not info.key.endswith(".json"):
-            continue
-        try:
-            states.append(endpoint_state_from_document(store.get_bytes(info.key)))
-        except (CairnError, ValueError) as error:
-            log.error("skipping unreadable endpoint document %s: %s", info.key, error)
-    return states
-
-
-async def apply_endpoint_update(gateway: Gateway, update: EndpointUpdated) -> None:
-    """Apply one state; a model that fails to load leaves the previous revision serving."""
-    try:
-        await gateway.apply(update)
-    except CairnError as error:
-        log.error(
-            "endpoint %s revision %d not applied (%s): the previous revision keeps serving",
-            update.endpoint_name,
-            update.revision,
-            error.message,
-        )
-
-
-class EndpointUpdates:
-    """Every EndpointUpdated, to every replica: a group-less reader of all partitions.
-
-    No consumer group means no partition is taken from another replica and nothing is committed.
-    Start-up is race-free: the reader fixes its positions at the end of the log first, then the
-    stored states are applied, then everything published after those positions (rule 6 of the
-    architecture: the deployer writes the document before it publishes the event).
-    """
-
-    def __init__(
-        self,
-        settings: CairnSettings,
-        on_update: Callable[[EndpointUpdated], Awaitable[None]],
-    ) -> None:
-        self.settings = settings
-        self.on_update = on_update
-        self.topic = spec_for(EndpointUpdated).topic
-        self._consumer: AIOKafkaConsumer | None = None
-
-    async def position_at_end(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **kafka_client_options(self.settings, client_id="cairn-gateway-endpoints"),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        self._consumer = consumer
-        partitions = await existing_partitions(consumer, [self.topic])
-        while not partitions:
-            await asyncio.sleep(_TOPIC_WAIT_S)
-            partitions = await existing_partitions(consumer, [self.topic])
-        consumer.assign(partitions)
-        await fetch_high_watermarks(consumer, partitions)
-
-    async def run(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            raise RuntimeError("position_at_end() must run first")
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=1000)
-            except KafkaError as error:
-                log.warning("reading endpoint updates failed, retrying: %r", error)
-                await asyncio.sleep(1.0)
-                continue
-            for records in batches.values():
-                for record in records:
-                    await self._handle(record.value)
-
-    async def _handle(self, value: bytes | None) -> None:
-        if value is None:
-            return
-        try:
-            envelope = decode_envelope(value)
-        except CairnError as error:
-            log.error("undecodable message on %s: %s", self.topic, error.message)
-            return
-        if isinstance(envelope.data, EndpointUpdated):
-            await self.on_update(envelope.data)
-
-    async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
+Publish = Callable[[Any], Awaitable[Any]]
 
 
 def metrics_reports(meters: list[VariantMeter], window_s: float) -> list[EndpointMetricsReported]:
@@ -143,29 +51,55 @@ def metrics_reports(meters: list[VariantMeter], window_s: float) -> list[Endpoin
     ]
 
 
-async def report_metrics_forever(
-    gateway: Gateway, publish: Callable[[Any], Awaitable[Any]], every_s: float
-) -> None:
-    while True:
-        await asyncio.sleep(every_s)
-        for report in metrics_reports(gateway.table.meters(), every_s):
-            try:
-                await publish(report)
-            except Exception:
-                log.exception("could not publish metrics of %s", report.endpoint_name)
+class GatewayHandlers:
+    """Applies endpoint states to one replica's gateway and reports its traffic."""
 
+    def __init__(self, gateway: Gateway, store: ObjectStore, publish: Publish) -> None:
+        self.gateway = gateway
+        self.store = store
+        self.publish = publish
 
-async def refresh_keys_forever(gateway: Gateway, every_s: float) -> None:
-    while True:
-        await asyncio.sleep(every_s)
+    async def load_stored_endpoints(self) -> Gateway:
+        """Apply every readable stored endpoint state, then declare the replica ready."""
+        views = await asyncio.to_thread(list_states, self.store, EndpointStateView)
+        for view in views:
+            await self.apply(update_from_view(view))
+        self.gateway.ready = True
+        return self.gateway
+
+    async def close(self, gateway: Gateway) -> None:
+        """The replica stops: not ready any more, prediction threads released."""
+        gateway.ready = False
+        gateway.executor.shutdown(wait=False)
+
+    async def on_endpoint_updated(self, envelope: Envelope[EndpointUpdated]) -> None:
+        await self.apply(envelope.data)
+
+    async def apply(self, update: EndpointUpdated) -> None:
+        """Apply one state; a model that fails to load leaves the previous revision serving."""
         try:
-            await asyncio.to_thread(gateway.keys.reload)
-        except Exception:
-            log.exception("could not re-read access keys")
+            await self.gateway.apply(update)
+        except CairnError as error:
+            log.error(
+                "endpoint %s revision %d not applied (%s): the previous revision keeps serving",
+                update.endpoint_name,
+                update.revision,
+                error.message,
+            )
+        except Exception:  # a bug or a broken package: logged, and never stops the replica
+            log.exception(
+                "endpoint %s revision %d not applied: the previous revision keeps serving",
+                update.endpoint_name,
+                update.revision,
+            )
 
-
-async def create_key(gateway: Gateway, description: str) -> AccessKey:
-    """Create and store a key; it works on this replica at once, on others on first use."""
-    key = await asyncio.to_thread(create_access_key, gateway.service.store, description)
-    gateway.keys.add(key)
-    return key
+    async def report_metrics_forever(self) -> None:
+        """Every `metrics_report_s`: one EndpointMetricsReported per endpoint with traffic."""
+        every_s = self.gateway.settings.metrics_report_s
+        while True:
+            await asyncio.sleep(every_s)
+            for report in metrics_reports(self.gateway.table.meters(), every_s):
+                try:
+                    await self.publish(report)
+                except Exception:
+                    log.exception("could not publish metrics of %s", report.endpoint_name)

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 from cairn.artifacts import LoadedModel, load_model, package_prefix
 from cairn.contracts.events import EndpointUpdated, VariantState
@@ -47,7 +48,9 @@ class VariantRuntime:
 class EndpointRuntime:
     """One endpoint revision, ready to route: variants by name, weights, shadow."""
 
-    __slots__ = ("_choice", "name", "production", "revision", "shadow", "status", "variants")
+    __slots__ = (
+        "_choice", "models", "name", "production", "revision", "shadow", "status", "variants",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -61,15 +64,32 @@ class EndpointRuntime:
         self.production = production
         self.variants = {variant.name: variant for variant in production}
         self.shadow = shadow
+        # The packages this endpoint declares: the only ones a Target-Model header may pick.
+        self.models = {
+            variant.serving.uri: variant.serving
+            for variant in [*production, *([shadow] if shadow else [])]
+        }
         self._choice = WeightedChoice([variant.state.weight for variant in production])
 
     def pick(self, draw: float) -> VariantRuntime | None:
         index = self._choice.pick(draw)
         return None if index is None else self.production[index]
 
+    def describe(self) -> dict[str, Any]:
+        """What `GET /endpoints` shows: revision, status, variants and weights."""
+        return {
+            "endpoint_name": self.name,
+            "revision": self.revision,
+            "status": self.status,
+            "production_variants": [
+                variant.state.model_dump(mode="json") for variant in self.production
+            ],
+            "shadow_variant": self.shadow.state.model_dump(mode="json") if self.shadow else None,
+        }
+
 
 class ModelCache:
-    """Models by package URI: deployed ones stay; Target-Model ones are evicted LRU by size."""
+    """Models by package URI: deployed ones stay pinned; others are evicted LRU by size."""
 
     def __init__(
         self,

@@ -1,137 +1,200 @@
-"""Ingest handlers: a file or a store prefix in, a committed dataset version (or a rejection)."""
+"""The ingest service layer: performs uploads and registrations and publishes what happened.
+
+Routes and the event subscriber both call `IngestHandlers`; the blocking conversion runs in a
+thread (operations.py), so the event loop keeps answering while a large file is converted.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
-from cairn.contracts.events import ColumnSchema, DatasetIngested, DatasetRegistrationRequested
-from cairn.datasets import DatasetVersion, write_dataset_version
-from cairn.errors import InvalidInput
-from cairn.store.base import ObjectStore
-
-from services.ingest.domain import (
-    SourceFile,
-    SourceFormat,
-    convert_sources,
-    format_from_name,
+from cairn.contracts.envelope import Envelope
+from cairn.contracts.events import (
+    ColumnSchema,
+    DatasetIngested,
+    DatasetRegistrationRequested,
+    DatasetRejected,
 )
+from cairn.datasets import (
+    DatasetIndex,
+    DatasetVersion,
+    get_dataset_index,
+    get_dataset_version,
+    list_datasets,
+)
+from cairn.errors import InvalidInput
+from cairn.namespaces import confine
+from cairn.store.base import ObjectStore
+from pydantic import BaseModel
 
-UPLOAD_LABEL = "upload"
+from services.ingest import operations
+from services.ingest.config import IngestSettings
+from services.ingest.domain import SourceFormat
+from services.ingest.operations import UPLOAD_LABEL
+
+REASON_LOCATION_REFUSED = "location-refused"
 
 
-def ingested_event(version: DatasetVersion, created: bool) -> DatasetIngested:
-    return DatasetIngested(
-        dataset_name=version.name,
-        version=version.version,
-        uri=version.uri,
-        location=version.location,
-        sha256=version.sha256,
-        row_count=version.row_count,
-        columns=version.columns,
-        created=created,
+class Publish(Protocol):
+    """`Service.publish`: sends an event this service owns, chained to its cause."""
+
+    def __call__(
+        self, data: BaseModel, cause: Envelope[Any] | None = None
+    ) -> Awaitable[Envelope[Any]]: ...
+
+
+class DatasetSummary(BaseModel):
+    """One line of `GET /datasets`: a dataset and its newest version."""
+
+    name: str
+    versions: int
+    latest_version: int
+    latest_sha256: str
+    latest_row_count: int
+
+
+def dataset_summary(index: DatasetIndex) -> DatasetSummary:
+    latest = index.latest
+    assert latest is not None  # list_datasets returns only datasets with a committed version
+    return DatasetSummary(
+        name=index.name,
+        versions=len(index.versions),
+        latest_version=latest.version,
+        latest_sha256=latest.sha256,
+        latest_row_count=latest.row_count,
     )
 
 
-def ingest_files(
-    store: ObjectStore,
-    dataset_name: str,
-    sources: Sequence[SourceFile],
-    source_format: SourceFormat,
-    declared_schema: Sequence[ColumnSchema] | None,
-    *,
-    source_uri: str,
-    work_dir: Path | None = None,
-) -> DatasetIngested:
-    """Convert local files to typed Parquet and commit them as a version (a no-op if stored)."""
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix="cairn-ingest-") as scratch:
-        converted = convert_sources(sources, source_format, declared_schema, Path(scratch))
-        version, created = write_dataset_version(
-            store,
-            dataset_name,
-            converted.paths,
-            columns=converted.columns,
-            source_uri=source_uri,
-            work_dir=work_dir,
-        )
-    return ingested_event(version, created)
+async def spool(chunks: AsyncIterator[bytes], path: Path) -> int:
+    """Write a streamed body to a file chunk by chunk; never holds the whole upload."""
+    received = 0
+    with path.open("wb") as handle:
+        async for chunk in chunks:
+            # Chunks are small (~64 KiB); a local write is quicker than a thread hop.
+            handle.write(chunk)
+            received += len(chunk)
+    return received
 
 
-def ingest_upload(
-    store: ObjectStore,
-    dataset_name: str,
-    path: Path,
-    source_format: SourceFormat,
-    declared_schema: Sequence[ColumnSchema] | None,
-    *,
-    work_dir: Path | None = None,
-) -> DatasetIngested:
-    """An uploaded file, already spooled to `path`, as a dataset version."""
-    return ingest_files(
-        store,
-        dataset_name,
-        [SourceFile(path, UPLOAD_LABEL)],
-        source_format,
-        declared_schema,
-        source_uri=UPLOAD_LABEL,
-        work_dir=work_dir,
-    )
+class DeadLetter(Protocol):
+    """`Service.dead_letter`: sends an envelope to its event type's dead-letter topic."""
+
+    def __call__(
+        self, envelope: Envelope[Any], reason: str, *, error: str
+    ) -> Awaitable[object]: ...
 
 
-def source_key(store: ObjectStore, source_uri: str) -> str:
-    """The store key or prefix a source URI names (`s3://bucket/x/` of this store, or `x/`)."""
-    base = store.url.rstrip("/") + "/"
-    if source_uri.startswith(base):
-        return source_uri[len(base) :]
-    if "://" in source_uri:
-        raise InvalidInput(
-            f"source {source_uri!r} is not in the platform store ({store.url})", source=source_uri
-        )
-    return source_uri.lstrip("/")
+class IngestHandlers:
+    """Uploads, registrations and dataset reads over one store; publishes every outcome."""
 
+    def __init__(
+        self,
+        store: ObjectStore,
+        config: IngestSettings,
+        publish: Publish,
+        dead_letter: DeadLetter,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.publish = publish
+        self.dead_letter = dead_letter
 
-def _source_keys(
-    store: ObjectStore, prefix: str, source_format: SourceFormat | None
-) -> tuple[list[str], SourceFormat]:
-    if prefix and not prefix.endswith("/") and store.exists(prefix):
-        keys = [prefix]
-    else:
-        folder = prefix.rstrip("/") + "/" if prefix else ""
-        keys = [
-            info.key
-            for info in store.list(folder)
-            # Marker and hidden files (_SUCCESS, .crc) are not data.
-            if not info.key.rsplit("/", 1)[-1].startswith(("_", "."))
-        ]
-    formats = {key: format_from_name(key) for key in keys}
-    chosen = source_format or next((fmt for fmt in formats.values() if fmt), None)
-    if chosen is None:
-        raise InvalidInput(f"no CSV, Parquet or JSON Lines objects under {prefix!r}")
-    keys = [key for key in keys if formats[key] in (chosen, None)]
-    if not keys:
-        raise InvalidInput(f"no {chosen} objects under {prefix!r}")
-    return keys, chosen
+    async def upload(
+        self,
+        dataset_name: str,
+        body: AsyncIterator[bytes],
+        source_format: SourceFormat,
+        declared_schema: Sequence[ColumnSchema] | None,
+    ) -> DatasetIngested:
+        """A streamed file as a new dataset version (or the stored one if identical)."""
+        work_dir = self.config.work_dir
+        with tempfile.TemporaryDirectory(dir=work_dir, prefix="cairn-upload-") as folder:
+            path = Path(folder) / f"upload.{source_format}"
+            await spool(body, path)
+            return await self._ingest(
+                dataset_name,
+                UPLOAD_LABEL,
+                lambda: operations.ingest_upload(
+                    self.store,
+                    dataset_name,
+                    path,
+                    source_format,
+                    declared_schema,
+                    work_dir=work_dir,
+                ),
+            )
 
-
-def register_from_store(
-    store: ObjectStore, request: DatasetRegistrationRequested, *, work_dir: Path | None = None
-) -> DatasetIngested:
-    """Ingest every data object under the request's store prefix (or the one key it names)."""
-    prefix = source_key(store, request.source_uri)
-    keys, source_format = _source_keys(store, prefix, request.format)
-    with tempfile.TemporaryDirectory(dir=work_dir, prefix="cairn-register-") as scratch:
-        sources: list[SourceFile] = []
-        for number, key in enumerate(keys):
-            path = Path(scratch) / f"{number:05d}-{key.rsplit('/', 1)[-1]}"
-            store.get_file(key, path)
-            sources.append(SourceFile(path, key))
-        return ingest_files(
-            store,
+    async def register(
+        self, request: DatasetRegistrationRequested, cause: Envelope[Any] | None = None
+    ) -> DatasetIngested:
+        """The objects under a store prefix (or one key) as a dataset version."""
+        return await self._ingest(
             request.dataset_name,
-            sources,
-            source_format,
-            request.declared_schema,
-            source_uri=request.source_uri,
-            work_dir=work_dir,
+            request.source_uri,
+            lambda: operations.register_from_store(
+                self.store, request, work_dir=self.config.work_dir
+            ),
+            cause=cause,
         )
+
+    async def on_registration_requested(
+        self, envelope: Envelope[DatasetRegistrationRequested]
+    ) -> None:
+        """A rejection is an answer, not a failure: it is published and the offset committed.
+
+        A source outside the user namespaces is also dead-lettered: it is a request nobody may
+        make, kept for whoever investigates it.
+        """
+        request = envelope.data
+        try:
+            confine(request.source_uri, field="source_uri", store=self.store)
+        except InvalidInput as exc:
+            await self._reject(request.dataset_name, request.source_uri, exc, envelope)
+            await self.dead_letter(envelope, REASON_LOCATION_REFUSED, error=exc.message)
+            return
+        with contextlib.suppress(InvalidInput):
+            await self.register(request, cause=envelope)
+
+    async def list_datasets(self) -> list[DatasetSummary]:
+        indexes = await asyncio.to_thread(list_datasets, self.store)
+        return [dataset_summary(index) for index in indexes]
+
+    async def dataset(self, dataset_name: str) -> DatasetIndex:
+        return await asyncio.to_thread(get_dataset_index, self.store, dataset_name)
+
+    async def dataset_version(self, dataset_name: str, version: int | None) -> DatasetVersion:
+        """One version, or the newest when `version` is None."""
+        return await asyncio.to_thread(get_dataset_version, self.store, dataset_name, version)
+
+    async def _ingest(
+        self,
+        dataset_name: str,
+        source_uri: str,
+        work: Callable[[], DatasetIngested],
+        cause: Envelope[Any] | None = None,
+    ) -> DatasetIngested:
+        """Run the blocking ingest in a thread; publish what happened, then answer."""
+        try:
+            ingested = await asyncio.to_thread(work)
+        except InvalidInput as exc:
+            await self._reject(dataset_name, source_uri, exc, cause)
+            raise
+        await self.publish(ingested, cause=cause)
+        return ingested
+
+    async def _reject(
+        self,
+        dataset_name: str,
+        source_uri: str,
+        error: InvalidInput,
+        cause: Envelope[Any] | None,
+    ) -> None:
+        rejected = DatasetRejected(
+            dataset_name=dataset_name, source_uri=source_uri, reason=error.message
+        )
+        await self.publish(rejected, cause=cause)

@@ -94,57 +94,64 @@ def compute_baseline(
     sketch_size: int,
 ) -> tuple[Statistics, Constraints]:
     """Statistics and constraints of the model inputs in a training frame."""
-    features: list[FeatureStatistics] = []
-    constraints: list[FeatureConstraint] = []
     probabilities = np.linspace(0.0, 1.0, sketch_size)
     rows = len(frame)
-    for column in inputs:
-        series = frame[column.name] if column.name in frame.columns else pd.Series([None] * rows)
-        present = series.dropna()
-        num_present = len(present)
-        completeness = num_present / rows if rows else 0.0
-        inferred = _inferred_type(column)
-        stats = FeatureStatistics(
-            name=column.name,
-            inferred_type=inferred,
-            num_present=num_present,
-            num_missing=rows - num_present,
-            completeness=completeness,
+    described = [
+        _describe(
+            column,
+            frame[column.name] if column.name in frame.columns else pd.Series([None] * rows),
+            probabilities,
         )
-        constraint = FeatureConstraint(
-            name=column.name, inferred_type=inferred, completeness=completeness
-        )
-        if column.dtype == "category":
-            keys = present.map(category_key)
-            shares = keys.value_counts(normalize=True).sort_index()
-            domain = sorted(set(column.categories or []) | set(shares.index))
-            stats.string_statistics = CategoricalStatistics(
-                distinct_count=len(shares),
-                frequencies={str(k): float(v) for k, v in shares.items()},
-            )
-            constraint.string_domain = domain
-        else:
-            values = pd.to_numeric(present, errors="coerce").dropna().to_numpy(dtype=np.float64)
-            if len(values) == 0:
-                values = np.zeros(1)
-            stats.numerical_statistics = NumericalStatistics(
-                mean=float(values.mean()),
-                std_dev=float(values.std()),
-                min=float(values.min()),
-                max=float(values.max()),
-                quantiles=np.quantile(values, probabilities).tolist(),
-            )
-            constraint.num_constraints = {"is_non_negative": bool(values.min() >= 0)}
-        features.append(stats)
-        constraints.append(constraint)
+        for column in inputs
+    ]
     statistics = Statistics(
         model_package_group=group,
         model_version=version,
         item_count=rows,
         label_column=label_column,
-        features=features,
+        features=[stats for stats, _ in described],
     )
-    return statistics, Constraints(features=constraints)
+    return statistics, Constraints(features=[constraint for _, constraint in described])
+
+
+def _describe(
+    column: InputColumn, series: pd.Series, probabilities: npt.NDArray[np.float64]
+) -> tuple[FeatureStatistics, FeatureConstraint]:
+    """One input column's statistics (quantile sketch or category shares) and constraint."""
+    rows = len(series)
+    present = series.dropna()
+    completeness = len(present) / rows if rows else 0.0
+    inferred = _inferred_type(column)
+    stats = FeatureStatistics(
+        name=column.name,
+        inferred_type=inferred,
+        num_present=len(present),
+        num_missing=rows - len(present),
+        completeness=completeness,
+    )
+    constraint = FeatureConstraint(
+        name=column.name, inferred_type=inferred, completeness=completeness
+    )
+    if column.dtype == "category":
+        shares = present.map(category_key).value_counts(normalize=True).sort_index()
+        stats.string_statistics = CategoricalStatistics(
+            distinct_count=len(shares),
+            frequencies={str(k): float(v) for k, v in shares.items()},
+        )
+        constraint.string_domain = sorted(set(column.categories or []) | set(shares.index))
+        return stats, constraint
+    values = pd.to_numeric(present, errors="coerce").dropna().to_numpy(dtype=np.float64)
+    if len(values) == 0:
+        values = np.zeros(1)
+    stats.numerical_statistics = NumericalStatistics(
+        mean=float(values.mean()),
+        std_dev=float(values.std()),
+        min=float(values.min()),
+        max=float(values.max()),
+        quantiles=np.quantile(values, probabilities).tolist(),
+    )
+    constraint.num_constraints = {"is_non_negative": bool(values.min() >= 0)}
+    return stats, constraint
 
 
 def reference_column(feature: FeatureStatistics, domain: list[str], size: int) -> npt.NDArray[Any]:

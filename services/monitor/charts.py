@@ -29,8 +29,8 @@ def drift_chart(
             ref_share = np.bincount(reference.astype(int), minlength=len(domain)) / max(
                 len(reference), 1
             )
-            cur_share = np.bincount(current.astype(int), minlength=len(domain))[: len(domain)]
-            cur_share = cur_share / max(len(current), 1)
+            cur_counts = np.bincount(current.astype(int), minlength=len(domain))[: len(domain)]
+            cur_share = cur_counts / max(len(current), 1)
             axes.bar(positions - 0.2, ref_share, width=0.4, label="baseline")
             axes.bar(positions + 0.2, cur_share, width=0.4, label="current")
             axes.set_xticks(positions, domain, rotation=45, ha="right")
@@ -38,7 +38,7 @@ def drift_chart(
         else:
             low = float(min(reference.min(), current.min() if len(current) else reference.min()))
             high = float(max(reference.max(), current.max() if len(current) else reference.max()))
-            bins = np.linspace(low, high if high > low else low + 1, 40)
+            bins = np.linspace(low, high if high > low else low + 1, 40).tolist()
             axes.hist(reference, bins=bins, density=True, alpha=0.5, label="baseline")
             axes.hist(current, bins=bins, density=True, alpha=0.5, label="current")
             axes.set_ylabel("density")

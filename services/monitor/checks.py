@@ -1,4 +1,4 @@
-"""Per-run checks on captured traffic: parsing, data quality, drift (alibi-detect), model quality.
+"""Per-run checks on captured traffic: data quality, drift (alibi-detect), model quality.
 
 Pure computation: no store, bus or HTTP. The drift detector is built once per model version from
 the precomputed baseline (its quantile sketch is the KS reference, its frequencies the chi-squared
@@ -7,11 +7,8 @@ reference), so a check costs one pass over the current batch.
 
 from __future__ import annotations
 
-import base64
-import json
-import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,20 +16,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from services.monitor.baseline import Constraints, Statistics, category_key, reference_column
-
-log = logging.getLogger("cairn.monitor.checks")
-
-Row = list[Any] | dict[str, Any]
-
-
-@dataclass
-class CapturedRow:
-    """One model input row from the capture, its prediction, and the key ground truth joins on."""
-
-    inference_key: str | None
-    row: Row
-    prediction: float | list[float] | None
+from services.monitor.baseline import (
+    Constraints,
+    FeatureConstraint,
+    Statistics,
+    category_key,
+    reference_column,
+)
+from services.monitor.capture import CapturedRow
 
 
 @dataclass
@@ -44,120 +35,6 @@ class CurrentBatch:
     inference_keys: list[str | None]
     malformed_rows: int = 0
     extra_columns: list[str] = field(default_factory=list)
-
-
-# Capture parsing --------------------------------------------------------------------------------
-
-
-def _payload_text(payload: dict[str, Any]) -> str:
-    data = str(payload.get("data", ""))
-    if payload.get("encoding") == "BASE64":
-        return base64.b64decode(data).decode()
-    return data
-
-
-def _input_rows(content_type: str, text: str) -> list[Row]:
-    if content_type.startswith("text/csv"):
-        return [[cell.strip() for cell in line.split(",")] for line in text.splitlines() if line]
-    if "jsonlines" in content_type or "ndjson" in content_type:
-        return [_unwrap(json.loads(line)) for line in text.splitlines() if line.strip()]
-    document = json.loads(text)
-    if isinstance(document, dict) and "inputs" in document:  # Open Inference Protocol v2
-        return _v2_rows(document["inputs"])
-    if isinstance(document, dict) and "instances" in document:
-        return [_unwrap(item) for item in document["instances"]]
-    if isinstance(document, list):
-        if document and all(not isinstance(cell, list | dict) for cell in document):
-            return [document]
-        return [_unwrap(item) for item in document]
-    return [_unwrap(document)]
-
-
-def _unwrap(item: Any) -> Row:
-    if isinstance(item, dict) and set(item) == {"features"}:
-        item = item["features"]
-    return item if isinstance(item, dict) else list(item)
-
-
-def _v2_rows(inputs: list[dict[str, Any]]) -> list[Row]:
-    if len(inputs) == 1:  # one [n, k] tensor in signature order
-        tensor = inputs[0]
-        data, shape = list(np.ravel(tensor["data"])), tensor.get("shape") or [1, -1]
-        width = int(shape[-1]) if len(shape) > 1 and int(shape[-1]) > 0 else len(data)
-        return [data[start : start + width] for start in range(0, len(data), width)]
-    columns = {tensor["name"]: list(np.ravel(tensor["data"])) for tensor in inputs}
-    count = max(len(values) for values in columns.values())
-    return [{name: values[i] for name, values in columns.items()} for i in range(count)]
-
-
-def _predictions(content_type: str, text: str) -> list[float | list[float] | None]:
-    if content_type.startswith("text/csv"):
-        return [_number_or_list(line.split(",")) for line in text.splitlines() if line.strip()]
-    if "jsonlines" in content_type:
-        items = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        document = json.loads(text)
-        if isinstance(document, dict) and "outputs" in document:
-            data = document["outputs"][0]["data"] if document["outputs"] else []
-            return [_number_or_list(value) for value in data]
-        items = document.get("predictions", []) if isinstance(document, dict) else document
-    return [_number_or_list(item) for item in items]
-
-
-def _number_or_list(value: Any) -> float | list[float] | None:
-    if isinstance(value, dict):
-        value = next(iter(value.values()), None)
-    if isinstance(value, list):
-        if len(value) == 1:
-            return _number_or_list(value[0])
-        return [float(item) for item in value]
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def parse_capture_line(line: str) -> list[CapturedRow]:
-    """The rows of one SageMaker capture record (one request), keyed for ground-truth joins.
-
-    A single-row request is keyed by its inference id; row `i` of a larger one by `id:i`.
-    """
-    record = json.loads(line)
-    capture = record.get("captureData", {})
-    inputs = capture.get("endpointInput", {})
-    outputs = capture.get("endpointOutput", {})
-    rows = _input_rows(str(inputs.get("observedContentType", "text/csv")), _payload_text(inputs))
-    try:
-        predictions = _predictions(
-            str(outputs.get("observedContentType", "text/csv")), _payload_text(outputs)
-        )
-    except (ValueError, KeyError, TypeError, IndexError):
-        predictions = []
-    if len(predictions) != len(rows):
-        predictions = [None] * len(rows)
-    inference_id = record.get("eventMetadata", {}).get("inferenceId")
-    keyed: list[CapturedRow] = []
-    for index, (row, prediction) in enumerate(zip(rows, predictions, strict=True)):
-        key = None
-        if inference_id is not None:
-            key = str(inference_id) if len(rows) == 1 else f"{inference_id}:{index}"
-        keyed.append(CapturedRow(key, row, prediction))
-    return keyed
-
-
-def parse_capture(lines: Iterable[str]) -> tuple[list[CapturedRow], int]:
-    """Every row of a capture file's lines, and how many lines could not be read."""
-    rows: list[CapturedRow] = []
-    bad = 0
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            rows.extend(parse_capture_line(line))
-        except (ValueError, KeyError, TypeError) as error:
-            log.warning("unreadable capture record: %s", error)
-            bad += 1
-    return rows, bad
 
 
 def current_batch(rows: Sequence[CapturedRow], feature_names: list[str]) -> CurrentBatch:
@@ -194,8 +71,6 @@ def _is_missing(series: pd.Series) -> pd.Series:
 def check_quality(batch: CurrentBatch, constraints: Constraints) -> list[str]:
     """Violations of the baseline's constraints: columns, types, completeness, unseen categories."""
     violations: list[str] = []
-    frame = batch.frame
-    rows = len(frame)
     if batch.malformed_rows:
         violations.append(
             f"malformed_rows: {batch.malformed_rows} rows do not have the "
@@ -203,41 +78,51 @@ def check_quality(batch: CurrentBatch, constraints: Constraints) -> list[str]:
         )
     if batch.extra_columns:
         violations.append(f"extra_columns: {', '.join(batch.extra_columns)}")
-    if rows == 0:
+    if len(batch.frame) == 0:
         return violations
     for constraint in constraints.features:
-        name = constraint.name
-        if name not in frame.columns:
-            violations.append(f"missing_column: {name}")
-            continue
-        missing = _is_missing(frame[name])
-        present = frame[name][~missing]
-        completeness = 1.0 - float(missing.mean())
-        baseline = constraint.completeness
-        # Below the baseline by more than sampling noise (3 standard errors) plus one point.
-        tolerance = 3 * math.sqrt(max(baseline * (1 - baseline), 1e-12) / rows) + 0.01
-        if completeness < baseline - tolerance:
-            violations.append(
-                f"completeness: {name} is {completeness:.3f} complete, baseline {baseline:.3f}"
-            )
-        if constraint.string_domain is not None:
-            domain = set(constraint.string_domain)
-            unseen = sorted({category_key(v) for v in present} - domain)
-            if unseen:
-                shown = ", ".join(unseen[:5]) + (" ..." if len(unseen) > 5 else "")
-                violations.append(f"unseen_categories: {name} has {len(unseen)} new ({shown})")
+        if constraint.name not in batch.frame.columns:
+            violations.append(f"missing_column: {constraint.name}")
         else:
-            numbers = pd.to_numeric(present, errors="coerce")
-            not_numeric = int(numbers.isna().sum())
-            if not_numeric:
-                violations.append(f"type_mismatch: {name} has {not_numeric} non-numeric values")
-            elif constraint.inferred_type == "Integral" and not np.all(
-                np.mod(numbers.to_numpy(dtype=np.float64), 1) == 0
-            ):
-                violations.append(f"type_mismatch: {name} is Integral but has fractional values")
-            elif (constraint.num_constraints or {}).get("is_non_negative") and (numbers < 0).any():
-                violations.append(f"negative_values: {name} was never negative in the baseline")
+            violations.extend(_column_violations(constraint, batch.frame[constraint.name]))
     return violations
+
+
+def _column_violations(constraint: FeatureConstraint, series: pd.Series) -> list[str]:
+    name, rows = constraint.name, len(series)
+    missing = _is_missing(series)
+    present = series[~missing]
+    completeness = 1.0 - float(missing.mean())
+    baseline = constraint.completeness
+    # Below the baseline by more than sampling noise (3 standard errors) plus one point.
+    tolerance = 3 * math.sqrt(max(baseline * (1 - baseline), 1e-12) / rows) + 0.01
+    violations: list[str] = []
+    if completeness < baseline - tolerance:
+        violations.append(
+            f"completeness: {name} is {completeness:.3f} complete, baseline {baseline:.3f}"
+        )
+    if constraint.string_domain is not None:
+        unseen = sorted({category_key(v) for v in present} - set(constraint.string_domain))
+        if unseen:
+            shown = ", ".join(unseen[:5]) + (" ..." if len(unseen) > 5 else "")
+            violations.append(f"unseen_categories: {name} has {len(unseen)} new ({shown})")
+    else:
+        violations.extend(_numeric_violations(constraint, pd.to_numeric(present, errors="coerce")))
+    return violations
+
+
+def _numeric_violations(constraint: FeatureConstraint, numbers: pd.Series) -> list[str]:
+    name = constraint.name
+    not_numeric = int(numbers.isna().sum())
+    if not_numeric:
+        return [f"type_mismatch: {name} has {not_numeric} non-numeric values"]
+    if constraint.inferred_type == "Integral" and not np.all(
+        np.mod(numbers.to_numpy(dtype=np.float64), 1) == 0
+    ):
+        return [f"type_mismatch: {name} is Integral but has fractional values"]
+    if (constraint.num_constraints or {}).get("is_non_negative") and (numbers < 0).any():
+        return [f"negative_values: {name} was never negative in the baseline"]
+    return []
 
 
 def encode_batch(batch: CurrentBatch, constraints: Constraints) -> npt.NDArray[np.float64]:
@@ -371,29 +256,35 @@ def quality_metrics(
         metrics["mae"] = float(np.mean(np.abs(predicted - actual)))
         return metrics
     index = {category_key(label): i for i, label in enumerate(class_labels or [])}
-
-    def class_of(label: float | int | str) -> int | None:
-        key = category_key(label)
-        if key in index:
-            return index[key]
-        try:
-            return int(float(key))
-        except ValueError:
-            return None
-
-    truth = [class_of(y) for _, y in pairs]
+    truth = [_class_of(y, index) for _, y in pairs]
     kept = [(p, t) for (p, _), t in zip(pairs, truth, strict=True) if t is not None]
-    if not kept:
-        return metrics
+    if kept:
+        metrics.update(_classification_metrics(task, kept))
+    return metrics
+
+
+def _class_of(label: float | int | str, index: dict[str, int]) -> int | None:
+    """A label's class number: its position among the class labels, or the label as a number."""
+    key = category_key(label)
+    if key in index:
+        return index[key]
+    try:
+        return int(float(key))
+    except ValueError:
+        return None
+
+
+def _classification_metrics(
+    task: str, kept: list[tuple[float | list[float], int]]
+) -> dict[str, float]:
     actual_classes = np.array([t for _, t in kept])
     if task == "binary_classification":
         scores = np.array([float(p if not isinstance(p, list) else p[-1]) for p, _ in kept])
-        metrics["accuracy"] = float(np.mean((scores >= 0.5).astype(int) == actual_classes))
+        metrics = {"accuracy": float(np.mean((scores >= 0.5).astype(int) == actual_classes))}
         if len(set(actual_classes.tolist())) == 2:
             from sklearn.metrics import roc_auc_score
 
             metrics["auc"] = float(roc_auc_score(actual_classes, scores))
         return metrics
     predicted = np.array([int(np.argmax(p)) if isinstance(p, list) else int(p) for p, _ in kept])
-    metrics["accuracy"] = float(np.mean(predicted == actual_classes))
-    return metrics
+    return {"accuracy": float(np.mean(predicted == actual_classes))}

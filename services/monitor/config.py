@@ -30,6 +30,5 @@ class MonitorSettings(BaseSettings):
     run_lease_s: float = Field(
         default=300.0, ge=0, description="A claimed run not finished in this time is taken over."
     )
-    capture_prefix: str = "capture"
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")

@@ -6,7 +6,11 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Literal
 
-from cairn.contracts.events import ChallengerEvaluated, RolloutPolicy
+from cairn.contracts.events import (
+    ChallengerEvaluated,
+    MonitoringScheduleRequested,
+    RolloutPolicy,
+)
 from cairn.errors import InvalidInput, NotFound
 from pydantic import BaseModel, Field
 
@@ -17,6 +21,9 @@ BASELINES = "monitor/baselines"
 POLICIES = "monitor/retrain-policies/"
 GROUND_TRUTH = "monitor/ground-truth"
 RETRAIN_DATA = "monitor/retrain"
+# The trainer reads only user namespaces (cairn.namespaces): a retrain's training data goes where
+# the user's own outputs go; its holdout, read by the monitor alone, stays private.
+RETRAIN_TRAINING_DATA = "outputs/monitor/retrain"
 HANDLED_RUNS_KEPT = 200
 
 Metric = Literal["auc", "accuracy", "rmse"]
@@ -147,6 +154,71 @@ def can_take_over(pending: PendingRun, instance_id: str, now: datetime, lease_s:
     """A claimed run may be (re)started by its owner, or by anyone once its lease ran out."""
     return pending.claimed_by == instance_id or now - pending.claimed_at >= timedelta(
         seconds=lease_s
+    )
+
+
+def changed_schedule(
+    current: Schedule | None, request: MonitoringScheduleRequested, now: datetime
+) -> Schedule:
+    """The schedule a create/update request leaves; an update keeps the watermark and run state."""
+    fields = {
+        "interval_s": request.interval_s,
+        "drift_p_value": request.drift_p_value,
+        "correction": request.correction,
+        "min_rows": request.min_rows,
+    }
+    if current is None:
+        return Schedule(
+            endpoint_name=request.endpoint_name,
+            next_run_at=now + timedelta(seconds=request.interval_s),
+            created_at=now,
+            updated_at=now,
+            **fields,
+        )
+    if all(getattr(current, key) == value for key, value in fields.items()):
+        return current
+    return current.model_copy(update={**fields, "updated_at": now})
+
+
+def next_window(
+    schedule: Schedule, instance_id: str, now: datetime, lease_s: float
+) -> PendingRun | None:
+    """The run this instance may claim now: a pending one it may take over, or the next window."""
+    pending = schedule.pending_run
+    if pending is not None:
+        if not can_take_over(pending, instance_id, now, lease_s):
+            return None
+        return pending.model_copy(update={"claimed_by": instance_id, "claimed_at": now})
+    end = window_end_for(now)
+    if schedule.watermark is not None and end <= schedule.watermark:
+        return None
+    return PendingRun(
+        run_id=window_run_id(schedule.endpoint_name, schedule.watermark, end),
+        window_start=schedule.watermark,
+        window_end=end,
+        claimed_by=instance_id,
+        claimed_at=now,
+    )
+
+
+def postponed(schedule: Schedule, now: datetime) -> Schedule:
+    """The schedule with its next run one interval from now (nothing to check yet)."""
+    return schedule.model_copy(update={"next_run_at": now + timedelta(seconds=schedule.interval_s)})
+
+
+def finished(schedule: Schedule, run_id: str, now: datetime) -> Schedule:
+    """The schedule after run `run_id` completed: its window is checked (once, on a retry too)."""
+    pending = schedule.pending_run
+    if pending is None or pending.run_id != run_id:
+        return schedule
+    return schedule.model_copy(
+        update={
+            "pending_run": None,
+            "watermark": pending.window_end,
+            "last_run_id": run_id,
+            "runs_completed": schedule.runs_completed + 1,
+            "next_run_at": now + timedelta(seconds=schedule.interval_s),
+        }
     )
 
 

@@ -1,28 +1,42 @@
-"""Reading what other services stored: training data, captured traffic, their JSON documents."""
+"""Reading stored data: the monitor's own documents, training tables, captured traffic."""
 
 from __future__ import annotations
 
 import io
-import json
+import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypeVar
 
 import pandas as pd
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from cairn.errors import InvalidInput, ObjectNotFound
+from cairn.contracts.state import CAPTURE_PREFIX, capture_variant_prefix
+from cairn.documents import DocumentStore
+from cairn.errors import CairnError, InvalidInput
 from cairn.store.base import ObjectInfo, ObjectStore, check_key
+from pydantic import BaseModel
+
+from services.monitor.capture import CapturedRow, parse_capture
+
+log = logging.getLogger("cairn.monitor.storage")
+
+DocT = TypeVar("DocT", bound=BaseModel)
 
 _SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".jsonl", ".json")
 
 
-def read_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
-    """Another service's stored document as plain JSON (None when absent)."""
-    try:
-        document: dict[str, Any] = json.loads(store.get_bytes(key))
-    except ObjectNotFound:
-        return None
-    return document
+def readable(documents: DocumentStore[DocT], prefix: str = "") -> list[DocT]:
+    """The documents under `prefix` that validate; an unreadable one is logged and skipped."""
+    found: list[DocT] = []
+    for key in documents.keys(prefix):
+        try:
+            versioned = documents.get_or_none(key)
+        except CairnError:
+            log.warning("skipping unreadable document %s%s", documents.prefix, key, exc_info=True)
+            continue
+        if versioned is not None:
+            found.append(versioned.doc)
+    return found
 
 
 def store_key(store: ObjectStore, uri: str) -> str:
@@ -65,7 +79,6 @@ def _read_file(key: str, data: bytes) -> pd.DataFrame:
 
 def capture_files(
     store: ObjectStore,
-    prefix: str,
     endpoint: str,
     variant: str | None,
     start: datetime | None,
@@ -77,11 +90,10 @@ def capture_files(
     most the gateway's flush interval, so only the hour folders from an hour before `start` on
     are listed.
     """
-    base = f"{prefix.strip('/')}/{endpoint}/"
-    variants = [variant] if variant else _children(store, base)
+    variants = [variant] if variant else _children(store, f"{CAPTURE_PREFIX}{endpoint}/")
     found: list[ObjectInfo] = []
     for name in variants:
-        root = f"{base}{name}/"
+        root = capture_variant_prefix(endpoint, name)
         folders = [root] if start is None else _hour_folders(root, start - timedelta(hours=1), end)
         for folder in folders:
             for info in store.list(folder):
@@ -91,6 +103,22 @@ def capture_files(
                 if (start is None or modified > start) and modified <= end:
                     found.append(info)
     return found
+
+
+def captured_rows(
+    store: ObjectStore,
+    endpoint: str,
+    variant: str | None,
+    start: datetime | None,
+    end: datetime,
+) -> list[CapturedRow]:
+    """The parsed rows of every capture file `capture_files` finds, in key order."""
+    files = capture_files(store, endpoint, variant, start, end)
+    rows: list[CapturedRow] = []
+    for info in sorted(files, key=lambda item: item.key):
+        parsed, _ = parse_capture(store.get_bytes(info.key).decode().splitlines())
+        rows.extend(parsed)
+    return rows
 
 
 def _children(store: ObjectStore, prefix: str) -> list[str]:

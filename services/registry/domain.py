@@ -10,7 +10,8 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from cairn.contracts.events import ApprovalStatus
+from cairn.artifacts.manifest import ModelManifest
+from cairn.contracts.events import ApprovalStatus, EndpointUpdated
 from cairn.errors import Conflict, InvalidInput, NotFound
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -93,6 +94,9 @@ class ModelVersion(BaseModel):
     version: int = Field(ge=1)
     artifact_uri: str
     approval_status: ApprovalStatus
+    approved_by: str | None = Field(
+        default=None, description="The authenticated principal whose approval stands."
+    )
     approval_history: list[ApprovalRecord] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)
     lineage: Lineage = Field(default_factory=Lineage)
@@ -120,6 +124,26 @@ class EndpointLinks(BaseModel):
     endpoint_name: str
     revision: int
     models: list[tuple[str, int]] = Field(default_factory=list)
+
+
+class RegisterVersion(BaseModel):
+    """A registration: by hand (POST .../versions) or for a completed training job."""
+
+    artifact_uri: str = Field(min_length=1)
+    approval_status: ApprovalStatus = "PendingManualApproval"
+    metrics: dict[str, float] = Field(default_factory=dict)
+    description: str = ""
+    tags: dict[str, str] = Field(default_factory=dict)
+    training_job: str | None = None
+    registered_by: str = Field(default="api", min_length=1)
+
+
+class ApprovalDecision(BaseModel):
+    """Approve or reject a version; `by` is the authenticated principal that decided."""
+
+    status: DecidedStatus
+    by: str = Field(min_length=1)
+    reason: str = ""
 
 
 class ManifestSummary(BaseModel):
@@ -175,48 +199,38 @@ def allocate_version(
 
 
 def new_version(
+    request: RegisterVersion,
     *,
     group_name: str,
     version: int,
-    artifact_uri: str,
-    approval_status: ApprovalStatus,
-    registered_by: str,
     now: datetime,
-    metrics: dict[str, float] | None = None,
     manifest: ManifestSummary | None = None,
-    training_job: str | None = None,
     algorithm: str | None = None,
-    description: str = "",
-    tags: dict[str, str] | None = None,
 ) -> ModelVersion:
-    """A fresh version; event metrics win over the manifest's, lineage comes from the manifest."""
+    """A fresh version; request metrics win over the manifest's, lineage comes from the manifest."""
     summary = manifest or ManifestSummary()
     lineage = summary.lineage.model_copy(
         update={
-            "training_job": training_job or summary.lineage.training_job,
+            "training_job": request.training_job or summary.lineage.training_job,
             "algorithm": algorithm or summary.lineage.algorithm,
         }
     )
+    status, by = request.approval_status, request.registered_by
+    first = ApprovalRecord(status=status, changed_by=by, changed_at=now, reason="registered")
     return ModelVersion(
         model_package_group=group_name,
         version=version,
-        artifact_uri=artifact_uri,
-        approval_status=approval_status,
-        approval_history=[
-            ApprovalRecord(
-                status=approval_status,
-                changed_by=registered_by,
-                changed_at=now,
-                reason="registered",
-            )
-        ],
-        metrics={**summary.metrics, **(metrics or {})},
+        artifact_uri=request.artifact_uri,
+        approval_status=status,
+        approved_by=by if status == "Approved" else None,
+        approval_history=[first],
+        metrics={**summary.metrics, **request.metrics},
         lineage=lineage,
         framework=summary.framework,
         framework_version=summary.framework_version,
         task=summary.task,
-        description=description,
-        tags=dict(tags or {}),
+        description=request.description,
+        tags=dict(request.tags),
         created_at=now,
     )
 
@@ -241,7 +255,11 @@ def change_approval(
         reason=reason,
     )
     return version.model_copy(
-        update={"approval_status": status, "approval_history": [*version.approval_history, record]}
+        update={
+            "approval_status": status,
+            "approved_by": by if status == "Approved" else None,
+            "approval_history": [*version.approval_history, record],
+        }
     )
 
 
@@ -295,6 +313,20 @@ def endpoint_models(
     return served
 
 
+def served_by(update: EndpointUpdated) -> dict[tuple[str, int], list[str]]:
+    """The versions an EndpointUpdated serves, with their variant names (none once Deleted)."""
+    if update.status == "Deleted":
+        return {}
+    shadow = update.shadow_variant
+    return endpoint_models(
+        [
+            (v.variant_name, v.model_package_group, v.model_version)
+            for v in update.production_variants
+        ],
+        (shadow.variant_name, shadow.model_package_group, shadow.model_version) if shadow else None,
+    )
+
+
 def link_endpoint(
     version: ModelVersion, endpoint_name: str, variants: list[str], revision: int, now: datetime
 ) -> ModelVersion:
@@ -317,24 +349,21 @@ def unlink_endpoint(version: ModelVersion, endpoint_name: str, revision: int) ->
     return version.model_copy(update={"endpoints": endpoints})
 
 
-def summarize_manifest(raw: dict[str, Any]) -> ManifestSummary:
-    """The registry's view of a manifest.json; tolerant of fields it does not know."""
-    lineage_raw = raw.get("lineage") or {}
-    metrics = {
-        str(name): float(value)
-        for name, value in (raw.get("metrics") or {}).items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
-    }
+def summarize_manifest(manifest: ModelManifest) -> ManifestSummary:
+    """What the registry keeps of a package manifest (`cairn.artifacts`, written by the trainer)."""
+    lineage = manifest.lineage
     return ManifestSummary(
-        framework=raw.get("framework"),
-        framework_version=raw.get("framework_version"),
-        task=raw.get("task"),
-        metrics=metrics,
+        framework=manifest.framework,
+        framework_version=manifest.framework_version,
+        task=manifest.task,
+        metrics=dict(manifest.metrics),
         lineage=Lineage(
-            training_job=lineage_raw.get("training_job"),
-            algorithm=lineage_raw.get("algorithm") or raw.get("algorithm"),
-            hyperparameters=dict(lineage_raw.get("hyperparameters") or {}),
-            datasets=[DatasetRef.model_validate(d) for d in lineage_raw.get("datasets") or []],
+            training_job=lineage.training_job,
+            algorithm=lineage.algorithm or manifest.algorithm,
+            hyperparameters=dict(lineage.hyperparameters),
+            datasets=[
+                DatasetRef(channel=d.channel, uri=d.uri, sha256=d.sha256) for d in lineage.datasets
+            ],
         ),
     )
 

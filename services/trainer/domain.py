@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -59,6 +60,17 @@ class JobRejection(BaseModel):
     request_sha256: str
     reason: str
     rejected_at: datetime = Field(default_factory=utc_now)
+
+
+@dataclass
+class JobResult:
+    """A job that trained and wrote its model package."""
+
+    artifact_uri: str
+    metrics: dict[str, float]
+    device: Literal["cpu", "gpu"]
+    training_time_s: float
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class JobFailure(Exception):
@@ -135,6 +147,30 @@ def claimed(
             "heartbeat_at": now,
             "metrics": {},
             "iteration": None,
+        }
+    )
+
+
+def finished(
+    job: TrainingJob, outcome: JobResult | JobFailure, device: str, total_s: float
+) -> TrainingJob:
+    """The job document once an attempt has ended with `outcome`."""
+    common: dict[str, Any] = {"ended_at": utc_now(), "total_time_s": total_s, "device": device}
+    if isinstance(outcome, JobFailure):
+        failure = {
+            "status": "Failed",
+            "failure_reason": outcome.reason,
+            "failure_code": outcome.code,
+        }
+        return job.model_copy(update=common | failure)
+    return job.model_copy(
+        update=common
+        | {
+            "status": "Completed",
+            "artifact_uri": outcome.artifact_uri,
+            "metrics": outcome.metrics,
+            "device": outcome.device,
+            "training_time_s": outcome.training_time_s,
         }
     )
 

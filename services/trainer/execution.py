@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
+import pandas as pd
 from cairn.artifacts import DatasetLineage, Lineage, ModelManifest, Signature, write_model_package
 from cairn.contracts.events import InputChannel, TrainingJobRequested
 from cairn.errors import InvalidInput
@@ -19,20 +18,11 @@ from services.trainer.algorithms import (
     get_algorithm,
 )
 from services.trainer.channels import ChannelFiles, read_channel, resolve_channel
-from services.trainer.domain import JobFailure
+from services.trainer.domain import JobFailure, JobResult
 from services.trainer.features import prepare
 
 TRAIN_CHANNEL = "train"
 VALIDATION_CHANNEL = "validation"
-
-
-@dataclass
-class JobResult:
-    artifact_uri: str
-    metrics: dict[str, float]
-    device: Literal["cpu", "gpu"]
-    training_time_s: float
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def run_job(
@@ -73,6 +63,20 @@ def lineage(request: TrainingJobRequested, channels: list[ChannelFiles]) -> Line
     )
 
 
+def _read_channels(
+    store: ObjectStore, request: TrainingJobRequested, train: InputChannel, ctx: TrainingContext
+) -> tuple[list[ChannelFiles], list[pd.DataFrame]]:
+    """The train channel's files and rows, then the validation channel's when there is one."""
+    validation = channel(request, VALIDATION_CHANNEL)
+    files = [resolve_channel(store, train)]
+    if validation is not None:
+        files.append(resolve_channel(store, validation))
+    frames = [read_channel(store, f) for f in files]
+    for f, frame in zip(files, frames, strict=True):
+        ctx.log(f"channel {f.name}: {len(frame)} rows from {len(f.keys)} file(s), {f.sha256}")
+    return files, frames
+
+
 def _run_builtin(
     store: ObjectStore,
     request: TrainingJobRequested,
@@ -84,13 +88,7 @@ def _run_builtin(
     train_channel = channel(request, TRAIN_CHANNEL)
     if train_channel is None:
         raise InvalidInput(f"{request.algorithm} needs a {TRAIN_CHANNEL!r} input channel")
-    validation_channel = channel(request, VALIDATION_CHANNEL)
-    files = [resolve_channel(store, train_channel)]
-    if validation_channel is not None:
-        files.append(resolve_channel(store, validation_channel))
-    frames = [read_channel(store, f) for f in files]
-    for f, frame in zip(files, frames, strict=True):
-        ctx.log(f"channel {f.name}: {len(frame)} rows from {len(f.keys)} file(s), {f.sha256}")
+    files, frames = _read_channels(store, request, train_channel, ctx)
     data = prepare(
         frames[0],
         frames[1] if len(frames) > 1 else None,

@@ -150,7 +150,10 @@ def _encode_labels(
         raise InvalidInput(f"the {channel} channel has rows without a {label!r} label")
     if classes is None:
         try:
-            return pd.to_numeric(series, errors="raise").to_numpy(dtype=np.float64)
+            numeric: npt.NDArray[np.float64] = pd.to_numeric(series, errors="raise").to_numpy(
+                dtype=np.float64
+            )
+            return numeric
         except (ValueError, TypeError) as error:
             raise InvalidInput(f"label column {label!r} is not numeric: {error}") from error
     index = {value: code for code, value in enumerate(classes)}

@@ -1,154 +1,264 @@
-"""The training-job handler: claim the job, train off the event loop, heartbeat, report once."""
+"""The trainer's service layer: create, describe and list jobs; handle `TrainingJobRequested`."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import threading
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from cairn.audit import AuditRecord, Outcome
+from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope, utc_now
-from cairn.contracts.events import (
-    TrainingJobCompleted,
-    TrainingJobProgressed,
-    TrainingJobRequested,
-    TrainingJobStarted,
-)
+from cairn.contracts.events import TrainingJobFailed, TrainingJobRequested
 from cairn.documents import DocumentStore, Versioned
-from cairn.errors import Conflict, PreconditionFailed
+from cairn.errors import (
+    CairnError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ObjectNotFound,
+    PreconditionFailed,
+)
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel
 
-from services.trainer.algorithms import TrainingContext
 from services.trainer.config import TrainerSettings
 from services.trainer.domain import (
     JOBS_PREFIX,
     REJECTIONS_PREFIX,
-    JobFailure,
     JobRejection,
     TrainingJob,
     claimed,
     decide,
-    failed_event,
     job_key,
     logs_key,
-    package_prefix_for,
     request_fingerprint,
 )
-from services.trainer.execution import JobResult, run_job
-from services.trainer.gpu import gpu_status
+from services.trainer.locations import approval_allowed, confined_request
+from services.trainer.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
-PROGRESS_POLL_S = 0.25
-
-Publish = Callable[[BaseModel, Envelope[Any]], Awaitable[Any]]
+CREATE_ACTION = "training_job.create"
 
 
-class JobLog:
-    """Timestamped job log lines, rewritten whole to the store (object stores do not append)."""
+class Platform(Protocol):
+    """What the trainer asks of the kernel's `Service` (tests pass a fake)."""
 
-    def __init__(self, store: ObjectStore, job_name: str) -> None:
-        self.store = store
-        self.key = logs_key(job_name)
-        self._lines: list[str] = []
-        self._lock = threading.Lock()
+    async def publish(
+        self,
+        data: BaseModel,
+        cause: Envelope[Any] | None = None,
+        correlation_id: str | None = None,
+    ) -> Envelope[Any]: ...
 
-    def write(self, line: str) -> None:
-        with self._lock:
-            self._lines.append(f"{utc_now().isoformat(timespec='milliseconds')} {line}")
+    async def dead_letter(
+        self, envelope: Envelope[Any], reason: str, *, error: str = "", group: str = ""
+    ) -> None: ...
 
-    def flush(self) -> None:
-        with self._lock:
-            text = "\n".join(self._lines) + "\n"
-        self.store.put_bytes(self.key, text.encode(), content_type="text/plain")
+    async def principal_of(self, envelope: Envelope[Any]) -> Principal: ...
+
+    async def audit(
+        self,
+        *,
+        action: str,
+        resource: str,
+        principal: Principal | str,
+        outcome: Outcome = "success",
+        correlation_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditRecord: ...
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    """A job created over HTTP and the envelope of the request published for it."""
+
+    job: TrainingJob
+    envelope: Envelope[Any]
 
 
 class TrainerHandlers:
-    """Handles `TrainingJobRequested` with CreateTrainingJob semantics."""
+    """Training jobs with CreateTrainingJob semantics: one job per name, trained once."""
 
-    def __init__(self, store: ObjectStore, settings: TrainerSettings, publish: Publish) -> None:
+    def __init__(self, store: ObjectStore, settings: TrainerSettings, platform: Platform) -> None:
         self.store = store
         self.settings = settings
-        self.publish = publish
+        self.platform = platform
         self.jobs: DocumentStore[TrainingJob] = DocumentStore(store, TrainingJob, JOBS_PREFIX)
         self.rejections: DocumentStore[JobRejection] = DocumentStore(
             store, JobRejection, REJECTIONS_PREFIX
         )
+        self.runner = JobRunner(store, settings, self.jobs, platform.publish)
 
-    def create_pending(self, request: TrainingJobRequested) -> TrainingJob:
-        """The HTTP API's create: a Pending job doc, or Conflict when the name is taken."""
+    async def create(self, request: TrainingJobRequested) -> CreatedJob:
+        """A Pending job document, then the request on the bus.
+
+        Raises:
+            InvalidInput: a location the request may not name (the field is in the message).
+            Conflict: the job name is taken.
+        """
+        request = confined_request(request, self.store)
         job = TrainingJob(
             job_name=request.job_name, request=request, request_sha256=request_fingerprint(request)
         )
         try:
-            self.jobs.create(job_key(request.job_name), job)
+            await asyncio.to_thread(self.jobs.create, job_key(request.job_name), job)
         except PreconditionFailed:
             raise Conflict(f"training job {request.job_name!r} already exists") from None
-        return job
+        return CreatedJob(job, await self.platform.publish(request))
+
+    async def describe(self, job_name: str) -> TrainingJob:
+        versioned = await asyncio.to_thread(self.jobs.get_or_none, job_key(job_name))
+        if versioned is None:
+            raise NotFound(f"no training job {job_name!r}")
+        return versioned.doc
+
+    async def logs(self, job_name: str) -> str:
+        """The job's log so far (empty before a worker wrote any)."""
+        try:
+            text = await asyncio.to_thread(self.store.get_bytes, logs_key(job_name))
+        except ObjectNotFound:
+            await self.describe(job_name)
+            return ""
+        return text.decode(errors="replace")
+
+    async def list_jobs(self) -> list[TrainingJob]:
+        return await asyncio.to_thread(self._list_jobs)
+
+    def _list_jobs(self) -> list[TrainingJob]:
+        """Job docs sit directly under the prefix (logs one folder down); bad ones are skipped."""
+        jobs = []
+        for info in self.store.list(JOBS_PREFIX + "/", recursive=False):
+            if not info.key.endswith(".json"):
+                continue
+            try:
+                versioned = self.jobs.get_or_none(info.key[len(JOBS_PREFIX) + 1 :])
+            except CairnError as error:
+                log.warning("skipping unreadable job document %s: %s", info.key, error)
+                continue
+            if versioned is not None:
+                jobs.append(versioned.doc)
+        return jobs
 
     async def on_requested(self, envelope: Envelope[TrainingJobRequested]) -> None:
+        """Claim the job and train it, unless it is done, taken by another request or busy."""
+        try:
+            request = confined_request(envelope.data, self.store)
+            approval_allowed(request, await self.platform.principal_of(envelope))
+        except (InvalidInput, Forbidden) as error:
+            await self._refuse(envelope, error)
+            return
+        envelope = envelope.model_copy(update={"data": request})
+        mine = await self._claim(envelope)
+        if mine is not None:
+            await self.runner.run(mine, envelope)
+
+    async def _refuse(
+        self, envelope: Envelope[TrainingJobRequested], error: InvalidInput | Forbidden
+    ) -> None:
+        """A request naming a location it may not: dead-lettered, and failed if no job has the name.
+
+        A job that already holds the name (the request may be an attempt to reuse it) is left
+        alone and hears nothing about it.
+        """
+        name = envelope.data.job_name
+        log.warning("refusing training request %s: %s", envelope.event_id, error.message)
+        if await asyncio.to_thread(self.jobs.get_or_none, job_key(name)) is None:
+            failed = TrainingJobFailed(
+                job_name=name, reason=error.message, failure_code="invalid_input"
+            )
+            await self.platform.publish(failed, envelope)
+        await self.platform.dead_letter(envelope, error.message, error=type(error).__name__)
+
+    async def _claim(
+        self, envelope: Envelope[TrainingJobRequested]
+    ) -> Versioned[TrainingJob] | None:
+        """The job claimed for a new attempt by this worker, or None when there is nothing to do."""
         request = envelope.data
         fingerprint = request_fingerprint(request)
-        event_id = str(envelope.event_id)
-        key = job_key(request.job_name)
         while True:
-            current = await asyncio.to_thread(self.jobs.get_or_none, key)
+            current = await asyncio.to_thread(self.jobs.get_or_none, job_key(request.job_name))
             job = current.doc if current else None
             decision = decide(
                 job,
                 fingerprint=fingerprint,
-                event_id=event_id,
+                event_id=str(envelope.event_id),
                 worker_id=self.settings.worker_id,
                 now=utc_now(),
                 lease_s=self.settings.lease_s,
             )
-            if decision == "done":
-                log.info(
-                    "job %s is already %s; nothing to do", request.job_name, job and job.status
-                )
-                return
-            if decision == "reject":
-                await self._reject(request, event_id, fingerprint)
-                return
-            if decision == "republish":
-                assert job is not None
-                await self._publish_outcome(job, envelope)
-                return
             if decision == "wait":
                 await asyncio.sleep(self.settings.heartbeat_s)
                 continue
-            now = utc_now()
+            if decision not in ("create", "claim"):
+                await self._settled(decision, job, envelope, fingerprint)
+                return None
             try:
-                if current is None:
-                    base = TrainingJob(
-                        job_name=request.job_name, request=request, request_sha256=fingerprint
-                    )
-                    new = claimed(
-                        base,
-                        event_id=event_id,
-                        worker_id=self.settings.worker_id,
-                        now=now,
-                        correlation_id=envelope.correlation_id,
-                    )
-                    mine = await asyncio.to_thread(self.jobs.create, key, new)
-                else:
-                    new = claimed(
-                        current.doc,
-                        event_id=event_id,
-                        worker_id=self.settings.worker_id,
-                        now=now,
-                        correlation_id=envelope.correlation_id,
-                    )
-                    mine = await asyncio.to_thread(self.jobs.replace, key, new, current.etag)
+                return await self._take(current, envelope, fingerprint)
             except PreconditionFailed:
                 continue  # another worker moved first: look again
-            await self._run(mine, envelope)
-            return
+
+    async def _take(
+        self,
+        current: Versioned[TrainingJob] | None,
+        envelope: Envelope[TrainingJobRequested],
+        fingerprint: str,
+    ) -> Versioned[TrainingJob]:
+        """Write the job as this worker's new attempt, conditional on the version just read."""
+        request = envelope.data
+        key = job_key(request.job_name)
+        new = claimed(
+            current.doc
+            if current
+            else TrainingJob(
+                job_name=request.job_name, request=request, request_sha256=fingerprint
+            ),
+            event_id=str(envelope.event_id),
+            worker_id=self.settings.worker_id,
+            now=utc_now(),
+            correlation_id=envelope.correlation_id,
+        )
+        if current is not None:
+            return await asyncio.to_thread(self.jobs.replace, key, new, current.etag)
+        mine = await asyncio.to_thread(self.jobs.create, key, new)
+        await self._audit_created(envelope)
+        return mine
+
+    async def _audit_created(self, envelope: Envelope[TrainingJobRequested]) -> None:
+        """A job created from the bus (not through the audited HTTP route) names its requester."""
+        principal: Principal | str
+        try:
+            principal = await self.platform.principal_of(envelope)
+        except CairnError:  # authentication is off and the request is unsigned
+            principal = f"unverified:{envelope.source}"
+        await self.platform.audit(
+            action=CREATE_ACTION,
+            resource=f"/training-jobs/{envelope.data.job_name}",
+            principal=principal,
+            correlation_id=envelope.correlation_id,
+            details={"event_id": str(envelope.event_id), "via": "bus"},
+        )
+
+    async def _settled(
+        self,
+        decision: str,
+        job: TrainingJob | None,
+        envelope: Envelope[TrainingJobRequested],
+        fingerprint: str,
+    ) -> None:
+        """A delivery that trains nothing: a duplicate, a lost outcome or a taken name."""
+        if decision == "reject":
+            await self._reject(envelope.data, str(envelope.event_id), fingerprint)
+        elif decision == "republish" and job is not None:
+            await self.runner.publish_outcome(job, envelope)
+        else:
+            log.info(
+                "job %s is already %s; nothing to do", envelope.data.job_name, job and job.status
+            )
 
     async def _reject(self, request: TrainingJobRequested, event_id: str, fingerprint: str) -> None:
         reason = (
@@ -164,165 +274,3 @@ class TrainerHandlers:
             await asyncio.to_thread(
                 self.rejections.create, f"{request.job_name}/{event_id}.json", rejection
             )
-
-    async def _run(self, versioned: Versioned[TrainingJob], envelope: Envelope[Any]) -> None:
-        job = versioned.doc
-        request = job.request
-        job_log = JobLog(self.store, job.job_name)
-        usable, why = gpu_status()
-        if self.settings.device == "cpu":
-            usable, why = False, "this worker is in a CPU pool (CAIRN_TRAINER_DEVICE=cpu)"
-        device = "gpu" if request.resources.device == "gpu" and usable else "cpu"
-        job_log.write(
-            f"attempt {job.attempt} on worker {self.settings.worker_id}; "
-            f"requested {request.resources.device}, using {device}"
-            + ("" if request.resources.device == "cpu" or usable else f" ({why})")
-        )
-        await self.publish(
-            TrainingJobStarted(
-                job_name=job.job_name,
-                worker_id=self.settings.worker_id,
-                device=device,
-                attempt=job.attempt,
-            ),
-            envelope,
-        )
-        progress: collections.deque[TrainingJobProgressed] = collections.deque()
-        stop = threading.Event()
-        ctx = TrainingContext(
-            device_requested=request.resources.device,
-            gpu_available=usable,
-            progress=lambda i, total, metrics: progress.append(
-                TrainingJobProgressed(
-                    job_name=job.job_name, iteration=i, total_iterations=total, metrics=metrics
-                )
-            ),
-            should_stop=stop.is_set,
-            log=job_log.write,
-        )
-        started = time.monotonic()
-        prefix = package_prefix_for(request, self.settings.models_prefix)
-        work = asyncio.ensure_future(
-            asyncio.to_thread(run_job, self.store, request, prefix, ctx, self.settings.scratch_dir)
-        )
-        heartbeat = asyncio.ensure_future(self._heartbeat(job, job_log, progress, envelope))
-        outcome: JobResult | JobFailure
-        try:
-            outcome = await asyncio.wait_for(
-                asyncio.shield(work), timeout=request.stopping_condition.max_runtime_s
-            )
-        except TimeoutError:
-            stop.set()  # the algorithm checks it each iteration; scripts are killed
-            outcome = JobFailure(
-                "runtime_exceeded",
-                f"max_runtime_s={request.stopping_condition.max_runtime_s} passed",
-            )
-            with _suppress_all():
-                await asyncio.wait_for(work, timeout=30)
-        except JobFailure as failure:
-            outcome = failure
-        except Exception as error:
-            log.exception("job %s failed unexpectedly", job.job_name)
-            outcome = JobFailure("internal", f"{type(error).__name__}: {error}")
-        finally:
-            heartbeat.cancel()
-            with _suppress_all():
-                await heartbeat
-        await self._drain_progress(progress, envelope)
-        total_s = time.monotonic() - started
-        final = self._finished(job, outcome, device, total_s)
-        job_log.write(
-            f"job {final.status}"
-            + (f": {final.failure_reason}" if final.failure_reason else f" -> {final.artifact_uri}")
-        )
-        await asyncio.to_thread(job_log.flush)
-        written = await asyncio.to_thread(self.jobs.update, job_key(job.job_name), lambda _: final)
-        await self._publish_outcome(written.doc, envelope)
-
-    def _finished(
-        self, job: TrainingJob, outcome: JobResult | JobFailure, device: str, total_s: float
-    ) -> TrainingJob:
-        common: dict[str, Any] = {"ended_at": utc_now(), "total_time_s": total_s, "device": device}
-        if isinstance(outcome, JobFailure):
-            return job.model_copy(
-                update=common
-                | {
-                    "status": "Failed",
-                    "failure_reason": outcome.reason,
-                    "failure_code": outcome.code,
-                }
-            )
-        return job.model_copy(
-            update=common
-            | {
-                "status": "Completed",
-                "artifact_uri": outcome.artifact_uri,
-                "metrics": outcome.metrics,
-                "device": outcome.device,
-                "training_time_s": outcome.training_time_s,
-            }
-        )
-
-    async def _publish_outcome(self, job: TrainingJob, envelope: Envelope[Any]) -> None:
-        if job.status == "Failed":
-            await self.publish(failed_event(job), envelope)
-            return
-        await self.publish(
-            TrainingJobCompleted(
-                job_name=job.job_name,
-                algorithm=job.request.algorithm,
-                artifact_uri=job.artifact_uri or "",
-                metrics=job.metrics,
-                device=job.device or "cpu",
-                training_time_s=job.training_time_s or 0.0,
-                total_time_s=job.total_time_s or 0.0,
-                registration=job.request.registration,
-            ),
-            envelope,
-        )
-
-    async def _heartbeat(
-        self,
-        job: TrainingJob,
-        job_log: JobLog,
-        progress: collections.deque[TrainingJobProgressed],
-        envelope: Envelope[Any],
-    ) -> None:
-        """Keep the job's lease, flush logs and publish progress while it trains."""
-        latest: dict[str, Any] = {}
-        next_beat = time.monotonic() + self.settings.heartbeat_s
-        while True:
-            await asyncio.sleep(min(self.settings.heartbeat_s, PROGRESS_POLL_S))
-            last = await self._drain_progress(progress, envelope)
-            if last is not None:
-                latest = {"iteration": last.iteration, "metrics": last.metrics}
-            if time.monotonic() < next_beat:
-                continue
-            next_beat = time.monotonic() + self.settings.heartbeat_s
-            update = {"heartbeat_at": utc_now(), **latest}
-
-            def beat(current: TrainingJob | None, update: dict[str, Any] = update) -> TrainingJob:
-                base = current or job
-                if base.worker_id != self.settings.worker_id or base.status != "InProgress":
-                    return base  # taken over or finished: not ours to touch
-                return base.model_copy(update=update)
-
-            try:
-                await asyncio.to_thread(self.jobs.update, job_key(job.job_name), beat)
-                await asyncio.to_thread(job_log.flush)
-            except Exception as error:  # a missed beat is retried on the next one
-                log.warning("heartbeat of %s failed: %r", job.job_name, error)
-
-    async def _drain_progress(
-        self, progress: collections.deque[TrainingJobProgressed], envelope: Envelope[Any]
-    ) -> TrainingJobProgressed | None:
-        last = None
-        while progress:
-            last = progress.popleft()
-            await self.publish(last, envelope)
-        return last
-
-
-def _suppress_all() -> contextlib.suppress:
-    """Swallow errors and cancellation while awaiting a task we are abandoning."""
-    return contextlib.suppress(Exception, asyncio.CancelledError)

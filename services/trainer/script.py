@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cairn.artifacts import Lineage, ModelManifest, Signature, write_model_package
 from cairn.contracts.events import TrainingJobRequested
@@ -29,10 +29,7 @@ from cairn.store.base import ObjectStore
 
 from services.trainer.algorithms import RuntimeExceeded, TrainingContext
 from services.trainer.channels import ChannelFiles, download_channel, resolve_channel
-from services.trainer.domain import JobFailure
-
-if TYPE_CHECKING:
-    from services.trainer.execution import JobResult
+from services.trainer.domain import JobFailure, JobResult
 
 DEFAULT_SCRIPT = "train.py"
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -47,8 +44,6 @@ def run_script_job(
     scratch_dir: Path | None,
 ) -> JobResult:
     """Run a script or image job and package its model dir."""
-    from services.trainer.execution import JobResult, lineage
-
     with tempfile.TemporaryDirectory(prefix=f"cairn-{request.job_name}-", dir=scratch_dir) as tmp:
         ml = Path(tmp) / "opt" / "ml"
         channels = _prepare_tree(store, request, ml)
@@ -66,28 +61,42 @@ def run_script_job(
             raise RuntimeExceeded("max_runtime_s passed while the script ran")
         if code != 0:
             raise JobFailure("algorithm_error", _failure_reason(ml, code))
-        files = {
-            str(path.relative_to(ml / "model")): path
-            for path in sorted((ml / "model").rglob("*"))
-            if path.is_file()
-        }
-        if not files:
-            raise JobFailure("algorithm_error", "the script wrote nothing to SM_MODEL_DIR")
-        metrics = _metrics(ml)
-        manifest = ModelManifest(
-            framework="script",
-            framework_version=f"python{sys.version_info.major}.{sys.version_info.minor}",
-            algorithm=request.algorithm,
-            task="custom",
-            signature=Signature(),
-            metrics=metrics,
-            lineage=Lineage.model_validate(lineage(request, channels).model_dump()),
-            device="gpu" if ctx.use_gpu else "cpu",
-            details={"entry_point": request.entry_point, "image": request.image},
-        )
-        uri = write_model_package(store, package_prefix, manifest, files)
-        ctx.log(f"model package written to {uri} ({len(files)} files)")
-        return JobResult(uri, metrics, manifest.device, training_time_s)
+        uri, manifest = _package(store, request, ml, channels, package_prefix, ctx)
+        return JobResult(uri, manifest.metrics, manifest.device, training_time_s)
+
+
+def _package(
+    store: ObjectStore,
+    request: TrainingJobRequested,
+    ml: Path,
+    channels: list[ChannelFiles],
+    package_prefix: str,
+    ctx: TrainingContext,
+) -> tuple[str, ModelManifest]:
+    """Write what the script left in SM_MODEL_DIR as a model package of framework `script`."""
+    from services.trainer.execution import lineage
+
+    files = {
+        str(path.relative_to(ml / "model")): path
+        for path in sorted((ml / "model").rglob("*"))
+        if path.is_file()
+    }
+    if not files:
+        raise JobFailure("algorithm_error", "the script wrote nothing to SM_MODEL_DIR")
+    manifest = ModelManifest(
+        framework="script",
+        framework_version=f"python{sys.version_info.major}.{sys.version_info.minor}",
+        algorithm=request.algorithm,
+        task="custom",
+        signature=Signature(),
+        metrics=_metrics(ml),
+        lineage=Lineage.model_validate(lineage(request, channels).model_dump()),
+        device="gpu" if ctx.use_gpu else "cpu",
+        details={"entry_point": request.entry_point, "image": request.image},
+    )
+    uri = write_model_package(store, package_prefix, manifest, files)
+    ctx.log(f"model package written to {uri} ({len(files)} files)")
+    return uri, manifest
 
 
 def sagemaker_env(

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 from cairn.bus.client import tail_events
-from cairn.client import Client
 from cairn.settings import CairnSettings
+from cairn_sdk import Client
 
 pytestmark = pytest.mark.e2e
 

@@ -124,7 +124,7 @@ def test_served_predictions_equal_the_trained_models_offline_predictions(
 
 
 def test_v2_and_sagemaker_requests_give_the_same_numbers(platform: dict[str, Any]) -> None:
-    from cairn.client import Client
+    from cairn_sdk import Client
 
     summary = platform["summary"]
     lines, features = validation_rows(platform, 10)

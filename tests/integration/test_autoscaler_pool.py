@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from cairn.bus import EventProducer, consumer_group_lag, tail_events
-from cairn.pools import WorkerPool
 from cairn.settings import CairnSettings
 from cairn.store.local import LocalObjectStore
 from pydantic import BaseModel
@@ -25,6 +24,7 @@ from pydantic import BaseModel
 from services.autoscaler.app import create_service
 from services.autoscaler.backends import LocalProcessBackend
 from services.autoscaler.handlers import Autoscaler
+from services.autoscaler.pools import WorkerPool
 from tests.support.tansu import unique_name
 
 pytestmark = pytest.mark.integration

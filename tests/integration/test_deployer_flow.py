@@ -1,10 +1,9 @@
 """Registry + deployer on the real broker and S3 server: register -> approve -> auto-deploy,
-canary completion and canary rollback, and a bad deployment request dead-lettered."""
+canary completion and canary rollback, and bad or unsigned deployment requests dead-lettered."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from cairn.audit import list_audit_records
 from cairn.bus import DLQ_REASON, EventProducer, TailedEvent, tail_events
+from cairn.bus.publish import Signer
 from cairn.contracts import spec_for
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
@@ -33,8 +34,10 @@ from services.deployer.config import DeployerSettings
 from services.registry.app import create_service as create_registry
 from services.registry.config import RegistrySettings
 from tests.integration.test_bus_kafka import read_topic
+from tests.support.auth import admin_headers, scoped_headers, token_for
 from tests.support.http_server import served
 from tests.support.tansu import unique_name
+from tests.unit.test_registry_handlers import write_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +51,12 @@ WATCHED = [
 
 @asynccontextmanager
 async def serving(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the service's API (and through its lifespan, consumers and tasks) on a free port."""
+    """Run the service's API (and through its lifespan, consumers and tasks) on a free port;
+    the client holds an admin key unless a call passes other headers."""
+    headers = admin_headers(service.store, service.settings)
     async with (
         served(service.api, service.name) as url,
-        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client,
     ):
         yield client
 
@@ -115,11 +120,8 @@ async def test_completed_job_is_registered_approved_and_auto_deployed(
     settings: CairnSettings, s3_store: ObjectStore
 ) -> None:
     group_name, endpoint, job = unique_name("credit"), unique_name("ep"), unique_name("job")
-    manifest = {
-        "framework": "xgboost",
-        "lineage": {"training_job": job, "datasets": [{"channel": "train", "uri": "ds/1"}]},
-    }
-    s3_store.put_bytes(f"models/{job}/manifest.json", json.dumps(manifest).encode())
+    write_manifest(s3_store, f"models/{job}/", training_job=job)
+    approver = scoped_headers(s3_store, settings, ["approve"], name="alice")
     registry = create_registry(
         settings, s3_store, RegistrySettings(consumer_group=unique_name("cairn.registry"))
     )
@@ -153,11 +155,17 @@ async def test_completed_job_is_registered_approved_and_auto_deployed(
         assert (registered.version, registered.approval_status) == (1, "PendingManualApproval")
         assert (await deployer_api.get(f"/endpoints/{endpoint}")).status_code == 404
 
+        approval = f"/model-package-groups/{group_name}/versions/1/approval"
         approved = await registry_api.post(
-            f"/model-package-groups/{group_name}/versions/1/approval",
-            json={"status": "Approved", "by": "alice", "reason": "AUC above bar"},
+            approval, json={"status": "Approved", "reason": "AUC above bar"}, headers=approver
         )
         assert approved.status_code == 200, approved.text
+        [record] = list_audit_records(s3_store, resource=approval)
+        assert (record.principal, record.action, record.outcome) == (
+            "alice",
+            "model.approve",
+            "success",
+        )
         change = await trail.wait_for(
             "ModelApprovalChanged", lambda d: d.model_package_group == group_name
         )
@@ -180,7 +188,7 @@ async def test_completed_job_is_registered_approved_and_auto_deployed(
                 break
             await asyncio.sleep(0.1)
         assert [e["endpoint_name"] for e in lineage["endpoints"]] == [endpoint]
-        assert lineage["datasets"][0]["uri"] == "ds/1"
+        assert lineage["datasets"][0]["uri"] == "data/d/1"
         assert lineage["training_job"]["job_name"] == job
 
 
@@ -288,6 +296,23 @@ async def test_canary_bakes_then_takes_all_traffic_and_a_failing_one_rolls_back(
         assert described["last_rollback"]["reason"] == rolled_back.reason
 
 
+async def dead_letter_of(settings: CairnSettings, endpoint: str) -> dict[str, str]:
+    """The DLQ headers of the DeploymentRequested for `endpoint`, once it arrives there."""
+    dlq = spec_for(DeploymentRequested).dlq_topic
+    deadline = time.monotonic() + 15
+    letters: list[Any] = []
+    while not letters and time.monotonic() < deadline:
+        records = await read_topic(settings, dlq, 1000, timeout_s=1)
+        letters = [r for r in records if endpoint.encode() in (r.value or b"")]
+    assert letters, "the request was not dead-lettered"
+    return {name: value.decode() for name, value in letters[0].headers}
+
+
+def signer_for(store: ObjectStore, settings: CairnSettings, name: str) -> Signer:
+    key_id, secret = token_for(store, settings, ["deploy"], name=name).split(":", 1)
+    return Signer(key_id=key_id, secret=secret)
+
+
 async def test_requests_for_unknown_models_are_refused(
     settings: CairnSettings, s3_store: ObjectStore
 ) -> None:
@@ -301,21 +326,52 @@ async def test_requests_for_unknown_models_are_refused(
         assert refused.status_code == 400
         assert "version 7" in refused.json()["error"]
 
-        async with EventProducer(settings, source="cli") as producer:
+        signer = signer_for(s3_store, settings, "operator")
+        async with EventProducer(settings, source="cli", signer=signer) as producer:
             await producer.publish(
                 DeploymentRequested(
                     endpoint_name=endpoint,
                     production_variants=[VariantSpec(**variant(group_name, 7))],
                 )
             )
-        dlq = spec_for(DeploymentRequested).dlq_topic
-        deadline = time.monotonic() + 15
-        letters: list[Any] = []
-        while not letters and time.monotonic() < deadline:
-            records = await read_topic(settings, dlq, 1000, timeout_s=1)
-            letters = [r for r in records if endpoint.encode() in (r.value or b"")]
-        assert letters, "the request was not dead-lettered"
-        headers = {name: value.decode() for name, value in letters[0].headers}
+        headers = await dead_letter_of(settings, endpoint)
         assert headers[DLQ_REASON] == "handler-failed"
         assert "version 7" in headers["cairn-dlq-error"]
         assert (await api.get(f"/endpoints/{endpoint}")).status_code == 404
+
+
+async def test_unsigned_or_unapproved_deployment_requests_deploy_nothing(
+    settings: CairnSettings, s3_store: ObjectStore
+) -> None:
+    group_name = unique_name("g")
+    unsigned, pending, approved = (unique_name(n) for n in ("unsigned", "pending", "approved"))
+    deployer = create_deployer(settings, s3_store, deployer_config())
+    async with serving(deployer) as api:
+        await register_versions(settings, group_name, 1)
+        async with EventProducer(settings, source="registry") as producer:
+            await producer.publish(
+                ModelPackageRegistered(
+                    model_package_group=group_name,
+                    version=2,
+                    artifact_uri=f"models/{group_name}-2/",
+                    approval_status="PendingManualApproval",
+                )
+            )
+        await create_when_known(api, approved, group_name)
+
+        def request(endpoint: str, version: int) -> DeploymentRequested:
+            spec = VariantSpec(**variant(group_name, version))
+            return DeploymentRequested(endpoint_name=endpoint, production_variants=[spec])
+
+        async with EventProducer(settings, source="cli") as producer:
+            await producer.publish(request(unsigned, 1))
+        signer = signer_for(s3_store, settings, "operator")
+        async with EventProducer(settings, source="cli", signer=signer) as producer:
+            await producer.publish(request(pending, 2))
+
+        assert (await dead_letter_of(settings, unsigned))[DLQ_REASON] == "unauthorised"
+        letter = await dead_letter_of(settings, pending)
+        assert letter[DLQ_REASON] == "handler-failed"
+        assert "not Approved" in letter["cairn-dlq-error"]
+        for endpoint in (unsigned, pending):
+            assert (await api.get(f"/endpoints/{endpoint}")).status_code == 404

@@ -1,7 +1,8 @@
 """The feature store service on the real broker (Tansu), a real S3 server (moto) and real HTTP.
 
 One uvicorn server per online adapter runs the whole service (API + consumers) in a thread; tests
-drive it only through HTTP and Kafka, as a user would.
+drive it only through HTTP and Kafka, as a user would, with a real `data` + `read` key from the
+store's key ring (privileged requests on the bus are signed with one).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import pyarrow as pa
 import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cairn.audit import list_audit_records
+from cairn.auth.signing import sign_envelope
 from cairn.bus import DLQ_ERROR, DLQ_REASON
-from cairn.cli import app
 from cairn.contracts.catalogue import spec_for
 from cairn.contracts.events import (
     FeatureIngestionCompleted,
@@ -32,11 +34,13 @@ from cairn.contracts.events import (
 from cairn.datasets import write_dataset_version
 from cairn.settings import CairnSettings
 from cairn.store import ObjectStore, open_store
+from cairn_cli import app
 from typer.testing import CliRunner
 
 from services.featurestore.app import create_service
 from services.featurestore.config import FeatureStoreSettings
 from services.featurestore.datasets_io import read_dataset
+from tests.support.auth import auth_settings, scoped_headers, token_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +71,7 @@ class RunningService:
 
     def __init__(self, settings: CairnSettings, store: ObjectStore, config: FeatureStoreSettings):
         self.settings = settings
+        self.store = store
         self.service = create_service(settings, store, config)
         self.server = uvicorn.Server(
             uvicorn.Config(self.service.api, host="127.0.0.1", port=0, log_config=None)
@@ -80,7 +85,10 @@ class RunningService:
             assert time.monotonic() < deadline, "the feature store did not start"
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        self.url = f"http://127.0.0.1:{port}"
+        self.token = token_for(self.store, self.settings, ["data", "read"], name="feature-eng")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        self.http = httpx.Client(base_url=self.url, timeout=30, headers=headers)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -115,7 +123,7 @@ def store(s3_endpoint: str) -> ObjectStore:
 def _service(
     kafka_bootstrap: str, store: ObjectStore, home: Path, online_url: str
 ) -> RunningService:
-    settings = CairnSettings(
+    settings = auth_settings(
         home=home,
         kafka_bootstrap_servers=kafka_bootstrap,
         bus_session_timeout_ms=1000,
@@ -123,7 +131,6 @@ def _service(
         bus_max_retries=1,
         bus_retry_backoff_s=0.05,
         bus_retry_backoff_max_s=0.1,
-        otel_exporter="none",
     )
     config = FeatureStoreSettings(
         online_url=online_url,
@@ -153,6 +160,12 @@ def redis_fs(
     home = tmp_path_factory.mktemp("fs-redis")
     with _service(kafka_bootstrap, store, home, redis_url) as running:
         yield running
+
+
+def signed_by(token: str, envelope: dict[str, Any]) -> dict[str, Any]:
+    """The envelope signed with a user's key, as the SDK signs a privileged request."""
+    key_id, _, secret = token.partition(":")
+    return sign_envelope(envelope, key_id, secret)
 
 
 async def produce_raw(bootstrap: str, topic: str, key: str, value: dict[str, Any]) -> None:
@@ -229,7 +242,7 @@ async def test_groups_are_created_once_over_http_and_announced(
     request = records_put(by_event, [{}]) | {"type": "FeatureGroupCreationRequested"}
     request["data"] = group_body(by_event, online_enabled=False)
     topic = spec_for("FeatureGroupCreationRequested").topic
-    await produce_raw(kafka_bootstrap, topic, by_event, request)
+    await produce_raw(kafka_bootstrap, topic, by_event, signed_by(sqlite_fs.token, request))
     deadline = time.monotonic() + WAIT_S
     while (described := http.get(f"/feature-groups/{by_event}")).status_code == 404:
         assert time.monotonic() < deadline, "the group requested by event never appeared"
@@ -432,7 +445,8 @@ async def test_bulk_ingestion_from_a_dataset_keeps_online_reads_answering(
 def test_cli_creates_a_group_puts_and_gets_a_record(
     sqlite_fs: RunningService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CAIRN_FEATURESTORE_URL", str(sqlite_fs.http.base_url))
+    monkeypatch.setenv("CAIRN_FEATURESTORE_URL", sqlite_fs.url)
+    monkeypatch.setenv("CAIRN_API_KEY", sqlite_fs.token)
     monkeypatch.setenv("COLUMNS", "200")
     runner = CliRunner()
     name = new_name("cli")
@@ -449,3 +463,72 @@ def test_cli_creates_a_group_puts_and_gets_a_record(
     assert got.exit_code == 0 and json.loads(got.output)["record"] == {"score": 0.5}
     bad = runner.invoke(app, ["features", "put", name, '{"id": "u2", "ts": "soon"}'])
     assert bad.exit_code == 1 and "'ts' must be Timestamp" in bad.output
+
+
+# Locked by default, confined to registered datasets ----------------------------------------------
+
+
+def test_get_record_fast_path_needs_a_read_key(sqlite_fs: RunningService) -> None:
+    name = new_name("guarded")
+    http = sqlite_fs.http
+    http.post("/feature-groups", json=group_body(name)).raise_for_status()
+    record = {"customer_id": "g1", "event_time": "2026-05-01T00:00:00+00:00", "orders": 1}
+    http.put(f"/feature-groups/{name}/records", json={"record": record}).raise_for_status()
+    path = f"/feature-groups/{name}/records/g1"
+    assert http.get(path).json()["record"]["orders"] == 1  # the group is cached: the fast path
+
+    anonymous = httpx.get(sqlite_fs.url + path)
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "unauthenticated"
+    forged = httpx.get(sqlite_fs.url + path, headers={"X-API-Key": "nobody:secret"})
+    assert forged.status_code == 403
+    invoker = scoped_headers(sqlite_fs.store, sqlite_fs.settings, ["invoke"], name="app")
+    refused = httpx.get(sqlite_fs.url + path, headers=invoker)
+    assert refused.status_code == 403 and refused.json()["details"]["required_scope"] == "read"
+    reader = scoped_headers(sqlite_fs.store, sqlite_fs.settings, ["read"], name="model")
+    assert httpx.get(sqlite_fs.url + path, headers=reader).json()["record"]["orders"] == 1
+    put = httpx.put(sqlite_fs.url + f"/feature-groups/{name}/records", json={"record": record})
+    assert put.status_code == 401
+
+
+def test_feature_sources_must_be_registered_datasets(
+    sqlite_fs: RunningService, store: ObjectStore
+) -> None:
+    name = new_name("confined")
+    http = sqlite_fs.http
+    http.post("/feature-groups", json=group_body(name)).raise_for_status()
+    store.put_bytes("gateway/keys/k1.jsonl", b'{"secret_access_key": "s3cr3t"}\n')
+    for source in ("platform/keys/", "gateway/keys/k1.jsonl", "data/features.parquet"):
+        queued = http.post(f"/feature-groups/{name}/ingest", json={"dataset_uri": source})
+        assert queued.status_code == 400, (source, queued.text)
+        assert queued.json()["details"]["field"] == "dataset_uri"
+    training = http.post(
+        "/training-sets",
+        json={
+            "training_set_name": new_name("leak"),
+            "entity_dataset_uri": "gateway/keys/",
+            "entity_id_column": "customer_id",
+            "entity_time_column": "at",
+            "features": [f"{name}:orders"],
+        },
+    )
+    assert training.status_code == 400
+    assert training.json()["details"]["field"] == "entity_dataset_uri"
+
+
+def test_group_creation_is_audited_and_record_writes_are_not(
+    sqlite_fs: RunningService, store: ObjectStore
+) -> None:
+    name = new_name("audited")
+    engineer = new_name("engineer")
+    headers = scoped_headers(store, sqlite_fs.settings, ["data"], name=engineer)
+    with httpx.Client(base_url=sqlite_fs.url, headers=headers, timeout=30) as http:
+        assert http.post("/feature-groups", json=group_body(name)).status_code == 201
+        record = {"customer_id": "a1", "event_time": "2026-05-01T00:00:00+00:00"}
+        put = http.put(f"/feature-groups/{name}/records", json={"record": record})
+        assert put.status_code == 200
+        assert http.get(f"/feature-groups/{name}").status_code == 403  # no read scope
+
+    audited = [
+        (r.action, r.resource, r.outcome) for r in list_audit_records(store, principal=engineer)
+    ]
+    assert audited == [("feature_group.create", "/feature-groups", "success")]

@@ -1,8 +1,9 @@
 """The gateway on a real uvicorn server, Tansu broker and moto S3 store, driven like a user would.
 
-One server for the module: endpoint state read from the store at start, an EndpointUpdated applied
-hot under load, SageMaker (CSV/JSON, boto3 SigV4) and v2 calls answering the model's offline
-numbers, auth refusals, and data capture written and announced.
+One server for the module: endpoint state read from the store at start (an unreadable document
+beside it is skipped), an EndpointUpdated applied hot under load, SageMaker (CSV/JSON, boto3
+SigV4) and v2 calls answering the model's offline numbers, auth refusals with the kernel's keys,
+Target-Model limited to the endpoint's packages, and data capture written and announced.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from botocore.exceptions import ClientError
 from cairn.artifacts import load_model
 from cairn.bus import EventProducer, tail_events
 from cairn.contracts.events import EndpointUpdated, VariantState
+from cairn.contracts.state import EndpointStateView, state_spec
 from cairn.settings import CairnSettings
 from cairn.store import ObjectStore, open_store
 
 from services.gateway.app import asgi_app, create_service
 from services.gateway.config import GatewaySettings
+from tests.support.auth import auth_settings, scoped_headers, token_for
 from tests.support.http_server import served_in_thread
 from tests.unit.test_gateway_payloads import ROWS, make_package
 
@@ -43,13 +46,13 @@ CSV_BODY = "\n".join(",".join(str(cell) for cell in row) for row in ROWS)
 def settings(
     kafka_bootstrap: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> CairnSettings:
-    return CairnSettings(
+    return auth_settings(
         home=tmp_path_factory.mktemp("gateway-home"),
         kafka_bootstrap_servers=kafka_bootstrap,
         store_url=f"s3://gateway-{uuid.uuid4().hex[:12]}",
         s3_endpoint=s3_endpoint,
         s3_access_key="cairn-test",
-        s3_secret_key="cairn-test-secret",  # type: ignore[arg-type]
+        s3_secret_key="cairn-test-secret",
         bus_session_timeout_ms=1000,
         bus_heartbeat_interval_ms=100,
         otel_exporter="none",
@@ -63,14 +66,21 @@ def store(settings: CairnSettings) -> ObjectStore:
 
 @pytest.fixture(scope="module")
 def packages(store: ObjectStore) -> dict[str, str]:
-    """Two different models, and the deployer's stored state: variant blue serves model a."""
+    """Three models, and the deployer's stored state: variant blue serves model a.
+
+    Model c is in the store but no endpoint declares it; beside the endpoint's document lies
+    one that is not an endpoint state at all.
+    """
     uris = {
         "a": make_package(store, "models/job-a/", seed=1),
         "b": make_package(store, "models/job-b/", seed=2, trees=5),
+        "c": make_package(store, "models/job-c/", seed=3, trees=3),
     }
     state = revision(1, [("blue", uris["a"], 1.0)])
     document = {**state.model_dump(mode="json"), "rollout": {"phase": "done"}}
-    store.put_bytes(f"deployer/endpoints/{ENDPOINT}.json", json.dumps(document).encode())
+    endpoints = state_spec(EndpointStateView)
+    store.put_bytes(endpoints.key(ENDPOINT), json.dumps(document).encode())
+    store.put_bytes(endpoints.key("garbage"), b'{"endpoint_name": "garbage", "revision": ')
     return uris
 
 
@@ -122,26 +132,27 @@ def base_url(
 
 
 @pytest.fixture(scope="module")
-def key(base_url: str) -> dict[str, Any]:
-    response = httpx.post(f"{base_url}/admin/keys", json={"description": "tests"})
-    assert response.status_code == 201, response.text
-    return response.json()
+def key(settings: CairnSettings, store: ObjectStore) -> tuple[str, str]:
+    """An invoke key bound to the test's endpoint: (key id, secret)."""
+    token = token_for(store, settings, ["invoke"], name="invoker", endpoints=[ENDPOINT])
+    key_id, _, secret = token.partition(":")
+    return key_id, secret
 
 
 @pytest.fixture
-async def http(base_url: str, key: dict[str, Any]) -> AsyncIterator[httpx.AsyncClient]:
-    headers = {"Authorization": f"Bearer {key['bearer_token']}"}
+async def http(base_url: str, key: tuple[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {key[0]}:{key[1]}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10) as client:
         yield client
 
 
-def runtime_client(base_url: str, key: dict[str, Any], secret: str | None = None) -> Any:
+def runtime_client(base_url: str, key: tuple[str, str], secret: str | None = None) -> Any:
     return boto3.client(
         "sagemaker-runtime",
         endpoint_url=base_url,
         region_name="eu-west-1",
-        aws_access_key_id=key["access_key_id"],
-        aws_secret_access_key=secret or key["secret_access_key"],
+        aws_access_key_id=key[0],
+        aws_secret_access_key=secret or key[1],
         config=Config(retries={"max_attempts": 0}),
     )
 
@@ -186,7 +197,7 @@ async def test_csv_and_json_invocations_answer_the_offline_numbers(
 
 
 async def test_v2_infer_answers_the_same_numbers(
-    http: httpx.AsyncClient, store: ObjectStore, packages: dict[str, str]
+    http: httpx.AsyncClient, settings: CairnSettings, store: ObjectStore, packages: dict[str, str]
 ):
     expected = offline(store, packages["a"])
     assert (await http.get("/v2/health/ready")).json() == {"ready": True}
@@ -215,12 +226,15 @@ async def test_v2_infer_answers_the_same_numbers(
         json={"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0]}]},
     )
     assert bad.status_code == 400 and "needs 2 values" in bad.json()["error"]
-    missing = await http.post("/v2/models/nope/infer", json=request)
+    not_this_key = await http.post("/v2/models/nope/infer", json=request)
+    assert not_this_key.status_code == 403  # the key invokes only ENDPOINT
+    any_endpoint = scoped_headers(store, settings, ["invoke"], name="any-endpoint")
+    missing = await http.post("/v2/models/nope/infer", json=request, headers=any_endpoint)
     assert missing.status_code == 404 and "error" in missing.json()
 
 
 def test_boto3_sagemaker_runtime_signs_with_a_cairn_key(
-    base_url: str, key: dict[str, Any], store: ObjectStore, packages: dict[str, str]
+    base_url: str, key: tuple[str, str], store: ObjectStore, packages: dict[str, str]
 ):
     client = runtime_client(base_url, key)
     answer = client.invoke_endpoint(
@@ -242,7 +256,7 @@ def test_boto3_sagemaker_runtime_signs_with_a_cairn_key(
 
 
 async def test_missing_or_wrong_credentials_and_bad_requests_are_4xx_json(
-    base_url: str, http: httpx.AsyncClient
+    base_url: str, http: httpx.AsyncClient, key: tuple[str, str]
 ):
     url = f"{base_url}/endpoints/{ENDPOINT}/invocations"
     csv = {"Content-Type": "text/csv"}
@@ -251,13 +265,19 @@ async def test_missing_or_wrong_credentials_and_bad_requests_are_4xx_json(
         wrong = await anonymous.post(
             url, content=CSV_BODY, headers={**csv, "Authorization": "Bearer CKIAAAAAAAAAAAAAAAAA:x"}
         )
+        bare_secret = await anonymous.post(
+            url, content=CSV_BODY, headers={**csv, "Authorization": f"Bearer {key[1]}"}
+        )
+        v2_missing = await anonymous.get(f"{base_url}/v2/models/{ENDPOINT}")
     assert missing.status_code == 401 and "credentials" in missing.json()["error"]
     assert wrong.status_code == 403
+    assert bare_secret.status_code == 403  # only key_id:secret is a Bearer token
+    assert v2_missing.status_code == 401
 
     cases = [
         ("/endpoints/credit/invocations", b"1,2,3", {}, 400, "takes 4"),
         ("/endpoints/credit/invocations", b"1,x,3,north", {}, 400, "not a number"),
-        ("/endpoints/nope/invocations", b"1,2,3,north", {}, 404, "nope"),
+        ("/endpoints/nope/invocations", b"1,2,3,north", {}, 403, "may not invoke"),
         (
             "/endpoints/credit/invocations",
             b"1,2,3,north",
@@ -376,7 +396,7 @@ async def test_endpoint_update_applies_hot_without_failed_requests(
     assert "shadow" not in variants_seen
 
 
-async def test_target_model_loads_on_demand_and_explanations_add_up(
+async def test_target_model_picks_only_the_endpoints_packages_and_explanations_add_up(
     http: httpx.AsyncClient, store: ObjectStore, packages: dict[str, str]
 ):
     response = await http.post(
@@ -395,9 +415,40 @@ async def test_target_model_loads_on_demand_and_explanations_add_up(
     for probability, explanation in zip(expected, document["explanations"], strict=True):
         margin = sum(explanation["feature_contributions"].values()) + explanation["bias"]
         assert 1 / (1 + math.exp(-margin)) == pytest.approx(probability, abs=1e-5)
-    missing = await http.post(
-        f"/endpoints/{ENDPOINT}/invocations",
-        content=CSV_BODY,
-        headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Target-Model": "job-none"},
+    for undeclared in ("job-none", "job-c", "models/job-c/manifest.json", "../platform/keys"):
+        refused = await http.post(
+            f"/endpoints/{ENDPOINT}/invocations",
+            content=CSV_BODY,
+            headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Target-Model": undeclared},
+        )
+        assert refused.status_code == 404, (undeclared, refused.text)
+        assert "serves no model" in refused.json()["error"]
+    still = await http.post(
+        f"/endpoints/{ENDPOINT}/invocations", content=CSV_BODY, headers={"Content-Type": "text/csv"}
     )
-    assert missing.status_code == 404
+    assert still.status_code == 200
+
+
+async def test_an_unreadable_endpoint_document_is_skipped_and_keys_are_scoped(
+    base_url: str, settings: CairnSettings, store: ObjectStore
+):
+    reader = scoped_headers(store, settings, ["read"], name="reader")
+    elsewhere = scoped_headers(store, settings, ["invoke"], name="other", endpoints=["other"])
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        listed = await client.get("/endpoints", headers=reader)
+        not_allowed = await client.post(
+            f"/endpoints/{ENDPOINT}/invocations",
+            content=CSV_BODY,
+            headers={**elsewhere, "Content-Type": "text/csv"},
+        )
+        not_allowed_v2 = await client.get(f"/v2/models/{ENDPOINT}", headers=elsewhere)
+        read_only_invoke = await client.post(
+            f"/endpoints/{ENDPOINT}/invocations",
+            content=CSV_BODY,
+            headers={**reader, "Content-Type": "text/csv"},
+        )
+    assert listed.status_code == 200, listed.text
+    assert [endpoint["endpoint_name"] for endpoint in listed.json()] == [ENDPOINT]
+    assert not_allowed.status_code == 403 and ENDPOINT in not_allowed.json()["error"]
+    assert not_allowed_v2.status_code == 403
+    assert read_only_invoke.status_code == 403

@@ -1,6 +1,7 @@
 """The ingest service on a real uvicorn server, Tansu broker and moto S3 store.
 
 One server runs for the module; each test uses its own dataset names so they stay independent.
+Callers hold real keys from the store's key ring (`data` + `read` unless a test says otherwise).
 """
 
 from __future__ import annotations
@@ -8,18 +9,23 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from cairn.bus import EventProducer, tail_events
+from aiokafka import AIOKafkaConsumer
+from cairn.audit import list_audit_records
+from cairn.bus import DLQ_ERROR, DLQ_REASON, EventProducer, tail_events
+from cairn.bus.publish import Signer
+from cairn.contracts.catalogue import spec_for
 from cairn.contracts.events import DatasetRegistrationRequested
 from cairn.settings import CairnSettings
 from cairn.store import ObjectStore, open_store
 
 from services.ingest.app import create_service
 from services.ingest.config import IngestSettings
+from tests.support.auth import auth_settings, scoped_headers, token_for
 from tests.support.http_server import served_in_thread
 
 pytestmark = pytest.mark.integration
@@ -36,7 +42,7 @@ def new_name(prefix: str) -> str:
 def settings(
     kafka_bootstrap: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> CairnSettings:
-    return CairnSettings(
+    return auth_settings(
         home=tmp_path_factory.mktemp("ingest-home"),
         kafka_bootstrap_servers=kafka_bootstrap,
         store_url=f"s3://ingest-{uuid.uuid4().hex[:12]}",
@@ -47,7 +53,6 @@ def settings(
         bus_heartbeat_interval_ms=100,
         bus_max_retries=1,
         bus_retry_backoff_s=0.05,
-        otel_exporter="none",
     )
 
 
@@ -57,14 +62,22 @@ def store(settings: CairnSettings) -> ObjectStore:
 
 
 @pytest.fixture(scope="module")
-async def http(
+def base_url(
     settings: CairnSettings, store: ObjectStore, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> Iterator[str]:
     config = IngestSettings(work_dir=tmp_path_factory.mktemp("ingest-work"))
     service = create_service(settings, store, config)
     with served_in_thread(service.api, "the ingest service", timeout_s=WAIT_S) as url:
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            yield client
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def http(
+    base_url: str, settings: CairnSettings, store: ObjectStore
+) -> AsyncIterator[httpx.AsyncClient]:
+    headers = scoped_headers(store, settings, ["data", "read"], name="data-engineer")
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as client:
+        yield client
 
 
 async def next_event(
@@ -82,6 +95,34 @@ async def next_event(
         raise AssertionError("the tail ended")
 
     return await asyncio.wait_for(find(), WAIT_S)
+
+
+def data_signer(store: ObjectStore, settings: CairnSettings) -> Signer:
+    """A user's `data` key to sign privileged requests on the bus with."""
+    key_id, _, secret = token_for(store, settings, ["data"], name="bus-user").partition(":")
+    return Signer(key_id, secret)
+
+
+async def dead_letter(
+    settings: CairnSettings, match: Callable[[dict[str, Any]], bool]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The first DatasetRegistrationRequested on its DLQ whose envelope `match` accepts."""
+    consumer = AIOKafkaConsumer(
+        spec_for(DatasetRegistrationRequested).dlq_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(WAIT_S):
+            async for message in consumer:
+                value = json.loads(message.value or b"{}")
+                if match(value):
+                    return value, {k: v.decode() for k, v in message.headers or ()}
+    finally:
+        await consumer.stop()
+    raise AssertionError("unreachable")
 
 
 async def upload(
@@ -148,13 +189,14 @@ async def test_register_a_prefix_of_json_lines_through_the_event(
 ) -> None:
     name = new_name("clicks")
     store.put_bytes(
-        f"landing/{name}/a.jsonl", b'{"user": "u1", "clicks": 3}\n{"user": "u2", "clicks": 5}\n'
+        f"data/landing/{name}/a.jsonl",
+        b'{"user": "u1", "clicks": 3}\n{"user": "u2", "clicks": 5}\n',
     )
-    store.put_bytes(f"landing/{name}/b.jsonl", b'{"user": "u3", "clicks": 1, "ref": "ad"}\n')
+    store.put_bytes(f"data/landing/{name}/b.jsonl", b'{"user": "u3", "clicks": 1, "ref": "ad"}\n')
 
-    async with EventProducer(settings, source="test") as producer:
-        await producer.publish(
-            DatasetRegistrationRequested(dataset_name=name, source_uri=f"landing/{name}/")
+    async with EventProducer(settings, source="test", signer=data_signer(store, settings)) as bus:
+        await bus.publish(
+            DatasetRegistrationRequested(dataset_name=name, source_uri=f"data/landing/{name}/")
         )
 
     event = await next_event(settings, "DatasetIngested", lambda d: d["dataset_name"] == name)
@@ -165,5 +207,77 @@ async def test_register_a_prefix_of_json_lines_through_the_event(
         "ref": "string",
     }
     version = (await http.get(f"/datasets/{name}/1")).json()
-    assert version["source"] == f"landing/{name}/"
+    assert version["source"] == f"data/landing/{name}/"
     assert all(store.exists(event["location"] + f["name"]) for f in version["files"])
+
+
+# Locked by default, confined to user namespaces -------------------------------------------------
+
+
+async def test_the_key_ring_and_service_data_cannot_be_registered_as_a_dataset(
+    http: httpx.AsyncClient, store: ObjectStore
+) -> None:
+    """Issue 9's reproduction: `gateway/keys/` registered as a dataset exposed secrets."""
+    store.put_bytes("gateway/keys/k1.jsonl", b'{"key_id": "AK1", "secret_access_key": "s3cr3t"}\n')
+    refused = ["gateway/keys/", "platform/keys/", "data/../platform/keys/", "s3://other/data/x/"]
+    for source in refused:
+        answer = await http.post(
+            "/datasets/keysdump/register", json={"source_uri": source, "format": "jsonl"}
+        )
+        assert answer.status_code == 400, (source, answer.text)
+        assert answer.json()["details"]["field"] == "source_uri"
+        assert answer.json()["error"].startswith("source_uri:")
+    assert (await http.get("/datasets/keysdump")).status_code == 404
+    assert list(store.list("datasets/keysdump/")) == []
+
+    store.put_bytes("data/keysdump/rows.jsonl", b'{"user": "u1"}\n')
+    allowed = await http.post(
+        "/datasets/keysdump/register", json={"source_uri": "data/keysdump/", "format": "jsonl"}
+    )
+    assert allowed.status_code == 201, allowed.text
+    assert "s3cr3t" not in (await http.get("/datasets/keysdump/latest")).text
+
+
+async def test_a_registration_event_outside_the_user_namespaces_is_rejected_and_dead_lettered(
+    http: httpx.AsyncClient, settings: CairnSettings, store: ObjectStore
+) -> None:
+    name = new_name("keyring")
+    request = DatasetRegistrationRequested(dataset_name=name, source_uri="platform/keys/")
+    async with EventProducer(settings, source="test", signer=data_signer(store, settings)) as bus:
+        sent = await bus.publish(request)
+
+    rejected = await next_event(settings, "DatasetRejected", lambda d: d["dataset_name"] == name)
+    assert rejected["reason"].startswith("source_uri:")
+    dead, headers = await dead_letter(settings, lambda v: v["event_id"] == str(sent.event_id))
+    assert dead["data"]["source_uri"] == "platform/keys/"
+    assert headers[DLQ_REASON] == "location-refused" and "source_uri" in headers[DLQ_ERROR]
+    assert (await http.get(f"/datasets/{name}")).status_code == 404
+
+
+async def test_anonymous_and_read_only_callers_cannot_change_datasets(
+    base_url: str, settings: CairnSettings, store: ObjectStore
+) -> None:
+    name = new_name("locked")
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as anonymous:
+        assert (await anonymous.get("/datasets")).status_code == 401
+        answer = await upload(anonymous, name, CSV.encode())
+        assert answer.status_code == 401 and answer.json()["code"] == "unauthenticated"
+    reader = scoped_headers(store, settings, ["read"], name="analyst")
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=reader) as client:
+        assert (await client.get("/datasets")).status_code == 200
+        assert (await upload(client, name, CSV.encode())).status_code == 403
+        assert (await client.get(f"/datasets/{name}")).status_code == 404
+
+
+async def test_a_registration_is_audited_with_the_callers_name(
+    http: httpx.AsyncClient, store: ObjectStore
+) -> None:
+    name = new_name("audited")
+    store.put_bytes(f"data/{name}/a.csv", CSV.encode())
+    answer = await http.post(f"/datasets/{name}/register", json={"source_uri": f"data/{name}/"})
+    assert answer.status_code == 201, answer.text
+
+    records = list_audit_records(store, resource=f"/datasets/{name}/register")
+    assert [(r.action, r.principal, r.outcome, r.status_code) for r in records] == [
+        ("dataset.register", "data-engineer", "success", 201)
+    ]

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cairn.auth import Scope
 from cairn.bus import EventProducer, TailedEvent, tail_events
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import DriftDetected
@@ -22,6 +23,7 @@ from cairn.store.base import ObjectStore
 
 from services.monitor.app import create_service
 from services.monitor.config import MonitorSettings
+from tests.support.auth import scoped_headers
 from tests.support.http_server import served
 from tests.support.tansu import unique_name
 from tests.unit.test_monitor_checks import deploy_model, labelled_frame, write_capture
@@ -38,11 +40,12 @@ WATCHED = [
 
 
 @asynccontextmanager
-async def serving(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    """The service's API, consumers and schedule loop on a free port."""
+async def serving(service: Service, scopes: list[Scope]) -> AsyncIterator[httpx.AsyncClient]:
+    """The service's API, consumers and schedule loop on a free port; a client with a key."""
+    headers = scoped_headers(service.store, service.settings, scopes, name="operator")
     async with (
         served(service.api, "monitor", timeout_s=90) as url,
-        httpx.AsyncClient(base_url=url, timeout=30) as client,
+        httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client,
     ):
         yield client
 
@@ -78,6 +81,19 @@ async def wait_for(
     raise AssertionError(f"no {kind}; seen {[e.type for e in seen]}")
 
 
+async def wait_until_skipped(
+    api: httpx.AsyncClient, group: str, run_id: str, timeout_s: float = 20
+) -> None:
+    """Until the group's retrain policy records that it skipped drift run `run_id`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        policy = (await api.get(f"/retrain-policies/{group}")).json()
+        if run_id in policy["skipped"]:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"drift run {run_id} was not handled by the retrain policy of {group}")
+
+
 @pytest.fixture
 def settings(kafka_settings: CairnSettings, s3_settings: CairnSettings) -> CairnSettings:
     return kafka_settings.model_copy(
@@ -103,7 +119,7 @@ async def test_schedule_runs_reports_drift_and_retrains_once(
         MonitorSettings(consumer_group=unique_name("cairn.monitor"), tick_s=0.2),
     )
     # The trail starts after the service created its topics: it tails the topics that exist.
-    async with serving(service) as api, trail(settings) as seen:
+    async with serving(service, ["read", "deploy"]) as api, trail(settings) as seen:
         created = await api.post(f"/schedules/{endpoint}", json={"interval_s": 1, "min_rows": 50})
         assert created.status_code == 201, created.text
         policy = await api.put(
@@ -124,16 +140,19 @@ async def test_schedule_runs_reports_drift_and_retrains_once(
         runs = (await api.get(f"/schedules/{endpoint}/runs")).json()
         assert [run["run_id"] for run in runs] == [drift.data.run_id]
 
-        # The monitor's own DriftDetected started one retrain; two redeliveries add none.
+        # The monitor's own DriftDetected started one retrain; two redeliveries add none. A
+        # sentinel drift of another run (same endpoint, so the same partition) comes after them:
+        # once the policy records it (skipped: cooldown), the redeliveries were handled.
+        sentinel = drift.data.model_copy(update={"run_id": "sentinel"})
         async with EventProducer(settings, source="monitor") as producer:
-            for _ in range(2):
+            for data in (drift.data, drift.data, sentinel):
                 await producer.publish(
-                    DriftDetected.model_validate(drift.data.model_dump()),
+                    DriftDetected.model_validate(data.model_dump()),
                     correlation_id=drift.correlation_id,
                 )
         request = await wait_for(seen, "TrainingJobRequested", lambda d: group in d.job_name)
         assert request.correlation_id == drift.correlation_id
-        await asyncio.sleep(1.5)  # time for the redeliveries to be handled
+        await wait_until_skipped(api, group, "sentinel")
         retrains = [e for e in seen if e.type == "RetrainRequested"]
         requests = [e for e in seen if e.type == "TrainingJobRequested"]
         assert len([e for e in retrains if e.data.model_package_group == group]) == 1

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from cairn.offline import FeatureRef, OfflineStore
 from cairn.settings import CairnSettings
 from cairn.store import ObjectStore, open_store
+
+from services.featurestore.offline import FeatureRef, OfflineStore
 
 pytestmark = pytest.mark.integration
 

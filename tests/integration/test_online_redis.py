@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from cairn.errors import Unavailable
-from cairn.online import OnlineStore, open_online_store
-from cairn.online.redis import RedisOnlineStore
 
+from services.featurestore.online import OnlineStore, open_online_store
+from services.featurestore.online.redis import RedisOnlineStore
 from tests.support.online_contract import OnlineStoreContract, at
 from tests.support.redis_server import free_port
 

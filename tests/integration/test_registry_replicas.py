@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,8 +17,10 @@ from cairn.store.base import ObjectStore
 
 from services.registry.app import create_service
 from services.registry.config import RegistrySettings
+from tests.support.auth import admin_headers
 from tests.support.http_server import served
 from tests.support.tansu import unique_name
+from tests.unit.test_registry_handlers import write_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +44,6 @@ def settings(kafka_settings: CairnSettings, s3_settings: CairnSettings) -> Cairn
     )
 
 
-def write_manifest(store: ObjectStore, prefix: str) -> None:
-    body = {"framework": "xgboost", "metrics": {"auc": 0.9}, "lineage": {"training_job": prefix}}
-    store.put_bytes(f"{prefix}manifest.json", json.dumps(body).encode())
-
-
 async def test_two_replicas_number_versions_without_gaps_or_duplicates(
     settings: CairnSettings, s3_store: ObjectStore
 ) -> None:
@@ -57,10 +53,13 @@ async def test_two_replicas_number_versions_without_gaps_or_duplicates(
     manual = 12
     jobs = [unique_name("job") for _ in range(5)]
     for index in range(manual):
-        write_manifest(s3_store, f"models/{group_name}/hand-{index}/")
+        write_manifest(s3_store, f"models/{group_name}/hand-{index}/", training_job=None)
 
     async with serving(replicas[0]) as url_a, serving(replicas[1]) as url_b:
-        clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in (url_a, url_b)]
+        headers = admin_headers(s3_store, settings)
+        clients = [
+            httpx.AsyncClient(base_url=url, timeout=30, headers=headers) for url in (url_a, url_b)
+        ]
         try:
             # Hand registrations split across both replicas, all at once.
             answers = await asyncio.gather(

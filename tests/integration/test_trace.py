@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from cairn.bus import EventProducer, ensure_topics
-from cairn.cli import app
 from cairn.contracts import Envelope, spec_for
 from cairn.settings import CairnSettings
+from cairn_cli import app
 from click.testing import Result
 from pydantic import BaseModel
 from typer.testing import CliRunner

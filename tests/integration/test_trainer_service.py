@@ -1,4 +1,5 @@
-"""The trainer on the real broker and S3 server: request -> package; duplicates; scripts."""
+"""The trainer on the real broker and S3 server: request -> package; duplicates; scripts; a
+request naming a private location; the worker pools it declares."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ from aiokafka import AIOKafkaConsumer
 from cairn.artifacts import load_model
 from cairn.bus import EventProducer
 from cairn.bus.lag import existing_partitions
+from cairn.bus.publish import Signer
+from cairn.bus.subscribe import DLQ_REASON
 from cairn.contracts import spec_for
 from cairn.contracts.events import InputChannel, TrainingJobRequested
+from cairn.contracts.state import WorkerPoolDeclaration, list_states
 from cairn.service import Service
 from cairn.settings import CairnSettings
 from cairn.store import ObjectStore
 
 from services.trainer.app import create_service
 from services.trainer.config import TrainerSettings
+from tests.support.auth import scoped_headers, token_for
 from tests.support.tansu import unique_name
 from tests.support.trainer_data import credit_frame, to_csv_bytes
 
@@ -45,6 +50,18 @@ async def trainer(
     )
     async with service.api.router.lifespan_context(service.api):
         yield service
+
+
+def producer(trainer: Service, **kwargs: Any) -> EventProducer:
+    """A user's producer, signing with a key that holds `train` (the bus checks it)."""
+    key_id, secret = token_for(trainer.store, trainer.settings, ["train"]).split(":", 1)
+    return EventProducer(trainer.settings, source="test", signer=Signer(key_id, secret), **kwargs)
+
+
+def http(trainer: Service) -> httpx.AsyncClient:
+    headers = scoped_headers(trainer.store, trainer.settings, ["train", "read"])
+    transport = httpx.ASGITransport(app=trainer.api)
+    return httpx.AsyncClient(transport=transport, base_url="http://trainer", headers=headers)
 
 
 async def events_for(
@@ -99,11 +116,11 @@ def job_request(name: str, prefix: str, **overrides: Any) -> TrainingJobRequeste
 async def test_a_requested_job_completes_with_a_loadable_package_and_duplicates_are_rejected(
     trainer: Service, kafka_settings: CairnSettings, s3_store: ObjectStore
 ) -> None:
-    prefix = unique_name("data")
+    prefix = f"data/{unique_name('credit')}"
     s3_store.put_bytes(f"{prefix}/train.csv", to_csv_bytes(credit_frame(600)))
     name = unique_name("job")
-    async with EventProducer(kafka_settings, source="test") as producer:
-        await producer.publish(job_request(name, prefix))
+    async with producer(trainer) as user:
+        await user.publish(job_request(name, prefix))
     events = await events_for(kafka_settings, name, {"TrainingJobCompleted", "TrainingJobFailed"})
     completed = next(e for e in events if e["type"] == "TrainingJobCompleted")["data"]
     assert completed["registration"] == {
@@ -116,8 +133,7 @@ async def test_a_requested_job_completes_with_a_loadable_package_and_duplicates_
         model.encode_rows([[30, 20000.0, 0.9, 4, 2, "business", "rent"]])
     ).shape == (1,)
 
-    transport = httpx.ASGITransport(app=trainer.api)
-    async with httpx.AsyncClient(transport=transport, base_url="http://trainer") as client:
+    async with http(trainer) as client:
         described = (await client.get(f"/training-jobs/{name}")).json()
         assert described["status"] == "Completed"
         conflict = await client.post(
@@ -132,8 +148,8 @@ async def test_a_requested_job_completes_with_a_loadable_package_and_duplicates_
 
     # A different request with the same name, straight on the bus: rejected, the job untouched.
     before = s3_store.get_bytes(f"trainer/jobs/{name}.json")
-    async with EventProducer(kafka_settings, source="test") as producer:
-        other = await producer.publish(job_request(name, prefix, hyperparameters={"num_round": 3}))
+    async with producer(trainer) as user:
+        other = await user.publish(job_request(name, prefix, hyperparameters={"num_round": 3}))
     deadline = time.monotonic() + 20
     while not s3_store.exists(f"trainer/rejections/{name}/{other.event_id}.json"):
         assert time.monotonic() < deadline, "the conflicting request was not rejected"
@@ -144,23 +160,76 @@ async def test_a_requested_job_completes_with_a_loadable_package_and_duplicates_
 async def test_a_script_job_posted_over_http_completes(
     trainer: Service, kafka_settings: CairnSettings, s3_store: ObjectStore
 ) -> None:
-    prefix = unique_name("data")
+    prefix = f"data/{unique_name('script')}"
+    code = f"code/{unique_name('script')}/train.py"
     s3_store.put_bytes(f"{prefix}/train.csv", to_csv_bytes(credit_frame(100)))
     s3_store.put_bytes(
-        f"{prefix}/train.py",
+        code,
         b"import os\n"
         b"names = sorted(os.listdir(os.environ['SM_CHANNEL_TRAIN']))\n"
         b"path = os.path.join(os.environ['SM_MODEL_DIR'], 'model.txt')\n"
         b"open(path, 'w').write(str(names))\n",
     )
     name = unique_name("script")
-    body = job_request(
-        name, prefix, algorithm="script", entry_point=f"{prefix}/train.py", hyperparameters={}
-    )
-    transport = httpx.ASGITransport(app=trainer.api)
-    async with httpx.AsyncClient(transport=transport, base_url="http://trainer") as client:
+    body = job_request(name, prefix, algorithm="script", entry_point=code, hyperparameters={})
+    async with http(trainer) as client:
         created = await client.post("/training-jobs", json=body.model_dump(mode="json"))
         assert created.status_code == 202 and created.json()["status"] == "Pending"
     events = await events_for(kafka_settings, name, {"TrainingJobCompleted", "TrainingJobFailed"})
     completed = next(e for e in events if e["type"] == "TrainingJobCompleted")["data"]
     assert s3_store.get_bytes(completed["artifact_uri"] + "model.txt") == b"['train.csv']"
+
+
+async def test_a_bus_request_naming_the_key_ring_fails_is_dead_lettered_and_writes_nothing(
+    trainer: Service, kafka_settings: CairnSettings, s3_store: ObjectStore
+) -> None:
+    prefix = f"data/{unique_name('credit')}"
+    s3_store.put_bytes(f"{prefix}/train.csv", to_csv_bytes(credit_frame(100)))
+    name = unique_name("keysdump")
+    async with producer(trainer) as user:
+        bad = await user.publish(job_request(name, prefix, output_uri="gateway/keys"))
+    events = await events_for(kafka_settings, name, {"TrainingJobFailed"})
+    failed = next(e for e in events if e["type"] == "TrainingJobFailed")["data"]
+    assert failed["failure_code"] == "invalid_input" and "output_uri" in failed["reason"]
+    assert not any(e["type"] == "TrainingJobStarted" for e in events)
+    dead = await dead_letters(kafka_settings, str(bad.event_id))
+    assert "output_uri" in dead["reason"]
+    assert not list(s3_store.list("gateway/", recursive=True))
+    assert not s3_store.exists(f"trainer/jobs/{name}.json")
+
+
+async def test_the_trainer_declares_its_worker_pools_at_start(
+    trainer: Service, s3_store: ObjectStore
+) -> None:
+    declared = {pool.name: pool for pool in list_states(s3_store, WorkerPoolDeclaration)}
+    assert {"trainer-cpu", "trainer-gpu"} <= set(declared)
+    assert declared["trainer-cpu"].service == "trainer"
+    assert declared["trainer-gpu"].group_id == "cairn.trainer" and declared["trainer-gpu"].gpu
+
+
+async def dead_letters(
+    settings: CairnSettings, event_id: str, timeout_s: float = 20
+) -> dict[str, Any]:
+    """The dead-lettered copy of one TrainingJobRequested and the reason in its headers."""
+    topic = spec_for("TrainingJobRequested").dlq_topic
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            partitions = await existing_partitions(consumer, [topic])
+            if partitions and set(partitions) != consumer.assignment():
+                consumer.assign(partitions)
+                await consumer.seek_to_beginning(*partitions)
+            batch = await consumer.getmany(timeout_ms=200) if consumer.assignment() else {}
+            for records in batch.values():
+                for record in records:
+                    if json.loads(record.value)["event_id"] == event_id:
+                        headers = {k: v.decode() for k, v in record.headers}
+                        return {"reason": headers.get(DLQ_REASON, "")}
+            await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop()
+    raise AssertionError(f"request {event_id} was not dead-lettered within {timeout_s}s")

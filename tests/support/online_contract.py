@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cairn.errors import InvalidInput
-from cairn.online import OnlineRecord, OnlineStore
+
+from services.featurestore.online import OnlineRecord, OnlineStore
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from cairn.pools import WorkerPool
 
 from services.autoscaler.domain import PoolMemory, decide, desired_replicas
+from services.autoscaler.pools import WorkerPool
 
 
 def pool(**overrides: object) -> WorkerPool:

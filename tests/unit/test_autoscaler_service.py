@@ -1,24 +1,28 @@
-"""The polling loop, the Docker backend (with a fake Docker client), pool discovery and KEDA."""
+"""The polling loop, the pools API, the Docker backend (with a fake Docker client), declared pools
+and KEDA."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from cairn.contracts.events import WorkerPoolScaled
+from cairn.contracts.state import WorkerPoolDeclaration, write_state
 from cairn.errors import ConfigError, Unavailable
-from cairn.pools import BUILTIN_POOLS, WorkerPool, keda_scaled_object, load_pools
-from cairn.settings import CairnSettings
-from typer.testing import CliRunner
+from cairn.service import Service
+from cairn.store import InMemoryObjectStore
 
 from services.autoscaler.app import create_service
 from services.autoscaler.backends import DockerBackend, WorkerBackend
 from services.autoscaler.backends.docker import POOL_LABEL
+from services.autoscaler.config import AutoscalerSettings
 from services.autoscaler.handlers import Autoscaler
+from services.autoscaler.keda import keda_scaled_object
+from services.autoscaler.pools import WorkerPool, select_pools
+from tests.support.auth import PLATFORM_KEY, auth_settings, scoped_headers
 
 
 def make_pool(**overrides: Any) -> WorkerPool:
@@ -97,32 +101,81 @@ async def test_an_unreadable_lag_keeps_the_pool_as_it_is() -> None:
     assert "broker down" in (scaler.status["trainer-cpu"].error or "")
 
 
-async def test_get_pools_shows_current_desired_lag_and_the_last_decision() -> None:
-    settings = CairnSettings(
-        kafka_bootstrap_servers="127.0.0.1:1", store_url="memory://autoscaler-unit"
+async def quiet_lag(pool: WorkerPool) -> int:
+    return 35
+
+
+async def quiet_publish(event: WorkerPoolScaled) -> None:
+    return None
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[Service, InMemoryObjectStore, httpx.AsyncClient]]:
+    store = InMemoryObjectStore()
+    service = create_service(
+        auth_settings(store_url="memory://autoscaler-unit"),
+        store,
+        pools=[make_pool(max_replicas=20)],
+        backend=CountingBackend(),
     )
-    backend = CountingBackend()
-    service = create_service(settings, pools=[make_pool(max_replicas=20)], backend=backend)
-    scaler: Autoscaler = service.api.state.autoscaler
-
-    async def lag_of(pool: WorkerPool) -> int:
-        return 35
-
-    async def publish(event: WorkerPoolScaled) -> None:
-        return None
-
-    scaler.lag_reader, scaler.publish = lag_of, publish
-    await scaler.poll("trainer-cpu")
     transport = httpx.ASGITransport(app=service.api)
     async with httpx.AsyncClient(transport=transport, base_url="http://autoscaler") as client:
-        listed = (await client.get("/pools")).json()["pools"]
-        missing = await client.get("/pools/nope")
+        yield service, store, client
+
+
+async def test_get_pools_shows_current_desired_lag_and_the_last_decision(
+    api: tuple[Service, InMemoryObjectStore, httpx.AsyncClient],
+) -> None:
+    service, store, client = api
+    scaler: Autoscaler = service.api.state.autoscaler
+    scaler.lag_reader, scaler.publish = quiet_lag, quiet_publish
+    await scaler.poll("trainer-cpu")
+    reader = scoped_headers(store, service.settings, ["read"])
+    listed = (await client.get("/pools", headers=reader)).json()["pools"]
+    missing = await client.get("/pools/nope", headers=reader)
     assert missing.status_code == 404
     [view] = listed
     assert view["max_replicas"] == 8  # 20 clamped to TrainingJobRequested's 8 partitions
     assert (view["current"], view["desired"], view["lag"]) == (4, 4, 35)
     assert view["last_change"]["target"] == 4
     assert view["topics"] == ["cairn.trainer.training-job-requested"]
+
+
+async def test_the_pools_api_needs_a_credential(
+    api: tuple[Service, InMemoryObjectStore, httpx.AsyncClient],
+) -> None:
+    service, store, client = api
+    paths = ["/pools", "/pools/trainer-cpu", "/keda/scaled-objects?bootstrap_servers=k:9092"]
+    for path in paths:
+        assert (await client.get(path)).status_code == 401, path
+    reader = scoped_headers(store, service.settings, ["read"])
+    for path in paths:
+        assert (await client.get(path, headers=reader)).status_code == 200, path
+
+
+async def test_the_api_renders_keda_scaled_objects_of_the_managed_pools(
+    api: tuple[Service, InMemoryObjectStore, httpx.AsyncClient],
+) -> None:
+    service, store, client = api
+    reader = scoped_headers(store, service.settings, ["read"])
+    rendered = await client.get(
+        "/keda/scaled-objects",
+        params={"bootstrap_servers": "k:9092", "namespace": "ml"},
+        headers=reader,
+    )
+    [manifest] = rendered.json()["scaled_objects"]
+    assert manifest["metadata"] == {
+        "name": "trainer-cpu",
+        "namespace": "ml",
+        "labels": {"app.kubernetes.io/part-of": "cairn", "cairn.pool": "trainer-cpu"},
+    }
+    assert manifest["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == "k:9092"
+    unknown = await client.get(
+        "/keda/scaled-objects",
+        params={"bootstrap_servers": "k:9092", "pool": "nope"},
+        headers=reader,
+    )
+    assert unknown.status_code == 404
 
 
 # Docker backend ---------------------------------------------------------------------------------
@@ -190,11 +243,11 @@ async def _wait_stopped(containers: list[FakeContainer]) -> None:
 
 async def test_docker_backend_runs_labelled_containers_and_asks_gpu_pools_for_gpus() -> None:
     client = FakeDockerClient()
-    settings = CairnSettings(kafka_bootstrap_servers="kafka:9092", store_url="s3://cairn")
+    settings = auth_settings(kafka_bootstrap_servers="kafka:9092", store_url="s3://cairn")
     backend = DockerBackend(
         client, settings, image="cairn:1", network="cairn_default", drain_timeout_s=45
     )
-    gpu_pool = next(p for p in BUILTIN_POOLS if p.name == "trainer-gpu")
+    gpu_pool = make_pool(name="trainer-gpu", gpu=True, env={"CAIRN_TRAINER_DEVICE": "gpu"})
     assert await backend.scale(gpu_pool, 2) == 2
     call = client.containers.run_calls[0]
     assert call["image"] == "cairn:1"
@@ -203,10 +256,12 @@ async def test_docker_backend_runs_labelled_containers_and_asks_gpu_pools_for_gp
     assert call["labels"][POOL_LABEL] == "trainer-gpu"
     assert call["environment"]["CAIRN_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert call["environment"]["CAIRN_TRAINER_DEVICE"] == "gpu"
+    # The worker signs its events with the credentials the same platform key derives.
+    assert call["environment"]["CAIRN_PLATFORM_KEY"] == PLATFORM_KEY
     [request] = call["device_requests"]
     assert request["Capabilities"] == [["gpu"]] and request["Count"] == -1
 
-    cpu_pool = next(p for p in BUILTIN_POOLS if p.name == "trainer-cpu")
+    cpu_pool = make_pool()
     await backend.scale(cpu_pool, 1)
     assert "device_requests" not in client.containers.run_calls[-1]
     assert await backend.current(gpu_pool) == 2
@@ -215,7 +270,7 @@ async def test_docker_backend_runs_labelled_containers_and_asks_gpu_pools_for_gp
 async def test_docker_backend_drains_the_newest_containers_with_the_drain_timeout() -> None:
     client = FakeDockerClient()
     backend = DockerBackend(
-        client, CairnSettings(kafka_bootstrap_servers="k:9092"), image="cairn:1", drain_timeout_s=45
+        client, auth_settings(kafka_bootstrap_servers="k:9092"), image="cairn:1", drain_timeout_s=45
     )
     pool = make_pool()
     await backend.scale(pool, 3)
@@ -229,26 +284,59 @@ async def test_docker_backend_drains_the_newest_containers_with_the_drain_timeou
 # Declarations and KEDA --------------------------------------------------------------------------
 
 
-def test_a_service_declares_its_pool_in_pools_py(tmp_path: Path) -> None:
-    service = tmp_path / "extra" / "labeler"
-    service.mkdir(parents=True)
-    (service / "__main__.py").write_text("")
-    (service / "pools.py").write_text(
-        "from cairn.pools import WorkerPool\n"
-        "POOLS = [WorkerPool(name='labeler', module='labeler', group_id='cairn.labeler',\n"
-        "                    event_types=['TrainingJobRequested'], max_replicas=30)]\n"
-    )
-    import sys
+def declaration(**overrides: Any) -> WorkerPoolDeclaration:
+    fields: dict[str, Any] = {
+        "name": "labeler",
+        "service": "labeling",
+        "module": "services.labeling",
+        "group_id": "cairn.labeling",
+        "event_types": ["TrainingJobRequested"],
+        "max_replicas": 30,
+    }
+    return WorkerPoolDeclaration(**(fields | overrides))
 
-    sys.path.insert(0, str(tmp_path / "extra"))
-    try:
-        pools = {p.name: p for p in load_pools(CairnSettings(services_paths=[tmp_path / "extra"]))}
-    finally:
-        sys.path.remove(str(tmp_path / "extra"))
-        sys.modules.pop("labeler.pools", None)
-        sys.modules.pop("labeler", None)
-    assert {"trainer-cpu", "trainer-gpu", "labeler"} <= set(pools)
-    assert pools["labeler"].max_replicas == 8
+
+async def test_pools_a_service_declares_are_found_and_sized_within_their_partitions() -> None:
+    store = InMemoryObjectStore()
+    service = create_service(
+        auth_settings(store_url="memory://declared"),
+        store,
+        AutoscalerSettings(pool_overrides={"labeler": {"lag_threshold": 3}}),
+        backend=CountingBackend(),
+    )
+    scaler: Autoscaler = service.api.state.autoscaler
+    await scaler.refresh()
+    assert scaler.status == {}  # nothing declared yet
+    write_state(store, declaration(), "labeler")
+    write_state(store, declaration(name="broken", event_types=["NoSuchThing"]), "broken")
+    write_state(store, declaration(name="upside-down", min_replicas=3, max_replicas=2), "x")
+    store.put_bytes("platform/pools/garbage.json", b"{")
+    await scaler.refresh()
+    assert set(scaler.status) == {"labeler"}  # the bad declarations are left out, logged
+    labeler = scaler.status["labeler"].pool
+    assert (labeler.max_replicas, labeler.lag_threshold, labeler.service) == (8, 3, "labeling")
+
+    scaler.lag_reader, scaler.publish = quiet_lag, quiet_publish
+    await scaler.poll("labeler")
+    write_state(store, declaration(max_replicas=2), "labeler")  # the owner changes its mind
+    await scaler.refresh()
+    assert scaler.status["labeler"].pool.max_replicas == 2
+    assert scaler.status["labeler"].last_decision is not None  # its history is kept
+
+
+async def test_the_autoscaler_manages_only_the_pools_it_is_told_to() -> None:
+    store = InMemoryObjectStore()
+    service = create_service(
+        auth_settings(store_url="memory://chosen"),
+        store,
+        AutoscalerSettings(pools=["labeler"]),
+        backend=CountingBackend(),
+    )
+    write_state(store, declaration(), "labeler")
+    write_state(store, declaration(name="other"), "other")
+    scaler: Autoscaler = service.api.state.autoscaler
+    await scaler.refresh()
+    assert set(scaler.status) == {"labeler"}
 
 
 def test_a_pool_on_an_unknown_event_type_is_a_config_error() -> None:
@@ -269,12 +357,16 @@ def test_keda_scaled_object_carries_the_same_numbers() -> None:
     assert trigger["metadata"]["activationLagThreshold"] == "5"
 
 
-def test_cli_renders_keda_yaml_for_every_pool() -> None:
-    from cairn.cli import app
+def test_the_trainers_declared_pools_fill_its_partitions_without_clamping() -> None:
+    from services.trainer.pools import TRAINER_POOLS
 
-    result = CliRunner().invoke(app, ["pools", "render-keda", "--bootstrap-servers", "k:9092"])
-    assert result.exit_code == 0, result.output
-    documents = list(yaml.safe_load_all(result.output))
-    by_name = {d["metadata"]["name"]: d for d in documents}
-    assert {"trainer-cpu", "trainer-gpu"} <= set(by_name)
-    assert by_name["trainer-cpu"]["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == "k:9092"
+    pools = {pool.name: pool for pool in select_pools(list(TRAINER_POOLS))}
+    assert {name: pool.max_replicas for name, pool in pools.items()} == {
+        "trainer-cpu": 6,
+        "trainer-gpu": 2,
+    }
+    assert {pool.group_id for pool in pools.values()} == {"cairn.trainer"}
+    assert (
+        sum(pool.max_replicas for pool in pools.values()) == pools["trainer-cpu"].partition_count()
+    )
+    assert pools["trainer-gpu"].gpu and pools["trainer-gpu"].env == {"CAIRN_TRAINER_DEVICE": "gpu"}

@@ -14,14 +14,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from cairn.cli import app
+from cairn.auth.credentials import save_home_credential
 from cairn.datasets import get_dataset_index, get_dataset_version
-from cairn.settings import CairnSettings
 from cairn.store import InMemoryObjectStore
+from cairn_cli import app
 from typer.testing import CliRunner
 
 from services.ingest.app import create_service
 from services.ingest.config import IngestSettings
+from tests.support.auth import auth_settings, token_for
 from tests.support.http_server import served_in_thread
 
 CSV = "id,city,amount\n1,paris,10.5\n2,oslo,\n3,paris,7\n"
@@ -42,18 +43,26 @@ def store() -> InMemoryObjectStore:
 
 
 @pytest.fixture(scope="module")
-def ingest_url(
+def ingest(
     kafka_bootstrap: str, store: InMemoryObjectStore, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    settings = CairnSettings(
-        home=tmp_path_factory.mktemp("ingest-home"),
-        kafka_bootstrap_servers=kafka_bootstrap,
-        otel_exporter="none",
+) -> Iterator[tuple[str, str]]:
+    """The ingest service's URL and a token of a key that may upload and read datasets."""
+    settings = auth_settings(
+        home=tmp_path_factory.mktemp("ingest-home"), kafka_bootstrap_servers=kafka_bootstrap
     )
     config = IngestSettings(work_dir=tmp_path_factory.mktemp("ingest-work"))
     service = create_service(settings, store, config)
+    token = token_for(store, settings, ["data", "read"], name="uploader")
     with served_in_thread(service.api, "ingest") as url:
-        yield url
+        yield url, token
+
+
+@pytest.fixture()
+def ingest_url(ingest: tuple[str, str], tmp_path: Path) -> str:
+    """The ingest URL; the user's credential in CAIRN_HOME, where `cairn up` would save it."""
+    url, token = ingest
+    save_home_credential(tmp_path / "home", token, name="uploader")
+    return url
 
 
 def cairn(*args: str) -> tuple[int, str, str]:

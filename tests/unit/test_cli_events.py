@@ -1,16 +1,29 @@
-"""`cairn events`: bad input is refused before anything is sent, naming what is wrong."""
+"""`cairn events`: bad input is refused before anything is sent, naming what is wrong; what is
+sent is signed with the user's credential."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
-from cairn.cli import app
+from cairn.auth.credentials import save_home_credential
+from cairn.auth.keys import KeyRing
+from cairn.auth.sealing import secret_box
+from cairn.auth.signing import EnvelopeVerifier
+from cairn.bus.publish import Signer, envelope_for, outgoing_message, signed
+from cairn.contracts.catalogue import validate_data
+from cairn.errors import Forbidden
+from cairn.store.memory import InMemoryObjectStore
+from cairn_cli import app
 from typer.testing import CliRunner
+
+from tests.support.auth import auth_settings, token_for
 
 runner = CliRunner()
 catalogue_module = importlib.import_module("cairn.contracts.catalogue")
@@ -30,6 +43,7 @@ def echo_contracts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("CAIRN_CONTRACT_MODULES", json.dumps([ECHO_CONTRACTS]))
     monkeypatch.delenv("CAIRN_KAFKA_BOOTSTRAP_SERVERS", raising=False)
     monkeypatch.delenv("CAIRN_SERVICES_PATHS", raising=False)
+    monkeypatch.delenv("CAIRN_API_KEY", raising=False)
     yield
     if sys.modules.pop(ECHO_CONTRACTS, None) is not None:
         for name in ("EchoRequested", "EchoCompleted"):
@@ -118,3 +132,98 @@ def test_list_shows_builtin_and_contract_module_events() -> None:
         "description": "Someone asks echo to store a message and answer.",
     }
     assert rows["TrainingJobRequested"]["owner"] == "trainer"
+
+
+class RecordingProducer:
+    """Stands in for Kafka: builds, signs and encodes the envelope as EventProducer does."""
+
+    sent: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, settings: Any, *, source: str, signer: Signer | None = None) -> None:
+        self.source = source
+        self.signer = signer
+
+    async def __aenter__(self) -> RecordingProducer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def publish_raw(
+        self, event_type: str, data: dict[str, Any], *, correlation_id: str | None = None
+    ) -> Any:
+        model = validate_data(event_type, data)
+        envelope = envelope_for(model, source=self.source, correlation_id=correlation_id)
+        envelope = signed(envelope, self.signer)
+        self.sent.append(json.loads(outgoing_message(envelope).value))
+        return envelope
+
+
+@pytest.fixture()
+def key_ring(monkeypatch: pytest.MonkeyPatch) -> tuple[InMemoryObjectStore, Any]:
+    from cairn.bus import client
+
+    RecordingProducer.sent.clear()
+    monkeypatch.setattr(client, "EventProducer", RecordingProducer)
+    return InMemoryObjectStore(), auth_settings()
+
+
+def _verify(ring: tuple[InMemoryObjectStore, Any], payload: dict[str, Any]) -> str:
+    store, settings = ring
+    box = secret_box(settings)
+    return EnvelopeVerifier(KeyRing(store, box), box).verify(payload).name
+
+
+def test_publish_signs_the_envelope_with_the_users_key(
+    key_ring: tuple[InMemoryObjectStore, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, settings = key_ring
+    monkeypatch.setenv("CAIRN_API_KEY", token_for(store, settings, ["train"], name="alice"))
+    data = {"request_id": "r-1", "message": "hi"}
+
+    result = runner.invoke(
+        app, ["events", "publish", "EchoRequested", "--data", json.dumps(data), "--kafka", "k:1"]
+    )
+
+    assert result.exit_code == 0, result.output
+    [payload] = RecordingProducer.sent
+    assert payload["key_id"] == os.environ["CAIRN_API_KEY"].split(":")[0]
+    assert _verify(key_ring, payload) == "alice"
+    payload["data"]["message"] = "tampered"
+    with pytest.raises(Forbidden):
+        _verify(key_ring, payload)
+
+
+def test_publish_signs_with_the_homes_credential_when_no_key_is_set(
+    key_ring: tuple[InMemoryObjectStore, Any], tmp_path: Path
+) -> None:
+    store, settings = key_ring
+    save_home_credential(tmp_path / "home", token_for(store, settings, ["admin"]), name="admin")
+    data = {"request_id": "r-2", "message": "hi"}
+
+    result = runner.invoke(
+        app, ["events", "publish", "EchoRequested", "-d", json.dumps(data), "--kafka", "k:1"]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert _verify(key_ring, RecordingProducer.sent[0]) == "tester"
+
+
+def test_a_privileged_request_without_a_credential_is_not_sent(
+    key_ring: tuple[InMemoryObjectStore, Any],
+) -> None:
+    data = {
+        "job_name": "job-1",
+        "algorithm": "xgboost",
+        "input_channels": [{"name": "train", "uri": "data/x.csv", "content_type": "text/csv"}],
+    }
+
+    result = runner.invoke(
+        app,
+        ["events", "publish", "TrainingJobRequested", "-d", json.dumps(data), "--kafka", "k:1"],
+    )
+
+    assert result.exit_code == 1
+    flat = " ".join(result.output.split())
+    assert "'train' scope" in flat and "CAIRN_API_KEY" in flat
+    assert RecordingProducer.sent == []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from cairn.cli import app
+from cairn_cli import app
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -42,7 +42,7 @@ def test_a_service_that_is_down_exits_1_with_the_reason() -> None:
 
 
 def test_variant_spec_parses_group_version_and_weight() -> None:
-    from cairn.cli.endpoints_cmd import parse_variant
+    from cairn_cli.endpoints_cmd import parse_variant
 
     assert parse_variant("AllTraffic=credit-risk:3:0.5", "--variant") == {
         "variant_name": "AllTraffic",

@@ -1,4 +1,4 @@
-"""`cairn.Client`: service errors become `cairn.errors` classes; URLs and waits work as promised."""
+"""`cairn_sdk.Client`: errors become `cairn.errors` classes; URLs, waits and credentials work."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from cairn import Client
-from cairn.client import ServiceNotConfigured, service_urls
 from cairn.errors import Conflict, InvalidInput, NotFound, Unauthenticated, Unavailable
+from cairn_sdk import Client, ServiceNotConfigured, service_urls
 
 
 def client_answering(status: int, body: Any, **urls: str) -> Client:
@@ -125,3 +124,67 @@ def test_invoke_sends_sagemaker_headers_and_reads_the_invoked_variant() -> None:
     assert headers["x-amzn-sagemaker-target-variant"] == "blue"
     assert headers["x-amzn-sagemaker-enable-explanations"] == "true"
     assert seen[0].url.path == "/endpoints/credit/invocations"
+
+
+def recording_client(seen: list[httpx.Request], **options: Any) -> Client:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/invocations"):
+            return httpx.Response(200, content=b"0.5\n", headers={"content-type": "text/csv"})
+        return httpx.Response(200, json=[])
+
+    urls = {"deployer_url": "http://deployer", "gateway_url": "http://gw"}
+    return Client(**urls, transport=httpx.MockTransport(handler), **options)
+
+
+def test_every_call_sends_the_homes_credential_unless_cairn_api_key_names_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cairn.auth.credentials import save_home_credential
+
+    save_home_credential(tmp_path, "CKIAHOME:home-secret", name="admin")
+    monkeypatch.delenv("CAIRN_API_KEY", raising=False)
+    monkeypatch.delenv("CAIRN_ACCESS_KEY", raising=False)
+    seen: list[httpx.Request] = []
+
+    with recording_client(seen, home=tmp_path) as client:
+        client.list_endpoints()
+        client.invoke("credit-risk", "1,2")
+    monkeypatch.setenv("CAIRN_API_KEY", "CKIAENV:env-secret")
+    with recording_client(seen, home=tmp_path) as client:
+        client.list_endpoints()
+
+    assert [request.headers["authorization"] for request in seen] == [
+        "Bearer CKIAHOME:home-secret",
+        "Bearer CKIAHOME:home-secret",
+        "Bearer CKIAENV:env-secret",
+    ]
+    assert all("x-api-key" not in request.headers for request in seen)
+
+
+def test_a_narrow_access_key_is_sent_on_invocations_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CAIRN_ACCESS_KEY", raising=False)
+    seen: list[httpx.Request] = []
+
+    with recording_client(seen, api_key="CKIAADMIN:admin", home=tmp_path) as client:
+        client.use_access_key({"key_id": "CKIANARROW", "token": "CKIANARROW:narrow"})
+        client.invoke("credit-risk", "1,2")
+        client.list_endpoints()
+
+    assert seen[0].headers["authorization"] == "Bearer CKIANARROW:narrow"
+    assert seen[1].headers["authorization"] == "Bearer CKIAADMIN:admin"
+
+
+def test_without_any_credential_no_authorization_header_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CAIRN_API_KEY", raising=False)
+    monkeypatch.delenv("CAIRN_ACCESS_KEY", raising=False)
+    seen: list[httpx.Request] = []
+
+    with recording_client(seen, home=tmp_path) as client:
+        client.list_endpoints()
+
+    assert "authorization" not in seen[0].headers

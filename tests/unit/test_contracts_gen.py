@@ -11,16 +11,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cairn.cli import app
 from cairn.contracts import catalogue
+from cairn.contracts.state import all_states
 from cairn.contracts_gen import diff_contracts, write_contracts
 from cairn.settings import CairnSettings
+from cairn_cli import app
 from typer.testing import CliRunner
 
 REPO_CONTRACTS = Path(__file__).resolve().parents[2] / "contracts"
 
 
-CLI = [sys.executable, "-c", "from cairn.cli import main; main()"]
+CLI = [sys.executable, "-c", "from cairn_cli import main; main()"]
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -50,7 +51,15 @@ def test_generation_is_deterministic_and_complete(tmp_path: Path) -> None:
     assert files == _tree(second)
     for event_type in catalogue():
         assert f"events/{event_type}.json" in files
-    assert {"asyncapi.yaml", "catalogue.json", "README.md"} <= files.keys()
+    for state in all_states():
+        assert f"state/{state.name}.json" in files
+    assert {
+        "asyncapi.yaml",
+        "catalogue.json",
+        "README.md",
+        "kafka-acls.txt",
+        "kafka-acls.json",
+    } <= files.keys()
     for name, content in files.items():
         assert content.endswith(b"\n") and not content.endswith(b"\n\n"), name
         assert str(tmp_path).encode() not in content, name
@@ -88,6 +97,8 @@ def test_event_schema_is_the_full_envelope(tmp_path: Path) -> None:
         "partitions": 8,
         "description": "A user or service asks for a training job (CreateTrainingJob).",
         "schema": "events/TrainingJobRequested.json",
+        "required_scope": "train",
+        "senders": ["monitor"],
     }
 
     asyncapi = yaml.safe_load((tmp_path / "asyncapi.yaml").read_text())
@@ -96,6 +107,47 @@ def test_event_schema_is_the_full_envelope(tmp_path: Path) -> None:
     assert asyncapi["operations"]["TrainingJobRequested"]["action"] == "send"
     payload_ref = asyncapi["components"]["messages"]["TrainingJobRequested:Message"]["payload"]
     assert payload_ref["$ref"].endswith("Envelope%5BTrainingJobRequested%5D")
+
+
+def test_stored_state_contract_schema_names_owner_prefix_and_version(tmp_path: Path) -> None:
+    write_contracts(tmp_path, _settings())
+    schema = json.loads((tmp_path / "state" / "EndpointStateView.json").read_text())
+
+    assert schema["x-cairn-state"] == {
+        "owner": "deployer",
+        "prefix": "deployer/endpoints/",
+        "key_pattern": "{0}.json",
+        "version": 1,
+    }
+    assert "endpoint_name" in schema["required"]
+
+
+def test_kafka_acls_follow_what_each_service_subscribes_to(tmp_path: Path) -> None:
+    write_contracts(tmp_path, _settings())
+    acls = json.loads((tmp_path / "kafka-acls.json").read_text())["acls"]
+
+    def granted(service: str, operation: str) -> set[str]:
+        return {
+            acl["resource_name"]
+            for acl in acls
+            if acl["principal"] == f"User:cairn-{service}" and acl["operation"] == operation
+        }
+
+    # The registry consumes TrainingJobCompleted: it reads it and may dead-letter it, not forge it.
+    assert "cairn.trainer.training-job-completed" in granted("registry", "READ")
+    assert "cairn.trainer.training-job-completed.dlq" in granted("registry", "WRITE")
+    assert "cairn.trainer.training-job-completed" not in granted("registry", "WRITE")
+    assert "cairn.trainer.training-job-requested" in granted("trainer", "READ")
+    assert "cairn.trainer" in granted("trainer", "READ"), "the worker pool's consumer group"
+    # The gateway's routing table follows EndpointUpdated as a broadcast (no group, no DLQ).
+    assert "cairn.deployer.endpoint-updated" in granted("gateway", "READ")
+    assert "cairn.deployer.endpoint-updated.dlq" not in granted("gateway", "WRITE")
+    text = (tmp_path / "kafka-acls.txt").read_text()
+    assert (
+        "kafka-acls --bootstrap-server $BOOTSTRAP --command-config admin.properties --add "
+        "--allow-principal User:cairn-trainer --operation Write --operation Describe "
+        "--topic cairn.trainer.training-job-completed\n"
+    ) in text
 
 
 def test_check_passes_after_generation_and_names_tampered_files(tmp_path: Path) -> None:
@@ -108,8 +160,11 @@ def test_check_passes_after_generation_and_names_tampered_files(tmp_path: Path) 
     (out / "events" / "TrainingJobFailed.json").write_text("{}\n")
     (out / "events" / "RemovedEvent.json").write_text("{}\n")
     (out / "catalogue.json").unlink()
+    acls = (out / "kafka-acls.txt").read_text()
+    (out / "kafka-acls.txt").write_text(acls.replace("--operation Write", "--operation All"))
     stale = runner.invoke(app, ["contracts", "--check", "--out", str(out)])
     assert stale.exit_code == 1
+    assert "changed: kafka-acls.txt" in stale.output
     assert "changed: events/TrainingJobFailed.json" in stale.output
     assert "stale: events/RemovedEvent.json" in stale.output
     assert "missing: catalogue.json" in stale.output
@@ -146,6 +201,7 @@ from faststream.kafka import KafkaBroker
 
 from cairn.http import create_api
 from cairn.settings import CairnSettings
+from cairn_cli import app
 
 broker = KafkaBroker("acme-kafka:9092")
 
@@ -201,10 +257,23 @@ def test_new_event_and_new_service_show_up_and_vanish(tmp_path: Path) -> None:
     assert "acme-kafka" not in (out / "asyncapi.yaml").read_text()
     openapi = json.loads((out / "openapi" / "acme.json").read_text())
     assert {"/widgets/{widget_id}", "/healthz", "/readyz"} <= openapi["paths"].keys()
+    acme = [
+        acl
+        for acl in json.loads((out / "kafka-acls.json").read_text())["acls"]
+        if acl["principal"] == "User:cairn-acme"
+    ]
+    granted = {(a["operation"], a["resource_type"], a["resource_name"]) for a in acme}
+    assert {
+        ("WRITE", "TOPIC", "cairn.acme.widget-polished"),
+        ("READ", "TOPIC", "cairn.acme.widget-polished"),
+        ("WRITE", "TOPIC", "cairn.acme.widget-polished.dlq"),
+        ("READ", "GROUP", "acme-polisher"),
+    } <= granted
 
     # Without the module and the service, their files are stale and go away.
     diff = diff_contracts(out, _settings())
     assert {"events/WidgetPolished.json", "openapi/acme.json"} <= set(diff.stale)
+    assert "kafka-acls.txt" in diff.changed
     write_contracts(out, _settings())
     assert not (out / "events" / "WidgetPolished.json").exists()
     assert not (out / "openapi" / "acme.json").exists()

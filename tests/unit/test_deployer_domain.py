@@ -16,17 +16,15 @@ from cairn.contracts.events import (
 )
 from cairn.errors import InvalidInput
 
-from services.deployer import domain
+from services.deployer import domain, rollout
+from services.deployer.documents import AutoDeployPolicy, EndpointDoc, ModelRecord, WeightChange
 from services.deployer.domain import (
-    AutoDeployPolicy,
     EndpointAlreadyExists,
     EndpointBusy,
-    EndpointDoc,
     EndpointNotFound,
-    ModelRecord,
+    ModelVersionNotApproved,
     ModelVersionRejected,
     ModelVersionUnknown,
-    WeightChange,
 )
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -96,6 +94,33 @@ def test_unknown_or_rejected_versions_cannot_be_deployed() -> None:
         domain.create_endpoint(None, request("create", spec(2)), rejected, at(0))
 
 
+def test_only_approved_versions_deploy_unless_the_endpoint_allows_unapproved_ones() -> None:
+    pending = {
+        **MODELS,
+        ("credit", 2): MODELS[("credit", 2)].model_copy(
+            update={"approval_status": "PendingManualApproval"}
+        ),
+    }
+    with pytest.raises(ModelVersionNotApproved, match="PendingManualApproval, not Approved"):
+        domain.create_endpoint(None, request("create", spec(2)), pending, at(0))
+    with pytest.raises(ModelVersionNotApproved):
+        domain.update_endpoint(created(), request("update", spec(2)), pending, at(1))
+
+    allowed = domain.create_endpoint(
+        None, request("create", spec(2)), pending, at(0), allow_unapproved=True
+    )
+    assert allowed.production_variants[0].model_version == 2
+    assert allowed.config is not None and allowed.config.allow_unapproved
+    rejected = {
+        **MODELS,
+        ("credit", 2): MODELS[("credit", 2)].model_copy(update={"approval_status": "Rejected"}),
+    }
+    with pytest.raises(ModelVersionRejected):  # allowing unapproved never allows Rejected
+        domain.create_endpoint(
+            None, request("create", spec(2)), rejected, at(0), allow_unapproved=True
+        )
+
+
 def test_config_is_validated() -> None:
     with pytest.raises(InvalidInput, match="at least one"):
         domain.create_endpoint(None, request("create"), MODELS, at(0))
@@ -119,8 +144,8 @@ def test_canary_sends_its_share_then_everything_after_the_bake_time() -> None:
     assert (doc.revision, doc.status) == (2, "Updating")
     assert weights(doc) == {"AllTraffic": (2, 0.1), "AllTraffic-previous": (1, 0.9)}
 
-    assert domain.advance_rollout(doc, at(59.9)) is doc  # still baking
-    done = domain.advance_rollout(doc, at(60))
+    assert rollout.advance_rollout(doc, at(59.9)) is doc  # still baking
+    done = rollout.advance_rollout(doc, at(60))
     assert (done.revision, done.status, done.rollout) == (3, "InService", None)
     assert weights(done) == {"AllTraffic": (2, 1.0)}
 
@@ -134,7 +159,7 @@ def test_linear_rollout_steps_until_all_traffic_moved() -> None:
     clock = 0.0
     while doc.rollout is not None:
         clock += 10
-        doc = domain.advance_rollout(doc, at(clock))
+        doc = rollout.advance_rollout(doc, at(clock))
         shares.append(weights(doc)["AllTraffic"][1])
     assert shares == [0.4, 0.8, 1.0]
     assert doc.revision == 4 and clock == 20
@@ -187,31 +212,31 @@ def canary(**policy: float) -> EndpointDoc:
 
 def test_error_alarm_waits_for_enough_requests_on_the_new_variant_then_trips() -> None:
     doc = canary()
-    doc, reason, _ = domain.observe_metrics(doc, report(5, 5), at(5), min_requests=20)
+    doc, reason, _ = rollout.observe_metrics(doc, report(5, 5), at(5), min_requests=20)
     assert (
         reason is None
     )  # 5 failures of 5 is not yet evidence; the old variant's errors don't count
-    doc, reason, variant = domain.observe_metrics(doc, report(20, 0), at(10), min_requests=20)
+    doc, reason, variant = rollout.observe_metrics(doc, report(20, 0), at(10), min_requests=20)
     assert reason is not None and "error rate 20.0%" in reason and variant == "AllTraffic"
 
 
 def test_healthy_canary_does_not_trip_and_old_reports_are_ignored() -> None:
     doc = canary()
-    doc, reason, _ = domain.observe_metrics(doc, report(100, 1), at(5), min_requests=20)
+    doc, reason, _ = rollout.observe_metrics(doc, report(100, 1), at(5), min_requests=20)
     assert reason is None
-    _, stale_reason, _ = domain.observe_metrics(doc, report(100, 100), at(-1), min_requests=20)
+    _, stale_reason, _ = rollout.observe_metrics(doc, report(100, 100), at(-1), min_requests=20)
     assert stale_reason is None
 
 
 def test_latency_alarm_trips_on_p99() -> None:
     doc = canary(max_p99_latency_ms=50)
-    _, reason, variant = domain.observe_metrics(doc, report(30, 0, p99=80), at(5), min_requests=20)
+    _, reason, variant = rollout.observe_metrics(doc, report(30, 0, p99=80), at(5), min_requests=20)
     assert reason is not None and "p99 latency 80.0 ms" in reason and variant == "AllTraffic"
 
 
 def test_rollback_restores_the_previous_revision_as_a_new_one() -> None:
     doc = canary()
-    back = domain.roll_back(doc, "AllTraffic", "too many errors", at(9))
+    back = rollout.roll_back(doc, "AllTraffic", "too many errors", at(9))
     assert (back.revision, back.status, back.rollout) == (3, "InService", None)
     assert weights(back) == {"AllTraffic": (1, 1.0)}
     assert back.last_rollback is not None and back.last_rollback.restored_revision == 1

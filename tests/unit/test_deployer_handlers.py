@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cairn.audit import AuditRecord, Outcome, list_audit_records
+from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     DeploymentRequested,
@@ -17,14 +20,23 @@ from cairn.contracts.events import (
     RolloutPolicy,
     VariantSpec,
 )
+from cairn.contracts.state import (
+    EndpointStateView,
+    ModelVersionView,
+    list_states,
+    read_state,
+    state_spec,
+)
 from cairn.settings import CairnSettings
 from cairn.store.memory import InMemoryObjectStore
 from pydantic import BaseModel
 
 from services.deployer.app import create_service
 from services.deployer.config import DeployerSettings
-from services.deployer.domain import AutoDeployPolicy
+from services.deployer.documents import AutoDeployPolicy
+from services.deployer.domain import ModelVersionNotApproved, ModelVersionRejected
 from services.deployer.handlers import Deployer
+from tests.support.auth import admin_headers, auth_settings, scoped_headers
 
 
 class Recorder:
@@ -147,16 +159,54 @@ async def test_lost_announcement_is_republished_by_the_driver(store: InMemoryObj
     assert [u.revision for u in recorder.updates("live")] == [1]
 
 
+class RecordingAuthority:
+    """The kernel's `principal_of` / `audit` for request events: the signer is the test's."""
+
+    def __init__(self, signer: str) -> None:
+        self.signer = signer
+        self.records: list[AuditRecord] = []
+
+    async def principal_of(self, envelope: Envelope[Any]) -> Principal:
+        return Principal(name=self.signer, key_id="k1", scopes=frozenset({"deploy"}))
+
+    async def audit(
+        self,
+        *,
+        action: str,
+        resource: str,
+        principal: Principal,
+        outcome: Outcome = "success",
+        correlation_id: str | None = None,
+    ) -> AuditRecord:
+        record = AuditRecord(
+            principal=principal.name,
+            action=action,
+            resource=resource,
+            outcome=outcome,
+            correlation_id=correlation_id,
+        )
+        self.records.append(record)
+        return record
+
+
 @pytest.fixture
-async def api(store: InMemoryObjectStore) -> AsyncIterator[tuple[httpx.AsyncClient, Deployer]]:
-    service = create_service(
-        settings=CairnSettings(kafka_bootstrap_servers="127.0.0.1:1", otel_exporter="none"),
-        store=store,
-    )
+def settings(tmp_path: Path) -> CairnSettings:
+    return auth_settings(home=tmp_path)
+
+
+@pytest.fixture
+async def api(
+    store: InMemoryObjectStore, settings: CairnSettings
+) -> AsyncIterator[tuple[httpx.AsyncClient, Deployer]]:
+    """The deployer's HTTP API, called with an admin key unless a test passes other headers."""
+    service = create_service(settings=settings, store=store)
     deployer: Deployer = service.api.state.deployer
     deployer.publish = Recorder()
     transport = httpx.ASGITransport(app=service.api)
-    async with httpx.AsyncClient(transport=transport, base_url="http://deployer") as client:
+    headers = admin_headers(store, settings, name="root")
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://deployer", headers=headers
+    ) as client:
         yield client, deployer
 
 
@@ -213,3 +263,173 @@ async def test_http_endpoint_lifecycle_and_errors(
     put = await client.put("/auto-deploy/credit", json={"endpoint_name": "live"})
     assert put.json()["model_package_group"] == "credit"
     assert (await client.delete("/auto-deploy/credit")).status_code == 204
+
+
+async def test_unapproved_versions_are_refused_unless_the_endpoint_allows_them(
+    api: tuple[httpx.AsyncClient, Deployer],
+) -> None:
+    client, deployer = api
+    await known(deployer, 1)
+    await known(deployer, 2, status="PendingManualApproval")
+
+    refused = await client.post(
+        "/endpoints", json={"endpoint_name": "live", "production_variants": [variant(2)]}
+    )
+    assert refused.status_code == 409
+    assert refused.json()["code"] == "model_version_not_approved"
+    assert "PendingManualApproval, not Approved" in refused.json()["error"]
+    assert (await client.get("/endpoints/live")).status_code == 404
+
+    created = await client.post(
+        "/endpoints", json={"endpoint_name": "live", "production_variants": [variant(1)]}
+    )
+    assert created.status_code == 201, created.text
+    update = await client.put("/endpoints/live", json={"production_variants": [variant(2)]})
+    assert update.status_code == 409 and update.json()["code"] == "model_version_not_approved"
+
+    allowed = await client.put(
+        "/endpoints/live", json={"production_variants": [variant(2)], "allow_unapproved": True}
+    )
+    assert allowed.status_code == 200, allowed.text
+    assert [v["model_version"] for v in allowed.json()["production_variants"]] == [2]
+    assert allowed.json()["config"]["allow_unapproved"] is True
+
+
+async def test_changes_need_the_deploy_scope_and_leave_an_audit_record(
+    api: tuple[httpx.AsyncClient, Deployer],
+    store: InMemoryObjectStore,
+    settings: CairnSettings,
+) -> None:
+    client, deployer = api
+    await known(deployer, 1)
+    viewer = scoped_headers(store, settings, ["read"], name="viewer")
+    operator = scoped_headers(store, settings, ["deploy"], name="operator")
+    body = {"endpoint_name": "live", "production_variants": [variant(1)]}
+
+    assert (await client.get("/endpoints", headers={"Authorization": ""})).status_code == 401
+    assert (await client.post("/endpoints", json=body, headers=viewer)).status_code == 403
+    created = await client.post("/endpoints", json=body, headers=operator)
+    assert created.status_code == 201, created.text
+    assert (await client.get("/endpoints/live", headers=viewer)).status_code == 200
+    deleted = await client.delete("/endpoints/live", headers=operator)
+    assert deleted.status_code == 200
+
+    trail = {(r.principal, r.action, r.resource, r.outcome) for r in list_audit_records(store)}
+    assert trail == {
+        ("viewer", "endpoint.create", "/endpoints", "denied"),
+        ("operator", "endpoint.create", "/endpoints", "success"),
+        ("operator", "endpoint.delete", "/endpoints/live", "success"),
+    }
+
+
+async def test_deployment_request_event_deploys_and_is_audited_in_the_signers_name(
+    store: InMemoryObjectStore,
+) -> None:
+    recorder, authority = Recorder(), RecordingAuthority("service:monitor")
+    deployer = Deployer(store, recorder, DeployerSettings(), Clock(), authority=authority)
+    await known(deployer, 1)
+    await known(deployer, 2, status="PendingManualApproval")
+
+    def request(version: int, action: str = "create") -> Envelope[Any]:
+        data = DeploymentRequested(
+            endpoint_name="live",
+            action=action,  # type: ignore[arg-type]
+            production_variants=[VariantSpec(**variant(version))],
+        )
+        return Envelope[Any](
+            type="DeploymentRequested", source="monitor", correlation_id="drift-2", data=data
+        )
+
+    await deployer.on_deployment_requested(request(1))
+    assert [u.revision for u in recorder.updates("live")] == [1]
+    with pytest.raises(ModelVersionNotApproved):  # retried by the bus, then dead-lettered
+        await deployer.on_deployment_requested(request(2, "update"))
+    assert deployer.get_endpoint("live").production_variants[0].model_version == 1
+    assert [(r.principal, r.action, r.resource, r.correlation_id) for r in authority.records] == [
+        ("service:monitor", "endpoint.create", "endpoints/live", "drift-2")
+    ]
+
+
+async def test_stored_endpoint_is_what_the_endpoint_state_contract_promises_readers(
+    store: InMemoryObjectStore,
+) -> None:
+    """Writer side of `EndpointStateView`: the gateway and the monitor read it through it."""
+    recorder, clock = Recorder(), Clock()
+    deployer = Deployer(store, recorder, DeployerSettings(), clock)
+    await known(deployer, 1, 2)
+    await deployer.deploy(
+        DeploymentRequested(
+            endpoint_name="live",
+            production_variants=[VariantSpec(**variant(1))],
+            shadow_variant=VariantSpec(**variant(2, "shadow")),
+        )
+    )
+    canary = RolloutPolicy(mode="canary", canary_percent=10, bake_time_s=60)
+    await deployer.deploy(
+        DeploymentRequested(
+            endpoint_name="live",
+            action="update",
+            production_variants=[VariantSpec(**variant(2))],
+            rollout=canary,
+        )
+    )
+
+    view = read_state(store, EndpointStateView, "live")
+    assert view is not None
+    assert (view.endpoint_name, view.revision, view.status) == ("live", 2, "Updating")
+    served = {(v.variant_name, v.model_version, v.weight) for v in view.production_variants}
+    assert served == {("main", 2, 0.1), ("main-previous", 1, 0.9)}
+    assert view.updated_at == clock.now
+    assert [v.endpoint_name for v in list_states(store, EndpointStateView)] == ["live"]
+
+
+async def test_an_unreadable_endpoint_document_is_skipped_not_fatal(
+    store: InMemoryObjectStore,
+) -> None:
+    recorder, clock = Recorder(), Clock()
+    deployer = Deployer(store, recorder, DeployerSettings(republish_after_s=5), clock)
+    await known(deployer, 1)
+    store.put_bytes("deployer/endpoints/broken.json", b'{"endpoint_name": "broken"')
+    await deployer.deploy(
+        DeploymentRequested(endpoint_name="live", production_variants=[VariantSpec(**variant(1))])
+    )
+
+    assert [e.endpoint_name for e in deployer.list_endpoints()] == ["live"]
+    clock.now += timedelta(seconds=6)
+    await deployer.tick()  # the rollout driver passes over it too
+    assert [u.revision for u in recorder.updates("live")] == [1]
+
+
+async def test_a_deploy_right_after_an_approval_reads_the_registrys_stored_version(
+    store: InMemoryObjectStore,
+) -> None:
+    """The registry writes the version before it announces the approval: a deploy that comes
+    before the deployer saw ModelApprovalChanged still finds the version approved (and a
+    version rejected since its approval event is refused)."""
+    deployer = Deployer(store, Recorder(), DeployerSettings(), Clock())
+    await known(deployer, 1, 2, status="PendingManualApproval")
+
+    def stored(version: int, status: str) -> None:
+        view = ModelVersionView(
+            model_package_group="credit",
+            version=version,
+            artifact_uri=f"models/registered-{version}/",
+            approval_status=status,
+        )
+        key = state_spec(ModelVersionView).key("credit", str(version))
+        store.put_bytes(key, view.model_dump_json().encode())
+
+    stored(1, "Approved")
+    stored(2, "Rejected")
+    doc = await deployer.deploy(
+        DeploymentRequested(endpoint_name="live", production_variants=[VariantSpec(**variant(1))])
+    )
+    assert doc.production_variants[0].artifact_uri == "models/registered-1/"
+    with pytest.raises(ModelVersionRejected):
+        await deployer.deploy(
+            DeploymentRequested(
+                endpoint_name="live",
+                action="update",
+                production_variants=[VariantSpec(**variant(2))],
+            )
+        )

@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 from cairn.artifacts import load_model
 from cairn.contracts.events import EndpointUpdated
-from cairn.errors import InvalidInput
+from cairn.contracts.state import CaptureRecord, EndpointStateView
+from cairn.errors import InvalidInput, NotFound
 from cairn.store import InMemoryObjectStore
 
 from services.gateway.batching import MicroBatcher
 from services.gateway.capture import Captured, CaptureWriter, capture_key
 from services.gateway.domain import (
     WeightedChoice,
-    endpoint_state_from_document,
     explanations_requested,
     is_newer,
-    target_model_prefix,
+    resolve_target_model,
+    update_from_view,
 )
 from services.gateway.oip import InferRequest, model_metadata, output_tensors
 from tests.unit.test_gateway_payloads import ROWS, make_package
@@ -42,16 +43,22 @@ def test_only_newer_revisions_apply_and_stored_documents_parse():
     assert is_newer(None, update) and is_newer(2, update)
     assert not is_newer(3, update) and not is_newer(4, update)
     stored = {**update.model_dump(mode="json"), "rollout": {"phase": "baking"}, "history": []}
-    assert endpoint_state_from_document(json.dumps(stored).encode()) == update
+    view = EndpointStateView.model_validate_json(json.dumps(stored))
+    assert update_from_view(view) == update
 
 
-def test_headers_for_explanations_and_target_models():
+def test_target_model_names_only_a_package_the_endpoint_declares():
     assert explanations_requested("`true`") and explanations_requested("true")
     assert not explanations_requested("`false`") and not explanations_requested(None)
-    assert target_model_prefix("models/", "job-7") == "models/job-7/"
-    assert target_model_prefix("models/", "models/job-7/manifest.json") == "models/job-7/"
-    with pytest.raises(InvalidInput):
-        target_model_prefix("models/", "../gateway/keys")
+    declared = ["models/job-7/", "models/job-8/"]
+    assert resolve_target_model("job-7", "credit", declared) == "models/job-7/"
+    assert resolve_target_model("models/job-8/manifest.json", "credit", declared) == "models/job-8/"
+    assert resolve_target_model("job-7.tar.gz", "credit", declared) == "models/job-7/"
+    for undeclared in ("job-9", "../platform/keys", "models/", "7"):
+        with pytest.raises(NotFound, match="serves no model"):
+            resolve_target_model(undeclared, "credit", declared)
+    with pytest.raises(InvalidInput, match="ambiguous"):
+        resolve_target_model("m", "credit", ["a/m/", "b/m/"])
 
 
 async def test_concurrent_requests_are_stacked_into_one_predict_and_split_back():
@@ -95,7 +102,7 @@ async def test_capture_files_follow_sagemakers_layout_and_are_announced():
     async def publish(event):
         published.append(event)
 
-    writer = CaptureWriter(store, publish, prefix="capture", flush_records=100)
+    writer = CaptureWriter(store, publish, flush_records=100)
     at = datetime(2026, 11, 3, 14, 5, 9, tzinfo=UTC).timestamp()
     for index in range(3):
         writer.add(
@@ -122,7 +129,9 @@ async def test_capture_files_follow_sagemakers_layout_and_are_announced():
     assert published == events
     blue = next(e for e in events if e.variant_name == "blue")
     assert blue.capture_uri.startswith("capture/credit/blue/2026/11/03/14/05-09-")
-    lines = [json.loads(line) for line in store.get_bytes(blue.capture_uri).splitlines()]
+    raw_lines = store.get_bytes(blue.capture_uri).splitlines()
+    assert all(CaptureRecord.model_validate_json(line) for line in raw_lines)  # the contract
+    lines = [json.loads(line) for line in raw_lines]
     assert [line["eventMetadata"]["inferenceId"] for line in lines] == ["id-0", "id-1", "id-2"]
     assert lines[0]["captureData"]["endpointInput"] == {
         "observedContentType": "text/csv",
@@ -131,7 +140,8 @@ async def test_capture_files_follow_sagemakers_layout_and_are_announced():
         "encoding": "CSV",
     }
     assert lines[0]["captureData"]["endpointOutput"]["data"] == "0.5\n"
-    assert capture_key("capture", "e", "v", at).endswith(".jsonl")
+    assert capture_key("e", "v", at).startswith("capture/e/v/2026/11/03/14/")
+    assert capture_key("e", "v", at).endswith(".jsonl")
     assert await writer.flush() == []  # nothing left: no empty files
 
 

@@ -22,6 +22,7 @@ from cairn.contracts import catalogue
 from cairn.pools import BUILTIN_POOLS, keda_scaled_object
 from cairn.runtime.discovery import discover_services
 from cairn.settings import CairnSettings
+from cryptography.fernet import Fernet
 from docker.utils.build import exclude_paths
 from pydantic_settings import BaseSettings
 
@@ -31,7 +32,17 @@ TERRAFORM = ROOT / "infra" / "terraform"
 DOCKERFILES = sorted((ROOT / "infra" / "docker").glob("Dockerfile*"))
 CAIRN_VARIABLE = re.compile(r"\bCAIRN_[A-Z0-9_]+\b")
 SERVICES = [spec.name for spec in discover_services(CairnSettings(services_paths=[]))]
-INFRA_SERVICES = {"kafka", "kafka-init", "minio", "minio-init", "redis", "otel-collector", "jaeger"}
+INFRA_SERVICES = {
+    "kafka",
+    "kafka-init",
+    "kafka-security",
+    "minio",
+    "minio-init",
+    "redis",
+    "otel-collector",
+    "jaeger",
+}
+SECRETS_DIR = ROOT / "infra" / "secrets"
 
 
 def _unquote(value: Any) -> Any:
@@ -57,6 +68,11 @@ def _blocks(folder: Path, kind: str) -> dict[str, dict[str, Any]]:
         for block in _hcl(path).get(kind, []):
             found.update(block)
     return found
+
+
+def _blocks_list(folder: Path, kind: str) -> list[dict[str, Any]]:
+    """Every unlabelled `kind` block (locals, terraform) of a module folder."""
+    return [block for path in sorted(folder.glob("*.tf")) for block in _hcl(path).get(kind, [])]
 
 
 def _settings_fields() -> set[str]:
@@ -105,7 +121,93 @@ def test_every_service_has_a_compose_service_running_it(service: str) -> None:
     conditions = {dep: spec["condition"] for dep, spec in definition["depends_on"].items()}
     assert conditions["kafka"] == "service_healthy"
     assert conditions["kafka-init"] == "service_completed_successfully"
+    assert conditions["kafka-security"] == "service_completed_successfully"
     assert conditions["minio-init"] == "service_completed_successfully"
+
+
+def _mounted(definition: dict[str, Any]) -> dict[str, str]:
+    """Compose secrets of a service: the path it sees -> the secret's name."""
+    found = {}
+    for entry in definition.get("secrets", []):
+        source, target = (
+            (entry, entry) if isinstance(entry, str) else (entry["source"], entry["target"])
+        )
+        found[f"/run/secrets/{target}"] = source
+    return found
+
+
+@pytest.mark.parametrize("service", [*SERVICES, "trainer-gpu"])
+def test_every_compose_service_is_its_own_kafka_principal_and_reads_secrets_from_files(
+    service: str,
+) -> None:
+    compose = _compose()
+    definition = compose["services"][service]
+    env = definition["environment"]
+    mounted = _mounted(definition)
+    name = service.removesuffix("-gpu")
+
+    assert env["CAIRN_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert env["CAIRN_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["CAIRN_KAFKA_SASL_USERNAME"] == f"cairn-{name}"
+    assert mounted[env["CAIRN_KAFKA_SASL_PASSWORD_FILE"]] == f"kafka_password_{name}"
+    assert mounted[env["CAIRN_PLATFORM_KEY_FILE"]] == "cairn_platform_key"
+    assert mounted[env["CAIRN_BOOTSTRAP_ADMIN_TOKEN_FILE"]] == "cairn_admin_token"
+    assert "CAIRN_KAFKA_SASL_PASSWORD" not in env, "a password never sits in the compose file"
+    # The security job creates that principal's SCRAM credential from the same secret.
+    security = _mounted(compose["services"]["kafka-security"])
+    assert security[f"/run/secrets/scram-cairn-{name}"] == f"kafka_password_{name}"
+
+
+def test_compose_kafka_requires_sasl_and_acls_applied_from_the_generated_file() -> None:
+    services = _compose()["services"]
+    kafka = services["kafka"]["environment"]
+    listeners = dict(
+        item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    security = services["kafka-security"]
+
+    assert set(listeners.values()) == {"SASL_PLAINTEXT"}, "no listener without authentication"
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert kafka["KAFKA_SUPER_USERS"] == "User:admin"
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert "SCRAM-SHA-512" in kafka["KAFKA_SASL_ENABLED_MECHANISMS"]
+    assert "./contracts/kafka-acls.txt:/opt/cairn/kafka-acls.txt:ro" in security["volumes"]
+    script = ROOT / security["volumes"][0].split(":")[0]
+    assert "sh /opt/cairn/kafka-acls.txt" in script.read_text()
+    assert _mounted(security)["/run/secrets/scram-cairn-user"] == "kafka_password_user"
+    init = services["kafka-init"]
+    assert _mounted(init)[init["environment"]["CAIRN_KAFKA_SASL_PASSWORD_FILE"]] == (
+        "kafka_admin_password"
+    )
+
+
+def test_compose_secret_files_are_git_ignored_and_made_by_the_create_script(
+    tmp_path: Path,
+) -> None:
+    files = {name: spec["file"] for name, spec in _compose()["secrets"].items()}
+    assert all(path.startswith("./infra/secrets/") for path in files.values())
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *(path[2:] for path in files.values())],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert set(ignored.stdout.split()) == {path[2:] for path in files.values()}
+    # The script, run in a copy of the layout, makes every file once and keeps it after.
+    copy = tmp_path / "infra" / "secrets"
+    copy.mkdir(parents=True)
+    shutil.copy(SECRETS_DIR / "create.sh", copy / "create.sh")
+    shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
+    subprocess.run(["sh", str(copy / "create.sh")], check=True, capture_output=True)
+    made = {path.name: path.read_text().strip() for path in copy.iterdir()}
+    subprocess.run(["sh", str(copy / "create.sh")], check=True, capture_output=True)
+
+    assert {Path(path).name for path in files.values()} <= made.keys()
+    assert made == {path.name: path.read_text().strip() for path in copy.iterdir()}
+    Fernet(made["platform.key"].encode())
+    assert re.fullmatch(r"CKIA[A-Z0-9]{16}:[A-Za-z0-9]{20,}", made["admin-token"])
+    assert len({made[name] for name in made if name.endswith(".password")}) == len(SERVICES) + 2
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -115,6 +217,18 @@ def test_every_service_has_a_terraform_module_wired_in_the_root(service: str) ->
     root_modules = _blocks(TERRAFORM, "module")
 
     assert root_modules[service]["source"] == f"./modules/{service}"
+    assert root_modules[service]["platform_secret_name"] == ("${local.common.platform_secret_name}")
+    assert f'"{service}"' in root_modules[service]["kafka_sasl_secret_name"]
+    # The service module hands both Secrets to the generic one (every call: API and pools).
+    calls = [
+        call
+        for call in _blocks(module_dir, "module").values()
+        if call["source"] == "../cairn-service"
+    ]
+    assert calls
+    for call in calls:
+        assert call["platform_secret_name"] == "${var.platform_secret_name}"
+        assert call["kafka_sasl_secret_name"] == "${var.kafka_sasl_secret_name}"
 
 
 def test_terraform_module_calls_pass_every_required_variable_and_no_unknown_one() -> None:
@@ -272,6 +386,33 @@ def test_service_module_probes_healthz_and_readyz_and_requests_gpus() -> None:
     assert "secret_key_ref" in text
 
 
+def test_terraform_mounts_the_platform_secret_and_a_kafka_secret_per_service() -> None:
+    module = TERRAFORM / "modules" / "cairn-service"
+    text = (module / "main.tf").read_text()
+    secrets = {
+        label: body
+        for block in _blocks_list(TERRAFORM, "resource")
+        for label, body in block.get("kubernetes_secret_v1", {}).items()
+    }
+    kafka, platform = secrets["kafka_sasl"], secrets["platform"]
+
+    # Files, not env values: the paths go in the ConfigMap, the Secrets are mounted read-only.
+    for name in ("CAIRN_PLATFORM_KEY_FILE", "CAIRN_BOOTSTRAP_ADMIN_TOKEN_FILE"):
+        assert name in text
+    assert 'CAIRN_KAFKA_SASL_USERNAME      = "cairn-${var.service}"' in text
+    assert "CAIRN_KAFKA_SASL_PASSWORD_FILE" in text
+    assert 'dynamic "volume_mount"' in text and "read_only  = true" in text
+    assert set(platform["data"]) == {"platform-key", "admin-token"}
+    assert kafka["metadata"][0]["name"] == "cairn-kafka-${each.key}"
+    assert set(kafka["data"]) == {"username", "password"}
+    assert kafka["data"]["username"] == "cairn-${each.key}"
+    locals_ = _blocks_list(TERRAFORM, "locals")
+    services = next(block["services"] for block in locals_ if "services" in block)
+    assert sorted(services) == sorted(SERVICES)
+    keda = (TERRAFORM / "modules" / "keda-scaledobject" / "main.tf").read_text()
+    assert '"TriggerAuthentication"' in keda and "authenticationRef" in keda
+
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
 def test_dockerfile_copies_only_paths_that_exist_and_survive_dockerignore(dockerfile: Path) -> None:
     patterns = [
@@ -314,7 +455,10 @@ def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("extras", "xgboost"), [(["docker"], "xgboost-cpu"), (["gpu"], "xgboost")])
+@pytest.mark.parametrize(
+    ("extras", "xgboost"),
+    [(["platform", "docker"], "xgboost-cpu"), (["platform", "gpu"], "xgboost")],
+)
 def test_image_requirements_follow_pyproject_and_the_gpu_extra_swaps_xgboost(
     extras: list[str], xgboost: str
 ) -> None:

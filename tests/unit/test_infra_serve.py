@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn.cli import app
-from cairn.cli.serve_cmd import resolve_service, service_environment
 from cairn.runtime.discovery import discover_services
 from cairn.settings import CairnSettings
+from cairn_cli import app
+from cairn_cli.serve_cmd import resolve_service, service_environment
 from typer.testing import CliRunner
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ from cairn.store.memory import InMemoryObjectStore
 
 from services.ingest import domain
 from services.ingest.domain import DatasetSchemaViolation, SourceFile, convert_sources
-from services.ingest.handlers import ingest_upload, register_from_store
+from services.ingest.operations import ingest_upload, register_from_store
 
 
 def write(path: Path, text: str) -> SourceFile:
@@ -139,11 +139,13 @@ def test_rejected_upload_leaves_nothing_in_the_store(tmp_path: Path) -> None:
 
 def test_register_from_a_prefix_of_several_files(tmp_path: Path) -> None:
     store = InMemoryObjectStore()
-    store.put_bytes("raw/clicks/part-1.jsonl", b'{"user": "a", "n": 1}\n')
-    store.put_bytes("raw/clicks/part-2.jsonl", b'{"user": "b", "n": 2}\n{"user": "c", "n": 3}\n')
-    store.put_bytes("raw/clicks/_SUCCESS", b"")
-    request = DatasetRegistrationRequested(dataset_name="clicks", source_uri="raw/clicks")
+    store.put_bytes("data/raw/clicks/part-1.jsonl", b'{"user": "a", "n": 1}\n')
+    store.put_bytes(
+        "data/raw/clicks/part-2.jsonl", b'{"user": "b", "n": 2}\n{"user": "c", "n": 3}\n'
+    )
+    store.put_bytes("data/raw/clicks/_SUCCESS", b"")
+    request = DatasetRegistrationRequested(dataset_name="clicks", source_uri="data/raw/clicks")
     ingested = register_from_store(store, request)
     version, _ = resolve_dataset_uri(store, ingested.uri)
-    assert version.row_count == 3 and version.source == "raw/clicks"
+    assert version.row_count == 3 and version.source == "data/raw/clicks"
     assert {c.name: c.dtype for c in version.columns} == {"user": "string", "n": "int"}

@@ -22,18 +22,22 @@ from cairn.artifacts.manifest import (
     Signature,
 )
 from cairn.contracts.envelope import Envelope
-from cairn.contracts.events import MonitoringScheduleRequested
+from cairn.contracts.events import MonitoringScheduleRequested, VariantState
+from cairn.contracts.state import (
+    EndpointStateView,
+    ModelLineageView,
+    ModelVersionView,
+    TrainingJobView,
+    capture_file_key,
+    write_state,
+)
 from cairn.store.base import ObjectStore
 from cairn.store.memory import InMemoryObjectStore
 from pydantic import BaseModel
 
 from services.monitor.baseline import compute_baseline
-from services.monitor.checks import (
-    DriftDetector,
-    check_quality,
-    current_batch,
-    parse_capture,
-)
+from services.monitor.capture import parse_capture
+from services.monitor.checks import DriftDetector, check_quality, current_batch
 from services.monitor.config import MonitorSettings
 from services.monitor.handlers import Monitor
 
@@ -254,15 +258,17 @@ def deploy_model(
     data_key = f"data/{job}/train.csv"
     store.put_bytes(data_key, buffer.getvalue().encode())
     uri = write_xgboost_package(store, f"models/{job}/", train, job, data_key, rounds)
-    version_doc = {
-        "model_package_group": group,
-        "version": version,
-        "artifact_uri": uri,
-        "approval_status": "Approved",
-        "lineage": {"training_job": job},
-    }
-    store.put_bytes(
-        f"registry/groups/{group}/versions/{version}.json", json.dumps(version_doc).encode()
+    write_state(
+        store,
+        ModelVersionView(
+            model_package_group=group,
+            version=version,
+            artifact_uri=uri,
+            approval_status="Approved",
+            lineage=ModelLineageView(training_job=job),
+        ),
+        group,
+        str(version),
     )
     request = {
         "job_name": job,
@@ -270,23 +276,25 @@ def deploy_model(
         "hyperparameters": {"num_round": rounds, "max_depth": 3},
         "input_channels": [{"name": "train", "uri": data_key, "label_column": "label"}],
     }
-    store.put_bytes(f"trainer/jobs/{job}.json", json.dumps({"request": request}).encode())
-    endpoint_doc = {
-        "endpoint_name": endpoint,
-        "status": "InService",
-        "production_variants": [
-            {
-                "variant_name": "AllTraffic",
-                "model_package_group": group,
-                "model_version": version,
-                "artifact_uri": uri,
-                "weight": 1.0,
-                "instance_count": 1,
-            }
-        ],
-    }
-    store.put_bytes(f"deployer/endpoints/{endpoint}.json", json.dumps(endpoint_doc).encode())
+    write_state(store, TrainingJobView(job_name=job, request=request, status="Completed"), job)
+    write_endpoint(store, endpoint, group, version, uri)
     return train
+
+
+def write_endpoint(store: ObjectStore, endpoint: str, group: str, version: int, uri: str) -> None:
+    """The deployer's state of an endpoint serving one model version."""
+    variant = VariantState(
+        variant_name="AllTraffic",
+        model_package_group=group,
+        model_version=version,
+        artifact_uri=uri,
+        weight=1.0,
+        instance_count=1,
+    )
+    state = EndpointStateView(
+        endpoint_name=endpoint, revision=1, status="InService", production_variants=[variant]
+    )
+    write_state(store, state, endpoint)
 
 
 def write_capture(
@@ -297,7 +305,7 @@ def write_capture(
         _capture_line(",".join(f"{v:.6f}" for v in row), f"{id_prefix}-{i}")
         for i, row in enumerate(frame[features].to_numpy())
     ]
-    key = f"capture/{endpoint}/AllTraffic/{at:%Y/%m/%d/%H}/{at:%M-%S}-000-{id_prefix}.jsonl"
+    key = capture_file_key(endpoint, "AllTraffic", at, f"{at:%M-%S}-000-{id_prefix}")
     store.put_bytes(key, ("\n".join(lines) + "\n").encode())
 
 
@@ -339,8 +347,7 @@ async def test_run_writes_report_with_charts_and_survives_a_restart() -> None:
     def die(*_: Any) -> None:
         raise crash
 
-    original = monitor._execute
-    monitor._execute = die  # type: ignore[method-assign]
+    monitor.executor.execute = die  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         await monitor.run_endpoint("ep", now=datetime.now(UTC) + timedelta(seconds=2))
     claimed = monitor.get_schedule("ep").pending_run
@@ -349,7 +356,6 @@ async def test_run_writes_report_with_charts_and_survives_a_restart() -> None:
     restarted = Monitor(store, published, MonitorSettings(instance_id="b", run_lease_s=0))
     summary = await restarted.run_endpoint("ep", now=datetime.now(UTC) + timedelta(seconds=3))
     assert summary is not None and summary.run_id == claimed.run_id
-    monitor._execute = original  # type: ignore[method-assign]
     assert await restarted.run_endpoint("ep", now=datetime.now(UTC) + timedelta(seconds=4)) is None
 
     from cairn.contracts.events import DriftDetected, MonitoringRunCompleted

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +21,8 @@ from cairn.contracts.events import (
     RolloutPolicy,
     TrainingJobRequested,
 )
+from cairn.contracts.state import ModelLineageView, ModelVersionView, write_state
+from cairn.namespaces import confine_channel
 from cairn.store.memory import InMemoryObjectStore
 
 from services.monitor.config import MonitorSettings
@@ -124,6 +125,8 @@ async def test_same_drift_three_times_retrains_once_on_original_plus_labelled_ca
     assert request.algorithm == "xgboost"
     assert request.hyperparameters == {"num_round": 3, "max_depth": 3}
     assert request.registration.approval_status == "PendingManualApproval"
+    for index, channel in enumerate(request.input_channels):  # the trainer will accept them
+        assert confine_channel(channel.uri, field=f"input_channels[{index}].uri") == channel.uri
     train = pq.read_table(io.BytesIO(store.get_bytes(request.input_channels[0].uri)))
     holdout_key = f"monitor/retrain/{request.job_name}/holdout.parquet"
     holdout = pq.read_table(io.BytesIO(store.get_bytes(holdout_key)))
@@ -165,8 +168,8 @@ async def judged_challenger(
     )
     await retrainer.put_policy("credit", policy)
     await label_capture(store, retrainer, labelled_frame(1000, seed=9, sign=concept))
-    job = await retrainer.on_drift(drift_envelope())
-    assert job is not None
+    await retrainer.on_drift(drift_envelope())
+    job = next(iter(retrainer.get_policy("credit").jobs.values()))
     challenger_uri = write_xgboost_package(
         store,
         f"models/{job.job_name}/",
@@ -175,12 +178,14 @@ async def judged_challenger(
         "x",
         rounds,
     )
-    version_doc = {
-        "version": 2,
-        "artifact_uri": challenger_uri,
-        "lineage": {"training_job": job.job_name},
-    }
-    store.put_bytes("registry/groups/credit/versions/2.json", json.dumps(version_doc).encode())
+    version = ModelVersionView(
+        model_package_group="credit",
+        version=2,
+        artifact_uri=challenger_uri,
+        approval_status="PendingManualApproval",
+        lineage=ModelLineageView(training_job=job.job_name),
+    )
+    write_state(store, version, "credit", "2")
     return Envelope[Any](
         type="ModelPackageRegistered",
         source="registry",

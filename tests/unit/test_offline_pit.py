@@ -12,10 +12,11 @@ from unittest.mock import patch
 import pyarrow as pa
 import pytest
 from cairn.errors import InvalidInput
-from cairn.offline import FeatureRef, OfflineStore, pit
 from cairn.store import InMemoryObjectStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from services.featurestore.offline import FeatureRef, OfflineStore, pit
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

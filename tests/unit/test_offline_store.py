@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from cairn.errors import Conflict, InvalidInput, NotFound
-from cairn.offline import FeatureRef, OfflineStore
 from cairn.store import InMemoryObjectStore, LocalObjectStore
+
+from services.featurestore.offline import FeatureRef, OfflineStore
 
 DAY1 = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
 DAY2 = DAY1 + timedelta(hours=1)  # 2026-03-02 00:30 UTC

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 from cairn.errors import ConfigError
-from cairn.online import OnlineStore, open_online_store
-from cairn.online.memory import MemoryOnlineStore
 
+from services.featurestore.online import OnlineStore, open_online_store
+from services.featurestore.online.memory import MemoryOnlineStore
 from tests.support.online_contract import OnlineStoreContract
 
 

@@ -8,9 +8,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from cairn.online import OnlineStore, open_online_store
-from cairn.online.sqlite import SqliteOnlineStore
 
+from services.featurestore.online import OnlineStore, open_online_store
+from services.featurestore.online.sqlite import SqliteOnlineStore
 from tests.support.online_contract import OnlineStoreContract, at
 
 

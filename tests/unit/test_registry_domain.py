@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cairn.artifacts import DatasetLineage, Lineage, ModelManifest, Signature
 from cairn.errors import InvalidInput
 
 from services.registry import domain
@@ -14,14 +15,12 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def version(status: str = "PendingManualApproval", number: int = 1) -> domain.ModelVersion:
-    return domain.new_version(
-        group_name="credit",
-        version=number,
+    registration = domain.RegisterVersion(
         artifact_uri=f"models/job-{number}/",
         approval_status=status,  # type: ignore[arg-type]
         registered_by="training-job:job-1",
-        now=T0,
     )
+    return domain.new_version(registration, group_name="credit", version=number, now=T0)
 
 
 def test_versions_are_numbered_from_one_without_gaps() -> None:
@@ -50,6 +49,7 @@ def test_approval_keeps_who_when_why_and_history() -> None:
     rejected = domain.change_approval(
         approved, "Rejected", by="bob", reason="bias found", now=T0 + timedelta(hours=2)
     )
+    assert (approved.approved_by, rejected.approved_by) == ("alice", None)
     assert rejected.approval_status == "Rejected"
     history = [
         (r.status, r.previous_status, r.changed_by, r.reason) for r in rejected.approval_history
@@ -103,28 +103,29 @@ def test_endpoint_models_groups_variants_serving_the_same_version() -> None:
 
 def test_manifest_gives_lineage_and_metrics_that_event_metrics_override() -> None:
     manifest = domain.summarize_manifest(
-        {
-            "framework": "xgboost",
-            "framework_version": "2.1.0",
-            "task": "binary_classification",
-            "metrics": {"auc": 0.9, "logloss": 0.3, "note": "x"},
-            "lineage": {
-                "training_job": "job-1",
-                "algorithm": "xgboost",
-                "hyperparameters": {"max_depth": 4},
-                "datasets": [{"channel": "train", "uri": "dataset://credit@1", "sha256": "ab"}],
-            },
-        }
+        ModelManifest(
+            framework="xgboost",
+            framework_version="2.1.0",
+            algorithm="xgboost",
+            task="binary_classification",
+            signature=Signature(),
+            metrics={"auc": 0.9, "logloss": 0.3},
+            lineage=Lineage(
+                training_job="job-1",
+                algorithm="xgboost",
+                hyperparameters={"max_depth": 4},
+                datasets=[DatasetLineage(channel="train", uri="dataset://credit@1", sha256="ab")],
+            ),
+        )
     )
-    created = domain.new_version(
-        group_name="credit",
-        version=1,
+    registration = domain.RegisterVersion(
         artifact_uri="models/job-1/",
         approval_status="Approved",
         registered_by="x",
-        now=T0,
         metrics={"auc": 0.95},
-        manifest=manifest,
+    )
+    created = domain.new_version(
+        registration, group_name="credit", version=1, now=T0, manifest=manifest
     )
     assert created.metrics == {"auc": 0.95, "logloss": 0.3}
     assert created.framework == "xgboost" and created.task == "binary_classification"

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cairn.artifacts import DatasetLineage, Lineage, ModelManifest, Signature
+from cairn.audit import AuditRecord, Outcome, list_audit_records
+from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     EndpointUpdated,
@@ -19,12 +23,17 @@ from cairn.contracts.events import (
     TrainingJobCompleted,
     VariantState,
 )
+from cairn.contracts.state import ModelVersionView, read_state
 from cairn.settings import CairnSettings
+from cairn.store.base import ObjectStore
 from cairn.store.memory import InMemoryObjectStore
 from pydantic import BaseModel
 
 from services.registry.app import create_service
-from services.registry.handlers import ApprovalDecision, RegisterVersion, Registry
+from services.registry.domain import ApprovalDecision, RegisterVersion
+from services.registry.handlers import Registry
+from services.registry.lineage import EndpointLinker
+from tests.support.auth import admin_headers, auth_settings, scoped_headers
 
 
 class Recorder:
@@ -38,14 +47,55 @@ class Recorder:
         return None
 
 
-def write_manifest(store: InMemoryObjectStore, prefix: str, **fields: Any) -> None:
-    manifest = {
-        "framework": "xgboost",
-        "metrics": {"auc": 0.9},
-        "lineage": {"training_job": "job-1", "datasets": [{"channel": "train", "uri": "d/1"}]},
+def write_manifest(
+    store: ObjectStore, prefix: str, *, training_job: str | None = "job-1", **fields: Any
+) -> None:
+    """A model package's manifest (the trainer's `cairn.artifacts` contract) under `prefix`."""
+    manifest = ModelManifest(
+        framework="xgboost",
+        framework_version="2.1.0",
+        algorithm="xgboost",
+        task="binary_classification",
+        signature=Signature(),
+        metrics={"auc": 0.9},
+        lineage=Lineage(
+            training_job=training_job,
+            algorithm="xgboost",
+            datasets=[DatasetLineage(channel="train", uri="data/d/1", sha256="ab")],
+        ),
         **fields,
-    }
-    store.put_bytes(f"{prefix}manifest.json", json.dumps(manifest).encode())
+    )
+    store.put_bytes(f"{prefix}manifest.json", manifest.model_dump_json().encode())
+
+
+class RecordingAuthority:
+    """The kernel's `principal_of` / `audit` for request events: the signer is the test's."""
+
+    def __init__(self, signer: str) -> None:
+        self.signer = signer
+        self.records: list[AuditRecord] = []
+
+    async def principal_of(self, envelope: Envelope[Any]) -> Principal:
+        return Principal(name=self.signer, key_id="k1", scopes=frozenset({"approve"}))
+
+    async def audit(
+        self,
+        *,
+        action: str,
+        resource: str,
+        principal: Principal,
+        outcome: Outcome = "success",
+        correlation_id: str | None = None,
+    ) -> AuditRecord:
+        record = AuditRecord(
+            principal=principal.name,
+            action=action,
+            resource=resource,
+            outcome=outcome,
+            correlation_id=correlation_id,
+        )
+        self.records.append(record)
+        return record
 
 
 def completed(job: str, approval: str = "PendingManualApproval") -> Envelope[TrainingJobCompleted]:
@@ -90,7 +140,7 @@ async def test_completed_job_registers_one_version_with_lineage(
     assert [v.version for v in versions] == [1]
     assert versions[0].metrics == {"auc": 0.9, "validation:auc": 0.93}
     assert versions[0].lineage.training_job == "job-1"
-    assert versions[0].lineage.datasets[0].uri == "d/1"
+    assert versions[0].lineage.datasets[0].uri == "data/d/1"
     assert json.loads(store.get_bytes("registry/by-job/job-1.json"))["version"] == 1
     registered = [e for e in recorder.events if isinstance(e, ModelPackageRegistered)]
     assert {(e.version, e.training_job) for e in registered} == {(1, "job-1")}
@@ -172,6 +222,7 @@ def test_endpoint_updates_link_and_unlink_versions(
     for index in (1, 2):
         write_manifest(store, f"models/m{index}/")
         registry.register("credit", RegisterVersion(artifact_uri=f"models/m{index}/"))
+    linker = EndpointLinker(store)
 
     def state(version: int) -> VariantState:
         return VariantState(
@@ -183,42 +234,71 @@ def test_endpoint_updates_link_and_unlink_versions(
             instance_count=1,
         )
 
-    registry.apply_endpoint_update(
-        EndpointUpdated(
-            endpoint_name="live", revision=1, status="InService", production_variants=[state(1)]
+    def update(revision: int, version: int) -> EndpointUpdated:
+        return EndpointUpdated(
+            endpoint_name="live",
+            revision=revision,
+            status="InService",
+            production_variants=[state(version)],
         )
-    )
-    registry.apply_endpoint_update(
-        EndpointUpdated(
-            endpoint_name="live", revision=2, status="InService", production_variants=[state(2)]
-        )
-    )
-    # A late, older revision must not bring version 1 back.
-    registry.apply_endpoint_update(
-        EndpointUpdated(
-            endpoint_name="live", revision=1, status="InService", production_variants=[state(1)]
-        )
-    )
+
+    linker.apply(update(1, 1))
+    linker.apply(update(2, 2))
+    linker.apply(update(1, 1))  # a late, older revision must not bring version 1 back
     assert registry.lineage("credit", "1")["endpoints"] == []
     endpoints = registry.lineage("credit", "2")["endpoints"]
     assert [(e["endpoint_name"], e["variant_names"], e["revision"]) for e in endpoints] == [
         ("live", ["v2"], 2)
     ]
-    registry.apply_endpoint_update(
-        EndpointUpdated(endpoint_name="live", revision=3, status="Deleted")
-    )
+    linker.apply(EndpointUpdated(endpoint_name="live", revision=3, status="Deleted"))
     assert registry.get_version("credit", "2").endpoints == {}
 
 
+async def test_stored_version_is_what_the_model_version_contract_promises_readers(
+    registry: Registry, store: InMemoryObjectStore
+) -> None:
+    """Writer side of `ModelVersionView`: the monitor reads this document through it."""
+    write_manifest(store, "models/job-5/", training_job="job-5")
+    await registry.on_training_job_completed(completed("job-5"))
+    await registry.decide("credit", "1", ApprovalDecision(status="Approved", by="alice"))
+
+    view = read_state(store, ModelVersionView, "credit", "1")
+    assert view is not None
+    assert (view.artifact_uri, view.approval_status) == ("models/job-5/", "Approved")
+    assert view.metrics == {"auc": 0.9, "validation:auc": 0.93}
+    assert view.lineage.training_job == "job-5"
+    assert view.lineage.datasets[0]["uri"] == "data/d/1"
+
+
+def test_an_unreadable_document_is_skipped_when_listing(
+    registry: Registry, store: InMemoryObjectStore
+) -> None:
+    write_manifest(store, "models/ok/")
+    registry.register("credit", RegisterVersion(artifact_uri="models/ok/"))
+    store.put_bytes("registry/groups/credit/versions/7.json", b"{not json")
+    store.put_bytes("registry/groups/broken.json", b'{"name": 3}')
+
+    assert [v.version for v in registry.list_versions("credit")] == [1]
+    assert [g.name for g in registry.list_groups()] == ["credit"]
+
+
 @pytest.fixture
-async def api(store: InMemoryObjectStore, recorder: Recorder) -> AsyncIterator[httpx.AsyncClient]:
-    service = create_service(
-        settings=CairnSettings(kafka_bootstrap_servers="127.0.0.1:1", otel_exporter="none"),
-        store=store,
-    )
+def settings(tmp_path: Path) -> CairnSettings:
+    return auth_settings(home=tmp_path)
+
+
+@pytest.fixture
+async def api(
+    store: InMemoryObjectStore, recorder: Recorder, settings: CairnSettings
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The registry's HTTP API, called with an admin key unless a test passes other headers."""
+    service = create_service(settings=settings, store=store)
     service.api.state.registry.publish = recorder
     transport = httpx.ASGITransport(app=service.api)
-    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:
+    headers = admin_headers(store, settings, name="root")
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://registry", headers=headers
+    ) as client:
         yield client
 
 
@@ -232,6 +312,7 @@ async def test_http_register_approve_alias_and_lineage(
     )
     assert created.status_code == 201, created.text
     assert created.json()["version"] == 1 and created.json()["tags"] == {"team": "risk"}
+    assert created.json()["approval_history"][0]["changed_by"] == "root"
 
     again = await api.post(
         "/model-package-groups/credit/versions",
@@ -242,7 +323,7 @@ async def test_http_register_approve_alias_and_lineage(
 
     approved = await api.post(
         "/model-package-groups/credit/versions/1/approval",
-        json={"status": "Approved", "by": "alice", "reason": "passes review"},
+        json={"status": "Approved", "reason": "passes review"},
     )
     assert approved.status_code == 200
     assert approved.json()["approval_status"] == "Approved"
@@ -258,7 +339,9 @@ async def test_http_register_approve_alias_and_lineage(
     assert [v["version"] for v in listed.json()] == [1]
 
 
-async def test_http_errors_are_json_with_reasons(api: httpx.AsyncClient) -> None:
+async def test_http_errors_are_json_with_reasons(
+    api: httpx.AsyncClient, store: InMemoryObjectStore
+) -> None:
     missing_group = await api.get("/model-package-groups/nope")
     assert missing_group.status_code == 404
     assert missing_group.json()["code"] == "model_package_group_not_found"
@@ -269,8 +352,15 @@ async def test_http_errors_are_json_with_reasons(api: httpx.AsyncClient) -> None
     assert no_package.status_code == 400
     assert "manifest.json" in no_package.json()["error"]
 
+    store.put_bytes("models/odd/manifest.json", b'{"framework": "xgboost"}')
+    not_a_manifest = await api.post(
+        "/model-package-groups/credit/versions", json={"artifact_uri": "models/odd/"}
+    )
+    assert not_a_manifest.status_code == 400
+    assert "not a valid model manifest" in not_a_manifest.json()["error"]
+
     bad_status = await api.post(
-        "/model-package-groups/credit/versions/1/approval", json={"status": "Maybe", "by": "x"}
+        "/model-package-groups/credit/versions/1/approval", json={"status": "Maybe"}
     )
     assert bad_status.status_code == 422
 
@@ -280,7 +370,66 @@ async def test_http_errors_are_json_with_reasons(api: httpx.AsyncClient) -> None
     assert bad_group.status_code == 400
 
 
-def approval_request(version: int, by: str = "cairn-monitor") -> Envelope[Any]:
+async def test_approval_needs_the_approve_scope_and_names_the_key_not_the_body(
+    api: httpx.AsyncClient, store: InMemoryObjectStore, settings: CairnSettings
+) -> None:
+    write_manifest(store, "models/hand/")
+    assert (
+        await api.post(
+            "/model-package-groups/credit/versions", json={"artifact_uri": "models/hand/"}
+        )
+    ).status_code == 201
+    path = "/model-package-groups/credit/versions/1/approval"
+    body = {"status": "Approved", "by": "somebody-else", "reason": "fine"}
+    reader = scoped_headers(store, settings, ["read"], name="viewer")
+    approver = scoped_headers(store, settings, ["approve"], name="carol")
+
+    anonymous = await api.post(path, json=body, headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    forbidden = await api.post(path, json=body, headers=reader)
+    assert forbidden.status_code == 403
+    assert (await api.get("/model-package-groups/credit/versions/1", headers=reader)).json()[
+        "approval_status"
+    ] == "PendingManualApproval"
+
+    approved = await api.post(path, json=body, headers=approver)
+    assert approved.status_code == 200, approved.text
+    version = approved.json()
+    assert version["approved_by"] == "carol"
+    assert version["approval_history"][-1]["changed_by"] == "carol"
+
+    trail = list_audit_records(store, action="model.approve")
+    assert [(r.principal, r.outcome, r.resource) for r in trail] == [
+        ("carol", "success", path),
+        ("viewer", "denied", path),
+    ]
+
+
+async def test_registering_an_approved_version_needs_the_approve_scope(
+    api: httpx.AsyncClient, store: InMemoryObjectStore, settings: CairnSettings
+) -> None:
+    write_manifest(store, "models/hand/")
+    trainer = scoped_headers(store, settings, ["train"], name="ci-bot")
+    body = {"artifact_uri": "models/hand/", "approval_status": "Approved"}
+
+    refused = await api.post("/model-package-groups/credit/versions", json=body, headers=trainer)
+    assert refused.status_code == 403
+    assert "approve" in refused.json()["error"]
+    pending = await api.post(
+        "/model-package-groups/credit/versions",
+        json={"artifact_uri": "models/hand/", "registered_by": "mallory"},
+        headers=trainer,
+    )
+    assert pending.status_code == 201, pending.text
+    assert pending.json()["approval_history"][0]["changed_by"] == "ci-bot"
+    trail = list_audit_records(store, action="model.register")
+    assert [(r.principal, r.outcome) for r in trail] == [
+        ("ci-bot", "success"),
+        ("ci-bot", "denied"),
+    ]
+
+
+def approval_request(version: int, by: str = "whoever-the-body-says") -> Envelope[Any]:
     data = ModelApprovalRequested(
         model_package_group="credit",
         version=version,
@@ -293,7 +442,7 @@ def approval_request(version: int, by: str = "cairn-monitor") -> Envelope[Any]:
     )
 
 
-async def test_approval_request_event_approves_like_the_api_chained_to_its_request(
+async def test_approval_request_event_approves_in_the_signers_name_chained_to_its_request(
     store: InMemoryObjectStore,
 ) -> None:
     sent: list[tuple[BaseModel, Envelope[Any] | None]] = []
@@ -301,7 +450,8 @@ async def test_approval_request_event_approves_like_the_api_chained_to_its_reque
     async def publish(data: BaseModel, cause: Envelope[Any] | None = None) -> Any:
         sent.append((data, cause))
 
-    registry = Registry(store, publish)
+    authority = RecordingAuthority("service:monitor")
+    registry = Registry(store, publish, authority=authority)
     await registry.on_training_job_completed(completed("job-4"))
     request = approval_request(1)
     await registry.on_approval_requested(request)
@@ -309,16 +459,23 @@ async def test_approval_request_event_approves_like_the_api_chained_to_its_reque
     await registry.on_approval_requested(approval_request(7))  # no such version: dropped
 
     version = registry.get_version("credit", "1")
-    assert version.approval_status == "Approved"
+    assert (version.approval_status, version.approved_by) == ("Approved", "service:monitor")
     assert [(r.status, r.changed_by) for r in version.approval_history] == [
         ("PendingManualApproval", "training-job:job-4"),
-        ("Approved", "cairn-monitor"),
+        ("Approved", "service:monitor"),
     ]
     changes = [(d, c) for d, c in sent if isinstance(d, ModelApprovalChanged)]
     assert len(changes) == 2
     for change, cause in changes:
-        assert (change.approval_status, change.previous_status) == (
+        assert (change.approval_status, change.previous_status, change.changed_by) == (
             "Approved",
             "PendingManualApproval",
+            "service:monitor",
         )
         assert cause is not None and cause.correlation_id == "drift-1"
+    assert [(r.principal, r.action, r.resource, r.outcome) for r in authority.records] == [
+        ("service:monitor", "model.approve", "model-package-groups/credit/versions/1", "success"),
+        ("service:monitor", "model.approve", "model-package-groups/credit/versions/1", "success"),
+        ("service:monitor", "model.approve", "model-package-groups/credit/versions/7", "failed"),
+    ]
+    assert {r.correlation_id for r in authority.records} == {"drift-1"}

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cairn.cli import app
 from cairn.runtime.state import RuntimeState, write_state
+from cairn_cli import app
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -91,13 +91,13 @@ def test_up_with_an_unknown_only_name_lists_the_services_found(
 def test_status_shows_the_autoscalers_pools_only_when_it_answers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cairn.cli import pools_cmd, runtime_cmd
     from cairn.runtime.state import ServiceState
+    from cairn_cli import pools_cmd, runtime_cmd
 
     asked: list[str] = []
     pool = {"pool": "trainer-cpu", "current": 2, "desired": 3, "lag": 7}
 
-    def fetch(url: str) -> list[dict[str, object]]:
+    def fetch(url: str, home: Path | None = None) -> list[dict[str, object]]:
         asked.append(url)
         return [pool]
 
@@ -126,3 +126,44 @@ def test_status_shows_the_autoscalers_pools_only_when_it_answers(
     assert runtime_cmd._worker_pools(state("healthy")) == [pool]
     assert runtime_cmd._worker_pools(state("backoff")) == []
     assert asked == ["http://127.0.0.1:9"]
+
+
+def test_first_up_makes_an_admin_credential_shown_once_that_the_platform_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cairn.runtime.supervisor import Supervisor
+    from cairn.service import Service
+    from cairn.settings import CairnSettings
+    from cairn.store import open_store
+    from cairn_sdk import resolve_token
+    from fastapi.testclient import TestClient
+
+    started: list[bool] = []
+
+    async def run(self: Supervisor) -> None:
+        started.append((tmp_path / "credentials.json").exists())
+
+    monkeypatch.setattr(Supervisor, "run", run)
+    for name in ("CAIRN_STORE_URL", "CAIRN_PLATFORM_KEY", "CAIRN_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    home = ["--home", str(tmp_path)]
+
+    first = runner.invoke(app, ["up", *home], env={"COLUMNS": "300"})
+    again = runner.invoke(app, ["up", *home], env={"COLUMNS": "300"})
+
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    assert started == [True, True]  # the credential exists before any service starts
+    token = resolve_token(tmp_path, env={})
+    assert token is not None and token in first.output
+    assert str(tmp_path / "credentials.json") in first.output
+    assert (tmp_path / "credentials.json").stat().st_mode & 0o777 == 0o600
+    assert token not in again.output and "credential" not in again.output
+    settings = CairnSettings(
+        home=tmp_path, otel_exporter="none", kafka_bootstrap_servers="127.0.0.1:9"
+    )
+    service = Service("gateway", settings=settings, store=open_store(settings=settings))
+    answer = TestClient(service.api).get(
+        "/admin/keys", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200
+    assert [key["scopes"] for key in answer.json()["keys"]] == [["admin"]]

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cairn.trace import (
+from cairn_cli.trace import (
     TraceEvent,
     build_tree,
     chain_document,

@@ -1,12 +1,16 @@
-"""The training-job handler on an in-memory store: outcomes, idempotency, takeover, BYO scripts."""
+"""The training-job handler on an in-memory store: outcomes, idempotency, takeover, BYO scripts,
+locations confined to the user namespaces, the audit of bus-created jobs, the job view contract."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from cairn.artifacts import load_model, read_manifest
+from cairn.audit import AuditRecord
+from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.contracts.events import (
     InputChannel,
@@ -16,7 +20,8 @@ from cairn.contracts.events import (
     TrainingJobRequested,
     TrainingJobStarted,
 )
-from cairn.errors import Conflict
+from cairn.contracts.state import TrainingJobView, read_state
+from cairn.errors import Conflict, InvalidInput
 from cairn.store import InMemoryObjectStore
 from pydantic import BaseModel
 
@@ -26,14 +31,48 @@ from services.trainer.handlers import TrainerHandlers
 from tests.support.trainer_data import credit_frame, to_csv_bytes, to_jsonl_bytes, to_parquet_bytes
 
 
-class Harness:
-    def __init__(self, store: InMemoryObjectStore, worker_id: str = "w1") -> None:
-        self.events: list[BaseModel] = []
-        settings = TrainerSettings(worker_id=worker_id, heartbeat_s=0.05, lease_s=0.5)
-        self.handlers = TrainerHandlers(store, settings, self.publish)
+@dataclass
+class DeadLettered:
+    envelope: Envelope[Any]
+    reason: str
 
-    async def publish(self, data: BaseModel, cause: Envelope[Any]) -> None:
+
+class Harness:
+    """The kernel's side of the trainer (`Service`): what it published, dead-lettered, audited."""
+
+    def __init__(
+        self, store: InMemoryObjectStore, worker_id: str = "w1", **settings_fields: Any
+    ) -> None:
+        self.events: list[BaseModel] = []
+        self.dead_letters: list[DeadLettered] = []
+        self.audits: list[dict[str, Any]] = []
+        settings = TrainerSettings(
+            worker_id=worker_id, heartbeat_s=0.05, lease_s=0.5, **settings_fields
+        )
+        self.handlers = TrainerHandlers(store, settings, self)
+
+    async def publish(
+        self,
+        data: BaseModel,
+        cause: Envelope[Any] | None = None,
+        correlation_id: str | None = None,
+    ) -> Envelope[Any]:
         self.events.append(data)
+        return Envelope[Any](type=type(data).__name__, source="test", correlation_id="c", data=data)
+
+    async def dead_letter(
+        self, envelope: Envelope[Any], reason: str, *, error: str = "", group: str = ""
+    ) -> None:
+        self.dead_letters.append(DeadLettered(envelope, reason))
+
+    async def principal_of(self, envelope: Envelope[Any]) -> Principal:
+        return Principal(name="data-scientist", key_id="ck_ds", scopes=frozenset({"train"}))
+
+    async def audit(self, **fields: Any) -> AuditRecord:
+        self.audits.append(fields)
+        return AuditRecord(
+            action=fields["action"], resource=fields["resource"], principal="x", outcome="success"
+        )
 
     def of(self, kind: type[BaseModel]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -127,7 +166,7 @@ async def test_a_different_request_with_a_taken_name_is_rejected_without_touchin
     assert len(harness.of(TrainingJobStarted)) == 1
     assert store.exists(f"trainer/rejections/job-1/{other.event_id}.json")
     with pytest.raises(Conflict):
-        harness.handlers.create_pending(request())
+        await harness.handlers.create(request())
 
 
 async def test_a_job_left_in_progress_by_a_dead_worker_is_redone_once(
@@ -251,13 +290,128 @@ async def test_a_cpu_pool_worker_never_uses_a_gpu(
     store: InMemoryObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """CAIRN_TRAINER_DEVICE=cpu keeps a worker off the GPU even when one is visible."""
-    import services.trainer.handlers as trainer_handlers
+    import services.trainer.runner as trainer_runner
 
-    monkeypatch.setattr(trainer_handlers, "gpu_status", lambda: (True, "GPU 0: fake"))
-    harness = Harness(store)
-    harness.handlers.settings = TrainerSettings(worker_id="w1", device="cpu")
+    monkeypatch.setattr(trainer_runner, "gpu_status", lambda: (True, "GPU 0: fake"))
+    harness = Harness(store, device="cpu")
     await harness.handlers.on_requested(envelope(request(resources={"device": "gpu"})))
     [started] = harness.of(TrainingJobStarted)
     assert started.device == "cpu"
     [completed] = harness.of(TrainingJobCompleted)
     assert completed.device == "cpu"
+
+
+# Locations a request may name ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"output_uri": "gateway/keys"}, "output_uri"),
+        ({"output_uri": "data/models"}, "output_uri"),  # user outputs go under outputs/ only
+        ({"algorithm": "script", "entry_point": "platform/keys/x.json"}, "entry_point"),
+        ({"algorithm": "script", "entry_point": "uploads/x.py"}, "entry_point"),
+        ({"algorithm": "script", "entry_point": "code/src.tar.gz#../../x.py"}, "entry_point"),
+        (
+            {"input_channels": [InputChannel(name="train", uri="platform/audit/")]},
+            "input_channels[0].uri",
+        ),
+        (
+            {"input_channels": [InputChannel(name="train", uri="data/../gateway/keys/")]},
+            "input_channels[0].uri",
+        ),
+    ],
+)
+async def test_a_bus_request_naming_a_private_location_fails_and_is_dead_lettered(
+    store: InMemoryObjectStore, overrides: dict[str, Any], field: str
+) -> None:
+    harness = Harness(store)
+    bad = envelope(request(**overrides))
+    await harness.handlers.on_requested(bad)
+    [failed] = harness.of(TrainingJobFailed)
+    assert failed.failure_code == "invalid_input" and field in failed.reason
+    [dead] = harness.dead_letters
+    assert dead.envelope.event_id == bad.event_id and field in dead.reason
+    assert not harness.of(TrainingJobStarted)
+    assert not store.exists("trainer/jobs/job-1.json")
+    assert [info.key for info in store.list("", recursive=True)] == sorted(
+        info.key for info in store.list("data/", recursive=True)
+    )  # nothing written anywhere
+
+
+async def test_a_bad_request_reusing_a_job_name_leaves_that_job_alone(
+    store: InMemoryObjectStore,
+) -> None:
+    harness = Harness(store)
+    await harness.handlers.on_requested(envelope(request()))
+    before = store.get_bytes("trainer/jobs/job-1.json")
+    await harness.handlers.on_requested(envelope(request(output_uri="gateway/keys")))
+    assert store.get_bytes("trainer/jobs/job-1.json") == before
+    assert not harness.of(TrainingJobFailed)  # listeners hear nothing false about job-1
+    assert len(harness.dead_letters) == 1
+
+
+async def test_user_outputs_land_under_outputs(store: InMemoryObjectStore) -> None:
+    harness = Harness(store)
+    await harness.handlers.on_requested(envelope(request(output_uri="outputs/credit/")))
+    [completed] = harness.of(TrainingJobCompleted)
+    assert completed.artifact_uri == "outputs/credit/job-1/"
+    assert read_manifest(store, completed.artifact_uri).algorithm == "xgboost"
+
+
+async def test_the_http_create_refuses_a_private_location_before_writing_anything(
+    store: InMemoryObjectStore,
+) -> None:
+    harness = Harness(store)
+    with pytest.raises(InvalidInput, match="output_uri"):
+        await harness.handlers.create(request(output_uri="gateway/keys"))
+    assert not store.exists("trainer/jobs/job-1.json") and not harness.events
+
+
+# Audit, stored state ----------------------------------------------------------------------------
+
+
+async def test_a_job_created_from_the_bus_is_audited_with_its_signer_once(
+    store: InMemoryObjectStore,
+) -> None:
+    harness = Harness(store)
+    first = envelope(request())
+    await harness.handlers.on_requested(first)
+    await harness.handlers.on_requested(first)  # redelivered: not a second create
+    [record] = harness.audits
+    assert record["action"] == "training_job.create"
+    assert record["resource"] == "/training-jobs/job-1"
+    assert record["principal"].name == "data-scientist"
+    assert record["correlation_id"] == "c"
+
+
+async def test_a_job_created_over_http_is_not_audited_again_by_the_worker(
+    store: InMemoryObjectStore,
+) -> None:
+    harness = Harness(store)
+    created = await harness.handlers.create(request())
+    await harness.handlers.on_requested(envelope(created.job.request))
+    assert harness.of(TrainingJobCompleted) and not harness.audits  # the route audited it
+
+
+async def test_the_job_document_is_what_the_training_job_view_promises(
+    store: InMemoryObjectStore,
+) -> None:
+    harness = Harness(store)
+    await harness.handlers.on_requested(envelope(request()))
+    view = read_state(store, TrainingJobView, "job-1")
+    assert view is not None
+    assert (view.job_name, view.status) == ("job-1", "Completed")
+    assert view.artifact_uri == "models/job-1/" and view.metrics["validation:auc"] > 0.65
+    assert view.request["input_channels"][0]["uri"] == "data/credit/train/"
+    assert view.correlation_id == "c"
+
+
+async def test_an_unreadable_job_document_is_skipped_when_listing(
+    store: InMemoryObjectStore,
+) -> None:
+    harness = Harness(store)
+    await harness.handlers.create(request())
+    store.put_bytes("trainer/jobs/broken.json", b"{not json")
+    store.put_bytes("trainer/jobs/old.json", b'{"job_name": "old"}')
+    assert [job.job_name for job in await harness.handlers.list_jobs()] == ["job-1"]

@@ -197,6 +197,9 @@ class DeploymentRequested(_Data):
     production_variants: list[VariantSpec] = Field(default_factory=list)
     shadow_variant: VariantSpec | None = None
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    allow_unapproved: bool = Field(
+        default=False, description="Serve versions that are not Approved (never Rejected ones)."
+    )
 
 
 class VariantState(_Data):

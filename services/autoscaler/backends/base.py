@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from cairn.pools import WorkerPool
+from cairn.auth.sealing import load_platform_key
 from cairn.settings import CairnSettings
+
+from services.autoscaler.pools import WorkerPool
 
 
 class WorkerBackend(ABC):
@@ -30,7 +32,11 @@ class WorkerBackend(ABC):
 
 
 def worker_env(settings: CairnSettings, pool: WorkerPool) -> dict[str, str]:
-    """The CAIRN_* settings a worker needs to join the same platform, plus the pool's extras."""
+    """The CAIRN_* settings a worker needs to join the same platform, plus the pool's extras.
+
+    The platform key travels as a value (like the S3 secret), so a container worker needs no
+    secret mounted to sign with the same credentials as the service it scales.
+    """
     env = {
         "CAIRN_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "CAIRN_STORE_URL": settings.resolved_store_url(),
@@ -41,6 +47,9 @@ def worker_env(settings: CairnSettings, pool: WorkerPool) -> dict[str, str]:
         "CAIRN_BUS_HEARTBEAT_INTERVAL_MS": str(settings.bus_heartbeat_interval_ms),
         "CAIRN_OTEL_EXPORTER": settings.otel_exporter,
         "CAIRN_WORKER_POOL": pool.name,
+        # Workers sign their events with the service credential the platform key derives.
+        "CAIRN_AUTH_ENABLED": str(settings.auth_enabled).lower(),
+        "CAIRN_PLATFORM_KEY": load_platform_key(settings).decode(),
     }
     if settings.s3_endpoint:
         env["CAIRN_S3_ENDPOINT"] = settings.s3_endpoint

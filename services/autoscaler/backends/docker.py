@@ -13,10 +13,10 @@ import threading
 from typing import Any
 
 from cairn.errors import Unavailable
-from cairn.pools import WorkerPool
 from cairn.settings import CairnSettings
 
 from services.autoscaler.backends.base import WorkerBackend, worker_env
+from services.autoscaler.pools import WorkerPool
 
 log = logging.getLogger("cairn.autoscaler")
 

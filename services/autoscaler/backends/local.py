@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from cairn.pools import WorkerPool
 from cairn.settings import CairnSettings
 
 from services.autoscaler.backends.base import WorkerBackend, worker_env
+from services.autoscaler.pools import WorkerPool
 
 log = logging.getLogger("cairn.autoscaler")
 

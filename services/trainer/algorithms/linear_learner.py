@@ -48,7 +48,6 @@ class LinearLearner(Algorithm[LinearLearnerHyperparameters]):
         hyperparameters: LinearLearnerHyperparameters,
         ctx: TrainingContext,
     ) -> TrainedModel:
-        from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier, SGDRegressor
         from sklearn.pipeline import Pipeline
 
         hp = hyperparameters
@@ -57,26 +56,7 @@ class LinearLearner(Algorithm[LinearLearnerHyperparameters]):
             raise InvalidHyperparameters(
                 f"predictor_type binary_classifier needs 2 classes; the label has {n_classes}"
             )
-        estimator: Any
-        if hp.predictor_type == "regressor":
-            estimator = (
-                Ridge(alpha=max(hp.wd, 1e-12))
-                if hp.optimizer == "auto"
-                else SGDRegressor(
-                    alpha=hp.wd, eta0=hp.learning_rate, max_iter=hp.epochs, random_state=hp.seed
-                )
-            )
-        elif hp.optimizer == "auto":
-            estimator = LogisticRegression(C=1.0 / max(hp.wd, 1e-12), max_iter=hp.epochs)
-        else:
-            estimator = SGDClassifier(
-                loss="log_loss",
-                alpha=hp.wd,
-                eta0=hp.learning_rate,
-                learning_rate="adaptive",
-                max_iter=hp.epochs,
-                random_state=hp.seed,
-            )
+        estimator = _estimator(hp)
         model = Pipeline([("prepare", preprocessor(data)), ("model", estimator)])
         model.fit(data.x_train, data.y_train)
         ensure_not_stopped(ctx)
@@ -101,3 +81,25 @@ class LinearLearner(Algorithm[LinearLearnerHyperparameters]):
             metrics=metrics,
             details={"estimator": type(estimator).__name__, "n_features_in": int(np.shape(x)[1])},
         )
+
+
+def _estimator(hp: LinearLearnerHyperparameters) -> Any:
+    """Closed-form-ish solvers for `optimizer=auto`, SGD otherwise."""
+    from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier, SGDRegressor
+
+    if hp.predictor_type == "regressor":
+        if hp.optimizer == "auto":
+            return Ridge(alpha=max(hp.wd, 1e-12))
+        return SGDRegressor(
+            alpha=hp.wd, eta0=hp.learning_rate, max_iter=hp.epochs, random_state=hp.seed
+        )
+    if hp.optimizer == "auto":
+        return LogisticRegression(C=1.0 / max(hp.wd, 1e-12), max_iter=hp.epochs)
+    return SGDClassifier(
+        loss="log_loss",
+        alpha=hp.wd,
+        eta0=hp.learning_rate,
+        learning_rate="adaptive",
+        max_iter=hp.epochs,
+        random_state=hp.seed,
+    )

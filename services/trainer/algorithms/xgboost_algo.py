@@ -59,17 +59,22 @@ class _ProgressCallback(xgboost.callback.TrainingCallback):
         self.ctx, self.total, self.every = ctx, total, every
 
     def after_iteration(
-        self, model: Any, epoch: int, evals_log: dict[str, dict[str, list[float]]]
+        self, model: Any, epoch: int, evals_log: xgboost.callback.TrainingCallback.EvalsLog
     ) -> bool:
         done = epoch + 1
         if done % self.every == 0 or done == self.total:
             metrics = {
-                f"{data}:{metric}": float(values[-1])
+                f"{data}:{metric}": _score(values[-1])
                 for data, by_metric in evals_log.items()
                 for metric, values in by_metric.items()
             }
             self.ctx.progress(done, self.total, metrics)
         return self.ctx.should_stop()
+
+
+def _score(value: float | tuple[float, float]) -> float:
+    """A round's metric; cross-validation logs `(mean, std)` pairs, training logs numbers."""
+    return float(value[0] if isinstance(value, tuple) else value)
 
 
 class XGBoostAlgorithm(Algorithm[XGBoostHyperparameters]):
@@ -84,51 +89,11 @@ class XGBoostAlgorithm(Algorithm[XGBoostHyperparameters]):
     ) -> TrainedModel:
         hp = hyperparameters
         n_classes = len(data.class_labels or [])
-        if hp.objective == "binary:logistic" and n_classes != 2:
-            raise InvalidHyperparameters(
-                f"objective binary:logistic needs 2 classes; the label has {n_classes} "
-                f"({data.class_labels}); use multi:softprob"
-            )
-        if hp.objective == "multi:softprob" and hp.num_class not in (None, n_classes):
-            raise InvalidHyperparameters(f"num_class={hp.num_class} but the label has {n_classes}")
-        if hp.early_stopping_rounds is not None and data.x_validation is None:
-            raise InvalidHyperparameters("early_stopping_rounds needs a validation channel")
+        _check(hp, data, n_classes)
         device = "cuda" if ctx.use_gpu else "cpu"
-        params: dict[str, Any] = {
-            "objective": hp.objective,
-            "max_depth": hp.max_depth,
-            "eta": hp.eta,
-            "subsample": hp.subsample,
-            "colsample_bytree": hp.colsample_bytree,
-            "min_child_weight": hp.min_child_weight,
-            "gamma": hp.gamma,
-            "alpha": hp.alpha,
-            "lambda": hp.lambda_,
-            "max_bin": hp.max_bin,
-            "tree_method": "hist",
-            "device": device,
-            "seed": hp.seed,
-        }
-        if hp.objective == "multi:softprob":
-            params["num_class"] = n_classes
-        if hp.objective == "binary:logistic":
-            params["scale_pos_weight"] = hp.scale_pos_weight
-        if hp.eval_metric:
-            params["eval_metric"] = hp.eval_metric.split(",")
-
-        def matrix(x: Any, y: Any) -> Any:
-            return xgboost.DMatrix(
-                x,
-                label=y,
-                feature_names=data.feature_names,
-                feature_types=data.feature_types,
-                enable_categorical=data.has_categories,
-            )
-
-        train_matrix = matrix(data.x_train, data.y_train)
-        evals = [(train_matrix, "train")]
-        if data.x_validation is not None:
-            evals.append((matrix(data.x_validation, data.y_validation), "validation"))
+        params = _params(hp, device, n_classes)
+        evals = _matrices(data)
+        train_matrix = evals[0][0]
         ctx.log(f"xgboost {xgboost.__version__} on {device}: {params}")
         booster = xgboost.train(
             params,
@@ -158,6 +123,62 @@ class XGBoostAlgorithm(Algorithm[XGBoostHyperparameters]):
             details=details,
             model=booster,
         )
+
+
+def _check(hp: XGBoostHyperparameters, data: TrainingData, n_classes: int) -> None:
+    """Hyperparameters that cannot work with this data fail before any training."""
+    if hp.objective == "binary:logistic" and n_classes != 2:
+        raise InvalidHyperparameters(
+            f"objective binary:logistic needs 2 classes; the label has {n_classes} "
+            f"({data.class_labels}); use multi:softprob"
+        )
+    if hp.objective == "multi:softprob" and hp.num_class not in (None, n_classes):
+        raise InvalidHyperparameters(f"num_class={hp.num_class} but the label has {n_classes}")
+    if hp.early_stopping_rounds is not None and data.x_validation is None:
+        raise InvalidHyperparameters("early_stopping_rounds needs a validation channel")
+
+
+def _params(hp: XGBoostHyperparameters, device: str, n_classes: int) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "objective": hp.objective,
+        "max_depth": hp.max_depth,
+        "eta": hp.eta,
+        "subsample": hp.subsample,
+        "colsample_bytree": hp.colsample_bytree,
+        "min_child_weight": hp.min_child_weight,
+        "gamma": hp.gamma,
+        "alpha": hp.alpha,
+        "lambda": hp.lambda_,
+        "max_bin": hp.max_bin,
+        "tree_method": "hist",
+        "device": device,
+        "seed": hp.seed,
+    }
+    if hp.objective == "multi:softprob":
+        params["num_class"] = n_classes
+    if hp.objective == "binary:logistic":
+        params["scale_pos_weight"] = hp.scale_pos_weight
+    if hp.eval_metric:
+        params["eval_metric"] = hp.eval_metric.split(",")
+    return params
+
+
+def _matrices(data: TrainingData) -> list[tuple[Any, str]]:
+    """The train matrix first, then the validation one when there is a validation channel."""
+
+    def matrix(x: Any, y: Any) -> Any:
+        return xgboost.DMatrix(
+            x,
+            label=y,
+            feature_names=data.feature_names,
+            feature_types=data.feature_types,
+            enable_categorical=data.has_categories,
+        )
+
+    evals = [(matrix(data.x_train, data.y_train), "train")]
+    if data.x_validation is not None:
+        evals.append((matrix(data.x_validation, data.y_validation), "validation"))
+    return evals
 
 
 def _task(objective: Objective) -> Any:

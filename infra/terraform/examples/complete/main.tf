@@ -1,5 +1,7 @@
 # Everything with one `terraform apply`: the namespace, the S3 credentials Secret and every Cairn
-# service, pointed at the Kafka, MinIO/S3, Redis and OTLP collector you already run.
+# service, pointed at the Kafka, MinIO/S3, Redis and OTLP collector you already run. The root
+# module stores the platform key, the bootstrap admin token and each service's Kafka password in
+# Secrets; create the SCRAM users and apply contracts/kafka-acls.txt on your Kafka first.
 terraform {
   required_version = ">= 1.5"
   required_providers {
@@ -40,6 +42,9 @@ module "cairn" {
   image                      = var.image
   gpu_image                  = var.gpu_image
   kafka_bootstrap_servers    = var.kafka_bootstrap_servers
+  kafka_sasl_passwords       = var.kafka_sasl_passwords
+  platform_key               = var.platform_key
+  bootstrap_admin_token      = var.bootstrap_admin_token
   s3_endpoint                = var.s3_endpoint
   s3_bucket                  = var.s3_bucket
   s3_credentials_secret_name = kubernetes_secret_v1.s3.metadata[0].name

@@ -33,6 +33,24 @@ variable "kafka_bootstrap_servers" {
   default     = "kafka.kafka.svc:9092"
 }
 
+variable "kafka_sasl_passwords" {
+  description = "SCRAM-SHA-512 password of `cairn-<service>` for each service (the users your Kafka has)."
+  type        = map(string)
+  sensitive   = true
+}
+
+variable "platform_key" {
+  description = "Fernet key (infra/secrets/README.md); e.g. TF_VAR_platform_key=\"$(cat infra/secrets/platform.key)\"."
+  type        = string
+  sensitive   = true
+}
+
+variable "bootstrap_admin_token" {
+  description = "First admin key `CKIA<16 A-Z0-9>:<secret>`; e.g. TF_VAR_bootstrap_admin_token=\"$(cat infra/secrets/admin-token)\"."
+  type        = string
+  sensitive   = true
+}
+
 variable "s3_endpoint" {
   description = "MinIO S3 URL; null for AWS S3."
   type        = string

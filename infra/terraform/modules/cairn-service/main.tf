@@ -1,6 +1,10 @@
 # One Cairn service on Kubernetes: ConfigMap (CAIRN_* settings), Deployment, Service, optional HPA.
+# Secrets are mounted as files (never env values, which child processes and crash dumps inherit):
+# the platform key and bootstrap admin token, and the Kafka principal's SCRAM password.
 locals {
-  port = 8080
+  port                = 8080
+  platform_secret_dir = "/run/secrets/cairn"
+  kafka_secret_dir    = "/run/secrets/cairn-kafka"
   labels = merge(
     {
       "app.kubernetes.io/name"      = var.name
@@ -15,6 +19,25 @@ locals {
     CAIRN_S3_SECRET_KEY = var.s3_secret_key_secret_key
   }
   limits = merge(var.resources.limits, var.gpus > 0 ? { "nvidia.com/gpu" = tostring(var.gpus) } : {})
+  platform_env = var.platform_secret_name == null ? {} : {
+    CAIRN_PLATFORM_KEY_FILE          = "${local.platform_secret_dir}/platform-key"
+    CAIRN_BOOTSTRAP_ADMIN_TOKEN_FILE = "${local.platform_secret_dir}/admin-token"
+  }
+  # One principal per service (the trainer's pools share `cairn-trainer`): the Kafka ACLs of
+  # contracts/kafka-acls.txt limit it to the service's own topics and groups.
+  kafka_sasl_env = var.kafka_sasl_secret_name == null ? {} : {
+    CAIRN_KAFKA_SASL_USERNAME      = "cairn-${var.service}"
+    CAIRN_KAFKA_SASL_PASSWORD_FILE = "${local.kafka_secret_dir}/password"
+  }
+  env = merge(var.env, local.platform_env, local.kafka_sasl_env)
+  secret_volumes = merge(
+    var.platform_secret_name == null ? {} : {
+      "cairn-platform" = { secret = var.platform_secret_name, path = local.platform_secret_dir }
+    },
+    var.kafka_sasl_secret_name == null ? {} : {
+      "cairn-kafka" = { secret = var.kafka_sasl_secret_name, path = local.kafka_secret_dir }
+    },
+  )
 }
 
 resource "kubernetes_config_map_v1" "settings" {
@@ -23,7 +46,7 @@ resource "kubernetes_config_map_v1" "settings" {
     namespace = var.namespace
     labels    = local.labels
   }
-  data = var.env
+  data = local.env
 }
 
 resource "kubernetes_deployment_v1" "service" {
@@ -48,7 +71,7 @@ resource "kubernetes_deployment_v1" "service" {
         labels = local.labels
         annotations = {
           # A settings change rolls the pods.
-          "cairn.dev/settings-sha" = sha256(jsonencode(var.env))
+          "cairn.dev/settings-sha" = sha256(jsonencode(local.env))
         }
       }
 
@@ -61,6 +84,17 @@ resource "kubernetes_deployment_v1" "service" {
           run_as_user     = 10001
           run_as_group    = 10001
           fs_group        = 10001
+        }
+
+        dynamic "volume" {
+          for_each = local.secret_volumes
+          content {
+            name = volume.key
+            secret {
+              secret_name  = volume.value.secret
+              default_mode = "0440"
+            }
+          }
         }
 
         dynamic "toleration" {
@@ -100,6 +134,15 @@ resource "kubernetes_deployment_v1" "service" {
                   key  = env.value
                 }
               }
+            }
+          }
+
+          dynamic "volume_mount" {
+            for_each = local.secret_volumes
+            content {
+              name       = volume_mount.key
+              mount_path = volume_mount.value.path
+              read_only  = true
             }
           }
 

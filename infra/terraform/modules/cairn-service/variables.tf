@@ -54,6 +54,18 @@ variable "s3_secret_key_secret_key" {
   default     = "secret-key"
 }
 
+variable "platform_secret_name" {
+  description = "Secret with `platform-key` and `admin-token`, mounted read-only; null: none (auth needs it)."
+  type        = string
+  default     = null
+}
+
+variable "kafka_sasl_secret_name" {
+  description = "Secret with `username` and `password` of the service's Kafka principal, mounted; null: no SASL."
+  type        = string
+  default     = null
+}
+
 variable "resources" {
   description = "Container requests and limits."
   type = object({

@@ -25,6 +25,18 @@ variable "s3_credentials_secret_name" {
   default     = null
 }
 
+variable "platform_secret_name" {
+  description = "Secret with `platform-key` and `admin-token` (mounted, read through CAIRN_*_FILE); null: none."
+  type        = string
+  default     = null
+}
+
+variable "kafka_sasl_secret_name" {
+  description = "Secret with the `username` and `password` of this service's Kafka principal; null: no SASL."
+  type        = string
+  default     = null
+}
+
 variable "replicas" {
   description = "Replicas of the service."
   type        = number

@@ -60,3 +60,21 @@ variable "polling_interval_s" {
   type        = number
   default     = 2
 }
+
+variable "sasl_secret_name" {
+  description = "Secret with `username` and `password` KEDA reads the lag with (SASL); null: no SASL."
+  type        = string
+  default     = null
+}
+
+variable "sasl_mechanism" {
+  description = "SASL mechanism of that credential: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN."
+  type        = string
+  default     = "SCRAM-SHA-512"
+}
+
+variable "tls" {
+  description = "Reach Kafka over TLS (SSL, SASL_SSL)."
+  type        = bool
+  default     = false
+}

@@ -35,6 +35,8 @@ module "api" {
   resources                  = var.resources
   env                        = local.env
   s3_credentials_secret_name = var.s3_credentials_secret_name
+  platform_secret_name       = var.platform_secret_name
+  kafka_sasl_secret_name     = var.kafka_sasl_secret_name
 }
 
 module "pool" {
@@ -52,6 +54,8 @@ module "pool" {
   tolerations                = each.value.tolerations
   env                        = local.env
   s3_credentials_secret_name = var.s3_credentials_secret_name
+  platform_secret_name       = var.platform_secret_name
+  kafka_sasl_secret_name     = var.kafka_sasl_secret_name
   labels                     = { "cairn.pool" = each.key }
 }
 
@@ -71,4 +75,7 @@ module "scaler" {
   max_replicas             = each.value.numbers.max_replicas
   cooldown_period_s        = each.value.numbers.cooldown_period_s
   polling_interval_s       = each.value.numbers.polling_interval_s
+  sasl_secret_name         = var.kafka_sasl_secret_name
+  sasl_mechanism           = var.kafka_sasl_mechanism
+  tls                      = contains(["SSL", "SASL_SSL"], lookup(local.env, "CAIRN_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
 }

@@ -1,4 +1,4 @@
-"""Feature store handlers on in-memory stores: groups, ingestion, reads, TTL, deletes, training."""
+"""Feature store operations in memory: groups, ingestion, reads, TTL, deletes, training sets."""
 
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from cairn.contracts.events import (
 )
 from cairn.datasets import resolve_dataset_uri, write_dataset_version
 from cairn.errors import Conflict, NotFound
-from cairn.offline import OfflineStore
-from cairn.online import open_online_store
 from cairn.store import InMemoryObjectStore
 
-from services.featurestore import handlers
+from services.featurestore import operations
 from services.featurestore.datasets_io import read_dataset
 from services.featurestore.domain import InvalidRecord
-from services.featurestore.handlers import BatchGetItem, FeatureStore
+from services.featurestore.offline import OfflineStore
+from services.featurestore.online import open_online_store
+from services.featurestore.operations import BatchGetItem, FeatureStore
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -51,29 +51,29 @@ def fs(tmp_path: Path) -> FeatureStore:
     store = InMemoryObjectStore()
     offline = OfflineStore(store, "featurestore/offline", cache_dir=tmp_path / "cache")
     feature_store = FeatureStore(store, open_online_store("memory://"), offline)
-    handlers.create_group(feature_store, group_request())
+    operations.create_group(feature_store, group_request())
     return feature_store
 
 
 def test_creating_a_group_again_is_idempotent_and_a_different_one_conflicts(
     fs: FeatureStore,
 ) -> None:
-    group, created = handlers.create_group(fs, group_request())
+    group, created = operations.create_group(fs, group_request())
     assert not created and group.feature_group_name == "cards"
     assert fs.store.exists("featurestore/groups/cards.json")
     with pytest.raises(Conflict):
-        handlers.create_group(fs, group_request(ttl_s=60))
-    assert [g.feature_group_name for g in handlers.list_groups(fs)] == ["cards"]
+        operations.create_group(fs, group_request(ttl_s=60))
+    assert [g.feature_group_name for g in operations.list_groups(fs)] == ["cards"]
 
 
 def test_out_of_order_records_keep_the_latest_online_and_all_history_offline(
     fs: FeatureStore,
 ) -> None:
-    handlers.put_record(fs, "cards", {"card_id": "a", "ts": at(2), "spend": 20.0})
-    late = handlers.put_record(fs, "cards", {"card_id": "a", "ts": at(1), "spend": 10.0})
+    operations.put_record(fs, "cards", {"card_id": "a", "ts": at(2), "spend": 20.0})
+    late = operations.put_record(fs, "cards", {"card_id": "a", "ts": at(1), "spend": 10.0})
     assert late.records_stored_online == 0
-    assert handlers.get_record(fs, "cards", "a", None)["record"]["spend"] == 20.0
-    past = handlers.state_as_of(fs, "cards", T0 + timedelta(hours=1.5), False, 100)
+    assert operations.get_record(fs, "cards", "a", None)["record"]["spend"] == 20.0
+    past = operations.state_as_of(fs, "cards", T0 + timedelta(hours=1.5), False, 100)
     assert [row["spend"] for row in past["records"]] == [10.0]
 
 
@@ -83,35 +83,35 @@ def test_a_batch_stores_its_valid_records_and_reports_the_invalid_ones(fs: Featu
         {"card_id": "b", "ts": at(1), "spend": "lots"},
         {"card_id": "c", "ts": at(1), "txns": 3},
     ]
-    result = handlers.ingest_records(fs, "cards", records, "event-1")
+    result = operations.ingest_records(fs, "cards", records, "event-1")
     assert (result.records_written, result.records_rejected) == (2, 1)
     assert "record 1: feature 'spend' must be Fractional" in result.reasons()[0]
-    assert handlers.get_record(fs, "cards", "c", ["txns"])["record"] == {"txns": 3}
+    assert operations.get_record(fs, "cards", "c", ["txns"])["record"] == {"txns": 3}
     with pytest.raises(NotFound):
-        handlers.get_record(fs, "cards", "b", None)
+        operations.get_record(fs, "cards", "b", None)
     # Redelivery of the same event adds no offline rows.
-    handlers.ingest_records(fs, "cards", records, "event-1")
+    operations.ingest_records(fs, "cards", records, "event-1")
     assert len(fs.offline.files("cards")) == 1
 
 
 def test_put_record_refuses_an_invalid_record_whole(fs: FeatureStore) -> None:
     with pytest.raises(InvalidRecord, match="'txns' must be Integral"):
-        handlers.put_record(fs, "cards", {"card_id": "a", "ts": at(0), "txns": "many"})
+        operations.put_record(fs, "cards", {"card_id": "a", "ts": at(0), "txns": "many"})
     assert fs.offline.files("cards") == []
     with pytest.raises(NotFound, match="no feature group 'nope'"):
-        handlers.put_record(fs, "nope", {"card_id": "a"})
+        operations.put_record(fs, "nope", {"card_id": "a"})
 
 
 def test_ttl_hides_expired_records_online(fs: FeatureStore) -> None:
-    handlers.create_group(fs, group_request("recent", ttl_s=60))
+    operations.create_group(fs, group_request("recent", ttl_s=60))
     now = datetime.now(UTC)
-    handlers.put_record(
+    operations.put_record(
         fs, "recent", {"card_id": "old", "ts": (now - timedelta(hours=1)).isoformat()}
     )
-    handlers.put_record(fs, "recent", {"card_id": "new", "ts": now.isoformat()})
+    operations.put_record(fs, "recent", {"card_id": "new", "ts": now.isoformat()})
     with pytest.raises(NotFound):
-        handlers.get_record(fs, "recent", "old", None)
-    found = handlers.batch_get(fs, [BatchGetItem("recent", ["old", "new"])])
+        operations.get_record(fs, "recent", "old", None)
+    found = operations.batch_get(fs, [BatchGetItem("recent", ["old", "new"])])
     assert [r["record_identifier"] for r in found["records"]] == ["new"]
     assert found["not_found"] == [{"feature_group_name": "recent", "record_identifier": "old"}]
 
@@ -119,12 +119,12 @@ def test_ttl_hides_expired_records_online(fs: FeatureStore) -> None:
 def test_delete_hides_the_record_and_a_late_older_put_does_not_resurrect_it(
     fs: FeatureStore,
 ) -> None:
-    handlers.put_record(fs, "cards", {"card_id": "a", "ts": at(1), "spend": 1.0})
-    assert handlers.delete_record(fs, "cards", "a", T0 + timedelta(hours=2))
-    handlers.put_record(fs, "cards", {"card_id": "a", "ts": at(1.5), "spend": 9.0})
+    operations.put_record(fs, "cards", {"card_id": "a", "ts": at(1), "spend": 1.0})
+    assert operations.delete_record(fs, "cards", "a", T0 + timedelta(hours=2))
+    operations.put_record(fs, "cards", {"card_id": "a", "ts": at(1.5), "spend": 9.0})
     with pytest.raises(NotFound):
-        handlers.get_record(fs, "cards", "a", None)
-    assert handlers.state_as_of(fs, "cards", T0 + timedelta(hours=3), False, 10)["records"] == []
+        operations.get_record(fs, "cards", "a", None)
+    assert operations.state_as_of(fs, "cards", T0 + timedelta(hours=3), False, 10)["records"] == []
 
 
 def test_bulk_ingestion_from_a_dataset_counts_bad_rows(fs: FeatureStore) -> None:
@@ -136,14 +136,14 @@ def test_bulk_ingestion_from_a_dataset_counts_bad_rows(fs: FeatureStore) -> None
         }
     )
     version, _ = write_dataset_version(fs.store, "card-history", rows)
-    result = handlers.ingest_dataset(fs, "cards", version.uri, "bulk-1", batch_rows=2)
+    result = operations.ingest_dataset(fs, "cards", version.uri, "bulk-1", batch_rows=2)
     assert (result.records_written, result.records_rejected) == (2, 1)
     assert result.reasons() == ["record 2: required feature 'card_id' is missing"]
-    assert handlers.get_record(fs, "cards", "b", None)["record"]["spend"] == 2.0
+    assert operations.get_record(fs, "cards", "b", None)["record"]["spend"] == 2.0
 
 
 def test_training_set_is_point_in_time_correct_and_stored_as_a_dataset(fs: FeatureStore) -> None:
-    handlers.ingest_records(
+    operations.ingest_records(
         fs,
         "cards",
         [
@@ -169,11 +169,11 @@ def test_training_set_is_point_in_time_correct_and_stored_as_a_dataset(fs: Featu
         entity_time_column="at",
         features=["cards:spend"],
     )
-    doc = handlers.build_training_set(fs, request)
+    doc = operations.build_training_set(fs, request)
     assert doc.row_count == 3 and doc.dataset_uri == "dataset://ts-1@1"
     assert resolve_dataset_uri(fs.store, doc.dataset_uri).version.row_count == 3
     table = read_dataset(fs.store, doc.dataset_uri)
     assert table.column("cards__spend").to_pylist() == [1.0, 2.0, None]
-    assert handlers.build_training_set(fs, request).dataset_uri == doc.dataset_uri
+    assert operations.build_training_set(fs, request).dataset_uri == doc.dataset_uri
     with pytest.raises(Conflict):
-        handlers.build_training_set(fs, request.model_copy(update={"as_of_known_time": True}))
+        operations.build_training_set(fs, request.model_copy(update={"as_of_known_time": True}))

@@ -1,0 +1,1 @@
+"""`cairn demo`: the credit-risk golden path (data, training, registry, deployment, inference)."""

@@ -1,0 +1,363 @@
+"""`cairn endpoints ...` and `cairn invoke`: deploying and calling models."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cairn_cli.sdk_common import (
+    HomeOption,
+    JsonOption,
+    TargetOption,
+    client_for,
+    key_value_table,
+    parse_pairs,
+    print_json,
+    service_errors,
+    table,
+)
+
+endpoints_app = typer.Typer(
+    name="endpoints", help="Create, update, inspect and delete endpoints.", no_args_is_help=True
+)
+
+_VARIANT = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9-]{0,62})=(?P<group>[A-Za-z0-9][A-Za-z0-9-]{0,62})"
+    r":(?P<version>[1-9][0-9]*)(?::(?P<weight>[0-9]*\.?[0-9]+))?$"
+)
+ROLLOUT_MODES = ("all_at_once", "canary", "linear")
+
+VariantOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--variant",
+        "-v",
+        help="NAME=GROUP:VERSION[:WEIGHT] (repeatable), e.g. AllTraffic=credit-risk:3:1.0.",
+    ),
+]
+ShadowOption = Annotated[
+    str | None, typer.Option("--shadow", help="Shadow variant NAME=GROUP:VERSION (gets a copy).")
+]
+RolloutOption = Annotated[
+    str, typer.Option("--rollout", help=f"One of {', '.join(ROLLOUT_MODES)}.")
+]
+CanaryOption = Annotated[
+    float | None, typer.Option("--canary-percent", min=0.001, max=100, help="Canary traffic %.")
+]
+StepOption = Annotated[
+    float | None, typer.Option("--linear-step-percent", min=0.001, max=100, help="Linear step %.")
+]
+BakeOption = Annotated[
+    float | None, typer.Option("--bake-time", min=0, help="Seconds each step bakes.")
+]
+ErrorRateOption = Annotated[
+    float | None, typer.Option("--max-error-rate", min=0, max=1, help="Rollback above this rate.")
+]
+WaitOption = Annotated[
+    bool, typer.Option("--wait", help="Wait until the endpoint is InService and served.")
+]
+
+
+def parse_variant(text: str, flag: str) -> dict[str, Any]:
+    """`NAME=GROUP:VERSION[:WEIGHT]` as a VariantSpec dict; exit 2 naming the flag."""
+    match = _VARIANT.match(text.strip())
+    if match is None:
+        raise typer.BadParameter(
+            f"{text!r} is not NAME=GROUP:VERSION[:WEIGHT] (e.g. AllTraffic=credit-risk:1)",
+            param_hint=flag,
+        )
+    variant: dict[str, Any] = {
+        "variant_name": match["name"],
+        "model_package_group": match["group"],
+        "model_version": int(match["version"]),
+    }
+    if match["weight"] is not None:
+        variant["initial_weight"] = float(match["weight"])
+    return variant
+
+
+def _config(
+    variants: list[str] | None,
+    shadow: str | None,
+    rollout: str,
+    canary_percent: float | None,
+    linear_step_percent: float | None,
+    bake_time: float | None,
+    max_error_rate: float | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
+    if not variants:
+        raise typer.BadParameter("give at least one production variant", param_hint="--variant")
+    production = [parse_variant(text, "--variant") for text in variants]
+    names = [variant["variant_name"] for variant in production]
+    if len(set(names)) != len(names):
+        raise typer.BadParameter(f"variant names repeat: {names}", param_hint="--variant")
+    if rollout not in ROLLOUT_MODES:
+        raise typer.BadParameter(
+            f"{rollout!r} is not one of {', '.join(ROLLOUT_MODES)}", param_hint="--rollout"
+        )
+    policy: dict[str, Any] = {"mode": rollout}
+    for field, value in (
+        ("canary_percent", canary_percent),
+        ("linear_step_percent", linear_step_percent),
+        ("bake_time_s", bake_time),
+        ("max_error_rate", max_error_rate),
+    ):
+        if value is not None:
+            policy[field] = value
+    shadow_variant = parse_variant(shadow, "--shadow") if shadow else None
+    return production, shadow_variant, policy
+
+
+def _show(document: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(document)
+        return
+    console = Console()
+    console.print(
+        f"endpoint [bold]{document['endpoint_name']}[/] revision {document['revision']}: "
+        f"[bold]{document['status']}[/]"
+    )
+    rows = [
+        (
+            v["variant_name"],
+            f"{v['model_package_group']}:{v['model_version']}",
+            v["weight"],
+            v["instance_count"],
+            "production",
+        )
+        for v in document.get("production_variants") or []
+    ]
+    shadow = document.get("shadow_variant")
+    if shadow:
+        rows.append(
+            (
+                shadow["variant_name"],
+                f"{shadow['model_package_group']}:{shadow['model_version']}",
+                shadow["weight"],
+                shadow["instance_count"],
+                "shadow",
+            )
+        )
+    console.print(table("Variants", ("variant", "model", "weight", "instances", "kind"), rows))
+
+
+@endpoints_app.command("create")
+def create(
+    endpoint_name: str,
+    variant: VariantOption = None,
+    shadow: ShadowOption = None,
+    rollout: RolloutOption = "all_at_once",
+    canary_percent: CanaryOption = None,
+    linear_step_percent: StepOption = None,
+    bake_time: BakeOption = None,
+    max_error_rate: ErrorRateOption = None,
+    wait: WaitOption = False,
+    as_json: JsonOption = False,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Create an endpoint serving model versions (CreateEndpoint)."""
+    production, shadow_variant, policy = _config(
+        variant, shadow, rollout, canary_percent, linear_step_percent, bake_time, max_error_rate
+    )
+    with service_errors(), client_for(target, home) as client:
+        document = client.create_endpoint(
+            endpoint_name, production, shadow_variant=shadow_variant, rollout=policy
+        )
+        _show(client.wait_for_endpoint(endpoint_name) if wait else document, as_json)
+
+
+@endpoints_app.command("update")
+def update(
+    endpoint_name: str,
+    variant: VariantOption = None,
+    shadow: ShadowOption = None,
+    rollout: RolloutOption = "all_at_once",
+    canary_percent: CanaryOption = None,
+    linear_step_percent: StepOption = None,
+    bake_time: BakeOption = None,
+    max_error_rate: ErrorRateOption = None,
+    wait: WaitOption = False,
+    as_json: JsonOption = False,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Replace an endpoint's variants with a rollout (UpdateEndpoint)."""
+    production, shadow_variant, policy = _config(
+        variant, shadow, rollout, canary_percent, linear_step_percent, bake_time, max_error_rate
+    )
+    with service_errors(), client_for(target, home) as client:
+        document = client.update_endpoint(
+            endpoint_name, production, shadow_variant=shadow_variant, rollout=policy
+        )
+        _show(client.wait_for_endpoint(endpoint_name) if wait else document, as_json)
+
+
+@endpoints_app.command("weights")
+def weights(
+    endpoint_name: str,
+    weight: Annotated[
+        list[str] | None, typer.Option("--weight", "-w", help="VARIANT=WEIGHT (repeatable).")
+    ] = None,
+    as_json: JsonOption = False,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Change traffic weights without redeploying (UpdateEndpointWeightsAndCapacities)."""
+    given = parse_pairs(weight, "--weight")
+    if not given:
+        raise typer.BadParameter("give at least one VARIANT=WEIGHT", param_hint="--weight")
+    parsed: dict[str, float] = {}
+    for name, value in given.items():
+        try:
+            parsed[name] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a number", param_hint="--weight") from None
+    with service_errors(), client_for(target, home) as client:
+        _show(client.update_weights(endpoint_name, parsed), as_json)
+
+
+@endpoints_app.command("list")
+def list_endpoints(
+    as_json: JsonOption = False, target: TargetOption = None, home: HomeOption = None
+) -> None:
+    """Every endpoint with its status and variants."""
+    with service_errors(), client_for(target, home) as client:
+        endpoints = client.list_endpoints()
+    if as_json:
+        print_json(endpoints)
+        return
+    rows = [
+        (
+            e["endpoint_name"],
+            e["status"],
+            e["revision"],
+            ", ".join(
+                f"{v['variant_name']}={v['model_package_group']}:{v['model_version']}"
+                f"@{v['weight']:g}"
+                for v in e.get("production_variants") or []
+            ),
+            e["updated_at"][:19],
+        )
+        for e in endpoints
+    ]
+    columns = ("endpoint", "status", "revision", "variants", "updated")
+    Console().print(table("Endpoints", columns, rows))
+
+
+@endpoints_app.command("describe")
+def describe(
+    endpoint_name: str,
+    as_json: JsonOption = False,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """One endpoint: desired state, rollout state, last rollback."""
+    with service_errors(), client_for(target, home) as client:
+        document = client.describe_endpoint(endpoint_name)
+    if as_json:
+        print_json(document)
+        return
+    _show(document, False)
+    extra = {k: document.get(k) for k in ("rollout", "last_rollback", "updated_at")}
+    Console().print(key_value_table("Rollout", extra))
+
+
+@endpoints_app.command("delete")
+def delete(
+    endpoint_name: str,
+    as_json: JsonOption = False,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Delete an endpoint (the gateway stops serving it)."""
+    with service_errors(), client_for(target, home) as client:
+        document = client.delete_endpoint(endpoint_name)
+    if as_json:
+        print_json(document)
+        return
+    Console().print(f"endpoint [bold]{endpoint_name}[/]: {document['status']}")
+
+
+def invoke(
+    endpoint_name: str,
+    body: Annotated[str | None, typer.Option("--body", "-b", help="The request body.")] = None,
+    body_file: Annotated[
+        Path | None,
+        typer.Option("--body-file", exists=True, dir_okay=False, help="Read the body here."),
+    ] = None,
+    content_type: Annotated[str, typer.Option("--content-type", help="Body type.")] = "text/csv",
+    accept: Annotated[str | None, typer.Option("--accept", help="Answer type.")] = None,
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="X-Amzn-SageMaker-Target-Variant.")
+    ] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Per-feature contributions.")] = False,
+    v2: Annotated[
+        bool, typer.Option("--v2", help="Send as an Open Inference Protocol v2 infer (CSV rows).")
+    ] = False,
+    access_key: Annotated[
+        str | None,
+        typer.Option(
+            "--access-key",
+            help="Another KEY_ID:SECRET for this call (a narrow invoke key). Default: "
+            "CAIRN_ACCESS_KEY, else your credential (CAIRN_API_KEY or the home's).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Call an endpoint through the gateway (SageMaker InvokeEndpoint or OIP v2)."""
+    if (body is None) == (body_file is None):
+        raise typer.BadParameter("give exactly one of --body or --body-file", param_hint="--body")
+    payload = body if body is not None else body_file.read_text()  # type: ignore[union-attr]
+    rows: list[list[Any]] = []
+    if v2:
+        if content_type != "text/csv":
+            raise typer.BadParameter("--v2 takes CSV rows in --body", param_hint="--content-type")
+        rows = [_cells(line) for line in payload.splitlines() if line.strip()]
+        if not rows or len({len(row) for row in rows}) != 1:
+            raise typer.BadParameter(
+                "rows must all have the same number of cells", param_hint="--body"
+            )
+    with service_errors(), client_for(target, home, access_key=access_key) as client:
+        if v2:
+            answer = client.invoke_v2(endpoint_name, rows, version=variant, explain=explain)
+        else:
+            answer = client.invoke(
+                endpoint_name,
+                payload,
+                content_type,
+                accept=accept,
+                target_variant=variant,
+                explain=explain,
+            )
+    if as_json:
+        print_json({"variant": answer.variant, "body": answer.body})
+        return
+    Console(stderr=True).print(f"[dim]variant {answer.variant}, {answer.latency_ms:.1f} ms[/]")
+    raw = answer.raw.decode(errors="replace")
+    sys.stdout.write(raw if raw.endswith("\n") else raw + "\n")
+
+
+def _cells(line: str) -> list[Any]:
+    cells: list[Any] = []
+    for cell in line.split(","):
+        text = cell.strip()
+        try:
+            cells.append(float(text))
+        except ValueError:
+            cells.append(text)
+    return cells
+
+
+def register(app: typer.Typer) -> None:
+    """Add `endpoints` and `invoke` to the `cairn` app."""
+    app.add_typer(endpoints_app)
+    app.command("invoke")(invoke)

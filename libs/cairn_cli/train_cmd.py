@@ -1,0 +1,178 @@
+"""`cairn train` and `cairn jobs list | describe | logs | wait`: training jobs via the trainer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+
+from cairn_cli.sdk_common import (
+    EXIT_SERVICE_ERROR,
+    HomeOption,
+    JsonOption,
+    TargetOption,
+    client_for,
+    format_metrics,
+    key_value_table,
+    parse_pairs,
+    parse_value,
+    print_json,
+    service_errors,
+    table,
+    wait_for_job,
+)
+
+CONTENT_TYPES = ("text/csv", "application/x-parquet", "application/jsonlines")
+
+jobs_app = typer.Typer(
+    name="jobs", help="List, inspect and wait for training jobs.", no_args_is_help=True
+)
+
+
+def train(
+    job_name: Annotated[str, typer.Argument(help="Unique job name (letters, digits, dashes).")],
+    algorithm: Annotated[
+        str, typer.Option("--algorithm", "-a", help="xgboost, linear-learner, kmeans, pca, ...")
+    ] = "xgboost",
+    hyperparameter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hyperparameter", "-p", help="NAME=VALUE (repeatable), e.g. -p num_round=50."
+        ),
+    ] = None,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--channel", "-c", help="NAME=URI (repeatable): train=dataset://credit@1, ..."
+        ),
+    ] = None,
+    content_type: Annotated[
+        str, typer.Option("--content-type", help=f"Channel format: {', '.join(CONTENT_TYPES)}.")
+    ] = "text/csv",
+    label: Annotated[str | None, typer.Option("--label", help="Label column.")] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or gpu.")] = "cpu",
+    register: Annotated[
+        str | None, typer.Option("--register", help="Register the model into this group.")
+    ] = None,
+    max_runtime: Annotated[
+        int | None, typer.Option("--max-runtime", min=1, help="Stop after this many seconds.")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait with a progress bar.")] = False,
+    as_json: JsonOption = False,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Start a training job (CreateTrainingJob); --wait follows it to the end."""
+    channels = parse_pairs(channel, "--channel")
+    if not channels:
+        raise typer.BadParameter(
+            "give at least one, e.g. --channel train=URI", param_hint="--channel"
+        )
+    if content_type not in CONTENT_TYPES:
+        raise typer.BadParameter(
+            f"{content_type!r} is not one of {', '.join(CONTENT_TYPES)}",
+            param_hint="--content-type",
+        )
+    if device not in ("cpu", "gpu"):
+        raise typer.BadParameter(f"{device!r} is not cpu or gpu", param_hint="--device")
+    hyperparameters = {
+        name: parse_value(value) for name, value in parse_pairs(hyperparameter, "-p").items()
+    }
+    chosen_device: Literal["cpu", "gpu"] = "gpu" if device == "gpu" else "cpu"
+    console = Console(stderr=as_json)
+    with service_errors(), client_for(target, home) as client:
+        created = client.create_training_job(
+            job_name,
+            algorithm,
+            channels,
+            hyperparameters=hyperparameters,
+            content_type=content_type,
+            label_column=label,
+            device=chosen_device,
+            register_group=register,
+            max_runtime_s=max_runtime,
+        )
+        if not wait:
+            if as_json:
+                print_json(created)
+            else:
+                console.print(f"training job [bold]{job_name}[/] requested ({created['status']})")
+            return
+        job = wait_for_job(client, job_name, console)
+    _report_finished(job, console, as_json)
+
+
+def _report_finished(job: dict[str, object], console: Console, as_json: bool) -> None:
+    if as_json:
+        print_json(job)
+    elif job["status"] == "Completed":
+        metrics = job.get("metrics") or {}
+        shown = format_metrics(metrics if isinstance(metrics, dict) else {}, limit=8)
+        console.print(f"[green]Completed[/] {job['job_name']}: {job['artifact_uri']}  {shown}")
+    else:
+        console.print(f"[red]Failed[/] {job['job_name']}: {job.get('failure_reason')}")
+    if job["status"] != "Completed":
+        raise typer.Exit(EXIT_SERVICE_ERROR)
+
+
+@jobs_app.command("list")
+def list_jobs(
+    as_json: JsonOption = False, target: TargetOption = None, home: HomeOption = None
+) -> None:
+    """Every training job, newest first."""
+    with service_errors(), client_for(target, home) as client:
+        jobs = sorted(client.list_training_jobs(), key=lambda j: j["created_at"], reverse=True)
+    if as_json:
+        print_json(jobs)
+        return
+    rows = [
+        (
+            j["job_name"],
+            j["algorithm"],
+            j["status"],
+            j["device"],
+            j["created_at"][:19],
+            format_metrics(j.get("metrics") or {}, limit=2),
+        )
+        for j in jobs
+    ]
+    columns = ("job", "algorithm", "status", "device", "created", "metrics")
+    Console().print(table("Training jobs", columns, rows))
+
+
+@jobs_app.command("describe")
+def describe_job(
+    job_name: str, as_json: JsonOption = False, target: TargetOption = None, home: HomeOption = None
+) -> None:
+    """One job's document: status, timings, device, metrics, failure reason."""
+    with service_errors(), client_for(target, home) as client:
+        job = client.describe_training_job(job_name)
+    if as_json:
+        print_json(job)
+        return
+    Console().print(key_value_table(f"Training job {job_name}", job))
+
+
+@jobs_app.command("logs")
+def job_logs(job_name: str, target: TargetOption = None, home: HomeOption = None) -> None:
+    """The job's log as stored so far."""
+    with service_errors(), client_for(target, home) as client:
+        typer.echo(client.training_job_logs(job_name), nl=False)
+
+
+@jobs_app.command("wait")
+def wait_job(
+    job_name: str, as_json: JsonOption = False, target: TargetOption = None, home: HomeOption = None
+) -> None:
+    """Follow a job to its end with a progress bar and live metrics (exit 1 if it fails)."""
+    console = Console(stderr=as_json)
+    with service_errors(), client_for(target, home) as client:
+        job = wait_for_job(client, job_name, console)
+    _report_finished(job, console, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `train` and `jobs` to the `cairn` app."""
+    app.command("train")(train)
+    app.add_typer(jobs_app)

@@ -1,0 +1,377 @@
+"""`cairn_sdk.Client`: the platform's HTTP APIs as one Python object, with the CLI's verbs.
+
+Each service keeps its own base URL: the embedded platform (`cairn up`) gives every service its
+own port (read from `<home>/runtime.json`), compose and Kubernetes give each its own host. Every
+call sends the user's credential (`CAIRN_API_KEY`, else the one `cairn up` saved in the home) as
+`Authorization: Bearer`. Errors come back as the `cairn.errors` class matching the service's
+`{"error", "code"}` answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import httpx
+from cairn.errors import InvalidInput, NotFound, Unavailable
+
+from cairn_sdk.admin import AdminCalls
+from cairn_sdk.credentials import bearer_headers, resolve_token
+from cairn_sdk.errors import EndpointFailed
+from cairn_sdk.gateway import ACCESS_KEY_ENV, GatewayCalls
+from cairn_sdk.urls import service_urls
+
+TERMINAL_JOB_STATUSES = frozenset({"Completed", "Failed"})
+UPLOAD_CHUNK_BYTES = 1 << 20
+CONTENT_TYPES = {
+    ".csv": "text/csv",
+    ".parquet": "application/x-parquet",
+    ".pq": "application/x-parquet",
+    ".jsonl": "application/jsonlines",
+    ".ndjson": "application/jsonlines",
+}
+
+
+class Client(GatewayCalls, AdminCalls):
+    """One object for every control-plane verb, the gateway's invocations, keys and audit."""
+
+    def __init__(
+        self,
+        trainer_url: str | None = None,
+        registry_url: str | None = None,
+        deployer_url: str | None = None,
+        gateway_url: str | None = None,
+        ingest_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        access_key: str | None = None,
+        home: Path | str | None = None,
+        timeout_s: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        """Args:
+        trainer_url, registry_url, deployer_url, gateway_url, ingest_url: base URLs.
+        api_key: the credential `KEY_ID:SECRET`, sent as `Authorization: Bearer` on every call;
+            default CAIRN_API_KEY, else `<home>/credentials.json` (made by `cairn up`).
+        access_key: another credential for gateway invocations only (a narrow `invoke` key);
+            default CAIRN_ACCESS_KEY, else `api_key`.
+        home: the runtime folder holding the credential; default CAIRN_HOME or .cairn.
+        timeout_s: per-request timeout.
+        transport: an httpx transport (tests pass a MockTransport or an ASGI one).
+        """
+        given = {
+            "trainer": trainer_url,
+            "registry": registry_url,
+            "deployer": deployer_url,
+            "gateway": gateway_url,
+            "ingest": ingest_url,
+        }
+        self.urls = {name: url.rstrip("/") for name, url in given.items() if url}
+        self.api_key = (api_key if api_key is not None else resolve_token(home)) or None
+        self.access_key = (
+            access_key if access_key is not None else os.environ.get(ACCESS_KEY_ENV) or None
+        )
+        self._http = httpx.Client(
+            timeout=timeout_s,
+            headers=bearer_headers(self.api_key),
+            transport=transport,
+            trust_env=False,
+        )
+
+    # Construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_runtime(cls, home: Path | str | None = None, **options: Any) -> Self:
+        """The platform `cairn up` runs on `home` (default: CAIRN_HOME or .cairn)."""
+        where = Path(home) if home else None
+        return cls._from_urls(service_urls(home=where), home=where, **options)
+
+    @classmethod
+    def from_target(cls, url: str | None = None, **options: Any) -> Self:
+        """Every service at `url` (one ingress), each overridable by CAIRN_<SERVICE>_URL."""
+        return cls._from_urls(service_urls(target=url), **options)
+
+    @classmethod
+    def from_env(cls, target: str | None = None, home: Path | None = None, **options: Any) -> Self:
+        """What the CLI uses: CAIRN_<SERVICE>_URL, else --target/CAIRN_TARGET, else runtime.json."""
+        return cls._from_urls(service_urls(target=target, home=home), home=home, **options)
+
+    @classmethod
+    def _from_urls(cls, urls: dict[str, str], **options: Any) -> Self:
+        return cls(
+            trainer_url=urls.get("trainer"),
+            registry_url=urls.get("registry"),
+            deployer_url=urls.get("deployer"),
+            gateway_url=urls.get("gateway"),
+            ingest_url=urls.get("ingest"),
+            **options,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Training -------------------------------------------------------------------------------
+
+    def create_training_job(
+        self,
+        job_name: str,
+        algorithm: str,
+        channels: Mapping[str, str],
+        *,
+        hyperparameters: Mapping[str, Any] | None = None,
+        content_type: str = "text/csv",
+        label_column: str | None = None,
+        device: Literal["cpu", "gpu"] = "cpu",
+        register_group: str | None = None,
+        output_uri: str | None = None,
+        max_runtime_s: int | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """CreateTrainingJob: `channels` maps a channel name (train, validation) to a URI."""
+        request: dict[str, Any] = {
+            "job_name": job_name,
+            "algorithm": algorithm,
+            "hyperparameters": dict(hyperparameters or {}),
+            "input_channels": [
+                {
+                    "name": name,
+                    "uri": uri,
+                    "content_type": content_type,
+                    "label_column": label_column,
+                }
+                for name, uri in channels.items()
+            ],
+            "resources": {"device": device},
+            "tags": dict(tags or {}),
+        }
+        if register_group:
+            request["registration"] = {"model_package_group": register_group}
+        if output_uri:
+            request["output_uri"] = output_uri
+        if max_runtime_s:
+            request["stopping_condition"] = {"max_runtime_s": max_runtime_s}
+        return dict(self._json("POST", "trainer", "/training-jobs", json=request))
+
+    def describe_training_job(self, job_name: str) -> dict[str, Any]:
+        return dict(self._json("GET", "trainer", f"/training-jobs/{job_name}"))
+
+    def list_training_jobs(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "trainer", "/training-jobs")["training_jobs"])
+
+    def training_job_logs(self, job_name: str) -> str:
+        return self._send("GET", "trainer", f"/training-jobs/{job_name}/logs").text
+
+    def wait_for_training_job(
+        self,
+        job_name: str,
+        *,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+        poll_s: float = 0.5,
+        timeout_s: float = 3600.0,
+    ) -> dict[str, Any]:
+        """Poll the job document until it is Completed or Failed; `on_progress` sees each poll."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.describe_training_job(job_name)
+            if on_progress is not None:
+                on_progress(job)
+            if job["status"] in TERMINAL_JOB_STATUSES:
+                return job
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"training job {job_name} is still {job['status']} after {timeout_s:.0f}s"
+                )
+            time.sleep(poll_s)
+
+    # Registry -------------------------------------------------------------------------------
+
+    def list_model_package_groups(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "registry", "/model-package-groups"))
+
+    def list_model_packages(self, group: str, status: str | None = None) -> list[dict[str, Any]]:
+        params = {"status": status} if status else None
+        path = f"/model-package-groups/{group}/versions"
+        return list(self._json("GET", "registry", path, params=params))
+
+    def describe_model_package(self, group: str, version: int | str) -> dict[str, Any]:
+        """A version by number or alias (`champion`)."""
+        return dict(
+            self._json("GET", "registry", f"/model-package-groups/{group}/versions/{version}")
+        )
+
+    def model_package_lineage(self, group: str, version: int | str) -> dict[str, Any]:
+        path = f"/model-package-groups/{group}/versions/{version}/lineage"
+        return dict(self._json("GET", "registry", path))
+
+    def _decide(
+        self, group: str, version: int | str, status: str, by: str, reason: str
+    ) -> dict[str, Any]:
+        path = f"/model-package-groups/{group}/versions/{version}/approval"
+        body = {"status": status, "by": by, "reason": reason}
+        return dict(self._json("POST", "registry", path, json=body))
+
+    def approve(
+        self, group: str, version: int | str, *, by: str | None = None, reason: str = ""
+    ) -> dict[str, Any]:
+        return self._decide(group, version, "Approved", by or _user(), reason)
+
+    def reject(
+        self, group: str, version: int | str, *, by: str | None = None, reason: str = ""
+    ) -> dict[str, Any]:
+        return self._decide(group, version, "Rejected", by or _user(), reason)
+
+    def set_alias(self, group: str, alias: str, version: int) -> dict[str, Any]:
+        path = f"/model-package-groups/{group}/aliases/{alias}"
+        return dict(self._json("PUT", "registry", path, json={"version": version}))
+
+    def wait_for_model_package(
+        self, job_name: str, group: str, *, timeout_s: float = 30.0, poll_s: float = 0.25
+    ) -> dict[str, Any]:
+        """The version registered from `job_name` (the registry registers on the job's event)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(NotFound):
+                for version in self.list_model_packages(group):
+                    if version.get("lineage", {}).get("training_job") == job_name:
+                        return version
+            if time.monotonic() > deadline:
+                raise Unavailable(f"no version of {group} registered from {job_name} yet")
+            time.sleep(poll_s)
+
+    # Endpoints ------------------------------------------------------------------------------
+
+    def create_endpoint(
+        self,
+        endpoint_name: str,
+        production_variants: Sequence[Mapping[str, Any]],
+        *,
+        shadow_variant: Mapping[str, Any] | None = None,
+        rollout: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """CreateEndpoint; variants are VariantSpec dicts (variant_name, model_package_group,
+        model_version, initial_weight, instance_count)."""
+        body: dict[str, Any] = {
+            "endpoint_name": endpoint_name,
+            "production_variants": [dict(v) for v in production_variants],
+            "shadow_variant": dict(shadow_variant) if shadow_variant else None,
+        }
+        if rollout:
+            body["rollout"] = dict(rollout)
+        return dict(self._json("POST", "deployer", "/endpoints", json=body))
+
+    def update_endpoint(
+        self,
+        endpoint_name: str,
+        production_variants: Sequence[Mapping[str, Any]],
+        *,
+        shadow_variant: Mapping[str, Any] | None = None,
+        rollout: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "production_variants": [dict(v) for v in production_variants],
+            "shadow_variant": dict(shadow_variant) if shadow_variant else None,
+        }
+        if rollout:
+            body["rollout"] = dict(rollout)
+        return dict(self._json("PUT", "deployer", f"/endpoints/{endpoint_name}", json=body))
+
+    def update_weights(self, endpoint_name: str, weights: Mapping[str, float]) -> dict[str, Any]:
+        """UpdateEndpointWeightsAndCapacities: new weights by variant name, no redeploy."""
+        body = {"variants": [{"variant_name": n, "weight": w} for n, w in weights.items()]}
+        return dict(
+            self._json("POST", "deployer", f"/endpoints/{endpoint_name}/weights", json=body)
+        )
+
+    def describe_endpoint(self, endpoint_name: str) -> dict[str, Any]:
+        return dict(self._json("GET", "deployer", f"/endpoints/{endpoint_name}"))
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "deployer", "/endpoints"))
+
+    def delete_endpoint(self, endpoint_name: str) -> dict[str, Any]:
+        return dict(self._json("DELETE", "deployer", f"/endpoints/{endpoint_name}"))
+
+    def wait_for_endpoint(
+        self,
+        endpoint_name: str,
+        *,
+        status: str = "InService",
+        serving: bool = True,
+        timeout_s: float = 120.0,
+        poll_s: float = 0.25,
+    ) -> dict[str, Any]:
+        """Poll until the deployer says `status` and (with `serving`) the gateway has it loaded."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            endpoint = self.describe_endpoint(endpoint_name)
+            if endpoint["status"] in ("Failed", "Deleted") and endpoint["status"] != status:
+                raise EndpointFailed(f"endpoint {endpoint_name} is {endpoint['status']}")
+            if endpoint["status"] == status and (not serving or self.endpoint_ready(endpoint_name)):
+                return endpoint
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    f"endpoint {endpoint_name} is {endpoint['status']}, not {status} being "
+                    f"served, after {timeout_s:.0f}s"
+                )
+            time.sleep(poll_s)
+
+    def endpoint_ready(self, endpoint_name: str) -> bool:
+        """Whether the gateway serves the endpoint now (OIP v2 model readiness)."""
+        try:
+            self._send("GET", "gateway", f"/v2/models/{endpoint_name}/ready")
+        except (NotFound, InvalidInput, Unavailable):
+            return False
+        return True
+
+    # Datasets -------------------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        path: Path | str,
+        name: str,
+        *,
+        content_type: str | None = None,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Stream a CSV / Parquet / JSON Lines file to the ingest service as a dataset version."""
+        file = Path(path)
+        media = content_type or CONTENT_TYPES.get(file.suffix.lower())
+        if media is None:
+            raise InvalidInput(f"cannot tell the format of {file.name}; pass content_type")
+
+        def chunks() -> Iterator[bytes]:
+            with file.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(UPLOAD_CHUNK_BYTES), b""):
+                    if on_chunk is not None:
+                        on_chunk(len(chunk))
+                    yield chunk
+
+        response = self._send(
+            "POST",
+            "ingest",
+            f"/datasets/{name}/upload",
+            content=chunks(),
+            headers={"Content-Type": media},
+            timeout=3600.0,
+        )
+        return dict(response.json())
+
+
+def _user() -> str:
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "cairn-client"

@@ -1,0 +1,117 @@
+"""The deployer's HTTP API: endpoints (Create/Update/DeleteEndpoint, weights) and auto-deploy.
+
+Each route declares its scope; the kernel authenticates every request and audits every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from cairn.auth import requires
+from cairn.contracts.events import DeploymentRequested, RolloutPolicy, VariantSpec
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from services.deployer.documents import NAME_PATTERN, AutoDeployPolicy, EndpointDoc, WeightChange
+from services.deployer.handlers import Deployer
+
+
+class EndpointBody(BaseModel):
+    """PUT /endpoints/{name}: the new endpoint config."""
+
+    production_variants: list[VariantSpec] = Field(min_length=1)
+    shadow_variant: VariantSpec | None = None
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    allow_unapproved: bool = Field(
+        default=False, description="Serve versions not yet Approved (never Rejected ones)."
+    )
+
+
+class CreateEndpointBody(EndpointBody):
+    """POST /endpoints: a name and its config (like DeploymentRequested)."""
+
+    endpoint_name: str = Field(pattern=NAME_PATTERN)
+
+
+class WeightsBody(BaseModel):
+    """POST /endpoints/{name}/weights (UpdateEndpointWeightsAndCapacities)."""
+
+    variants: list[WeightChange] = Field(min_length=1)
+
+
+def get_deployer(request: Request) -> Deployer:
+    deployer: Deployer = request.app.state.deployer
+    return deployer
+
+
+DeployerDep = Annotated[Deployer, Depends(get_deployer)]
+
+
+def _request(
+    name: str, action: Literal["create", "update", "delete"], body: EndpointBody | None
+) -> DeploymentRequested:
+    fields: dict[str, Any] = (
+        body.model_dump(exclude={"endpoint_name", "allow_unapproved"}) if body else {}
+    )
+    return DeploymentRequested(endpoint_name=name, action=action, **fields)
+
+
+endpoints = APIRouter(prefix="/endpoints", tags=["deployer"])
+
+
+@endpoints.get("", dependencies=[requires("read")])
+async def list_endpoints(deployer: DeployerDep) -> list[EndpointDoc]:
+    return await asyncio.to_thread(deployer.list_endpoints)
+
+
+@endpoints.post("", status_code=201, dependencies=[requires("deploy", action="endpoint.create")])
+async def create_endpoint(body: CreateEndpointBody, deployer: DeployerDep) -> EndpointDoc:
+    request = _request(body.endpoint_name, "create", body)
+    return await deployer.deploy(request, allow_unapproved=body.allow_unapproved)
+
+
+@endpoints.get("/{name}", dependencies=[requires("read")])
+async def get_endpoint(name: str, deployer: DeployerDep) -> EndpointDoc:
+    return await asyncio.to_thread(deployer.get_endpoint, name)
+
+
+@endpoints.put("/{name}", dependencies=[requires("deploy", action="endpoint.update")])
+async def update_endpoint(name: str, body: EndpointBody, deployer: DeployerDep) -> EndpointDoc:
+    request = _request(name, "update", body)
+    return await deployer.deploy(request, allow_unapproved=body.allow_unapproved)
+
+
+@endpoints.delete("/{name}", dependencies=[requires("deploy", action="endpoint.delete")])
+async def delete_endpoint(name: str, deployer: DeployerDep) -> EndpointDoc:
+    await asyncio.to_thread(deployer.get_endpoint, name)  # 404 for an unknown endpoint
+    return await deployer.deploy(_request(name, "delete", None))
+
+
+@endpoints.post("/{name}/weights", dependencies=[requires("deploy", action="endpoint.weights")])
+async def set_weights(name: str, body: WeightsBody, deployer: DeployerDep) -> EndpointDoc:
+    return await deployer.set_weights(name, body.variants)
+
+
+auto_deploy = APIRouter(prefix="/auto-deploy", tags=["deployer"])
+
+
+@auto_deploy.get("/{group}", dependencies=[requires("read")])
+async def get_policy(group: str, deployer: DeployerDep) -> AutoDeployPolicy:
+    return await asyncio.to_thread(deployer.get_policy, group)
+
+
+@auto_deploy.put("/{group}", dependencies=[requires("deploy", action="auto_deploy.put")])
+async def put_policy(group: str, body: AutoDeployPolicy, deployer: DeployerDep) -> AutoDeployPolicy:
+    return await asyncio.to_thread(deployer.put_policy, group, body)
+
+
+@auto_deploy.delete(
+    "/{group}", status_code=204, dependencies=[requires("deploy", action="auto_deploy.delete")]
+)
+async def delete_policy(group: str, deployer: DeployerDep) -> Response:
+    await asyncio.to_thread(deployer.delete_policy, group)
+    return Response(status_code=204)
+
+
+ROUTERS = (endpoints, auto_deploy)
