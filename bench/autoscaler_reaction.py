@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import socket
 import statistics
 import subprocess
@@ -24,11 +25,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cairn.bus import consumer_group_lag, ensure_topics
 from cairn.bus.lag import existing_partitions, fetch_high_watermarks
 from cairn.contracts.events import WorkerPoolScaled
-from cairn.pools import WorkerPool
 from cairn.settings import CairnSettings
 
 from services.autoscaler.backends import WorkerBackend
 from services.autoscaler.handlers import Autoscaler
+from services.autoscaler.pools import WorkerPool
 
 COOLDOWN_S = 3.0
 
@@ -130,7 +131,7 @@ async def trial(settings: CairnSettings, interval_s: float, index: int) -> dict[
         decisions.append((time.monotonic(), event))
 
     scaler = Autoscaler([pool], backend, lag_of, publish)
-    scaler.start()
+    running = asyncio.create_task(scaler.run())
     try:
         await asyncio.sleep(interval_s * (index % 4) / 4)  # cross at different loop phases
         await produce(settings, topic, 6)
@@ -143,7 +144,10 @@ async def trial(settings: CairnSettings, interval_s: float, index: int) -> dict[
         drained = time.monotonic()
         zeroed = await wait_until(lambda: backend.replicas.get(pool.name) == 0)
     finally:
-        await scaler.stop()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await backend.close()
     return {
         "activation_s": activated - crossed,
         "to_max_s": maxed - flooded,

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cairn import __version__
 from cairn.audit import AuditRecord
 from cairn.auth.http import (
+    AUDIT_RESOURCE_STATE,
     AUDIT_STATE,
     UNAUTHENTICATED_PATHS,
     complete_draft,
@@ -188,11 +189,13 @@ class _EdgeMiddleware:
 
     async def _audit(self, scope: Scope, status: int) -> None:
         """Complete and store the route's audit draft before its response starts."""
-        draft: AuditRecord | None = scope.get("state", {}).pop(AUDIT_STATE, None)
+        state = scope.get("state", {})
+        draft: AuditRecord | None = state.pop(AUDIT_STATE, None)
         sink: AuditSink | None = getattr(self.app_state, "audit_sink", None)
         if draft is None or sink is None:
             return
-        await sink(complete_draft(draft, status, self.service_name))
+        resource = state.get(AUDIT_RESOURCE_STATE)
+        await sink(complete_draft(draft, status, self.service_name, resource))
 
     def _too_large(self) -> dict[str, Any]:
         return _error_body(

@@ -228,7 +228,11 @@ class Service:
     ) -> None:
         """Send an envelope (or a trimmed copy of one) to its topic's DLQ with the reason."""
         spec = spec_for(envelope.type)
-        headers = {DLQ_REASON: reason, DLQ_ERROR: error[:2000], DLQ_GROUP: group or self.name}
+        headers = {
+            DLQ_REASON: reason,
+            DLQ_ERROR: error[:2000],
+            DLQ_GROUP: group or f"cairn.{self.name}",
+        }
         await self.broker.publish(
             envelope.model_dump_json().encode(),
             spec.dlq_topic,

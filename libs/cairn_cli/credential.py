@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from cairn.settings import CairnSettings
 from cairn_sdk.credentials import resolve_token, split_token
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from cairn.bus.publish import Signer
@@ -33,9 +34,9 @@ def ensure_credential(
     store = open_store(store_url or settings.resolved_store_url(), settings)
     token = ensure_admin_credential(settings, store)
     if token is not None:
-        saved = credentials_path(settings.home.resolve())
+        saved = escape(str(credentials_path(settings.home.resolve())))
         console.print(
-            f"[bold]Admin credential created[/] (shown only now): [bold]{token}[/]\n"
+            f"[bold]Admin credential created[/] (shown only now): [bold]{escape(token)}[/]\n"
             f"  saved in {saved} (mode 0600): the CLI and the SDK use it from there (or from "
             "CAIRN_API_KEY). Mint narrower keys with `cairn keys create`.",
             highlight=False,

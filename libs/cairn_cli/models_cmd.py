@@ -26,7 +26,6 @@ models_app = typer.Typer(
 )
 
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept in the approval history).")]
-ByOption = Annotated[str | None, typer.Option("--by", help="Who decides. Default: $USER.")]
 STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 
 
@@ -94,14 +93,13 @@ def approve(
     group: str,
     version: str,
     reason: ReasonOption = "",
-    by: ByOption = None,
     as_json: JsonOption = False,
     target: TargetOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Approve a version (it may then be deployed automatically by an auto-deploy policy)."""
+    """Approve a version as your key's principal (an auto-deploy policy may then deploy it)."""
     with service_errors(), client_for(target, home) as client:
-        document = client.approve(group, version, by=by, reason=reason)
+        document = client.approve(group, version, reason=reason)
     _decided(document, as_json)
 
 
@@ -110,14 +108,13 @@ def reject(
     group: str,
     version: str,
     reason: ReasonOption = "",
-    by: ByOption = None,
     as_json: JsonOption = False,
     target: TargetOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Reject a version (it can no longer be deployed)."""
+    """Reject a version as your key's principal (it can no longer be deployed)."""
     with service_errors(), client_for(target, home) as client:
-        document = client.reject(group, version, by=by, reason=reason)
+        document = client.reject(group, version, reason=reason)
     _decided(document, as_json)
 
 

@@ -27,6 +27,7 @@ from cairn.runtime.state import (
 from cairn.settings import CairnSettings
 from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 
 from cairn_cli.credential import ensure_credential
 from cairn_cli.extras import PLATFORM_MODULES, install_hint, missing_modules
@@ -150,7 +151,7 @@ def _warn_missing_libraries(console: Console) -> None:
     if missing:
         console.print(
             f"[yellow]warning:[/] the services need {', '.join(missing)}, which this install "
-            f"lacks; the ones that import them will not start: {install_hint('platform')}",
+            f"lacks; the ones that import them will not start: {escape(install_hint('platform'))}",
             highlight=False,
             soft_wrap=True,
         )

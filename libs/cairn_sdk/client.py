@@ -219,22 +219,18 @@ class Client(GatewayCalls, AdminCalls):
         path = f"/model-package-groups/{group}/versions/{version}/lineage"
         return dict(self._json("GET", "registry", path))
 
-    def _decide(
-        self, group: str, version: int | str, status: str, by: str, reason: str
-    ) -> dict[str, Any]:
+    def _decide(self, group: str, version: int | str, status: str, reason: str) -> dict[str, Any]:
         path = f"/model-package-groups/{group}/versions/{version}/approval"
-        body = {"status": status, "by": by, "reason": reason}
+        body = {"status": status, "reason": reason}
         return dict(self._json("POST", "registry", path, json=body))
 
-    def approve(
-        self, group: str, version: int | str, *, by: str | None = None, reason: str = ""
-    ) -> dict[str, Any]:
-        return self._decide(group, version, "Approved", by or _user(), reason)
+    def approve(self, group: str, version: int | str, *, reason: str = "") -> dict[str, Any]:
+        """Approve a version; the registry records your key's principal as the approver."""
+        return self._decide(group, version, "Approved", reason)
 
-    def reject(
-        self, group: str, version: int | str, *, by: str | None = None, reason: str = ""
-    ) -> dict[str, Any]:
-        return self._decide(group, version, "Rejected", by or _user(), reason)
+    def reject(self, group: str, version: int | str, *, reason: str = "") -> dict[str, Any]:
+        """Reject a version; the registry records your key's principal."""
+        return self._decide(group, version, "Rejected", reason)
 
     def set_alias(self, group: str, alias: str, version: int) -> dict[str, Any]:
         path = f"/model-package-groups/{group}/aliases/{alias}"
@@ -371,7 +367,3 @@ class Client(GatewayCalls, AdminCalls):
             timeout=3600.0,
         )
         return dict(response.json())
-
-
-def _user() -> str:
-    return os.environ.get("USER") or os.environ.get("USERNAME") or "cairn-client"

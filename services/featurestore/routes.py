@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from cairn.auth import requires
+from cairn.auth import requires, set_audit_resource
 from cairn.contracts.events import FeatureGroupCreationRequested, TrainingSetRequested
 from cairn.errors import InvalidInput
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -78,8 +78,9 @@ def _time(value: str, what: str) -> datetime:
     dependencies=[requires("data", action="feature_group.create")],
 )
 async def create_group(
-    body: FeatureGroupCreationRequested, response: Response, fs: Features
+    body: FeatureGroupCreationRequested, request: Request, response: Response, fs: Features
 ) -> FeatureGroup:
+    set_audit_resource(request, f"/feature-groups/{body.feature_group_name}")
     group, created = await fs.create_group(body)
     response.status_code = 201 if created else 200
     return group
@@ -158,8 +159,11 @@ async def as_of(
 @training_sets.post(
     "", status_code=201, dependencies=[requires("data", action="training_set.create")]
 )
-async def build_training_set(body: TrainingSetRequested, fs: Features) -> TrainingSetDoc:
+async def build_training_set(
+    body: TrainingSetRequested, request: Request, fs: Features
+) -> TrainingSetDoc:
     """Build a point-in-time correct training set now; repeating the request reuses it."""
+    set_audit_resource(request, f"/training-sets/{body.training_set_name}")
     return await fs.build_training_set(body)
 
 

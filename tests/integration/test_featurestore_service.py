@@ -531,4 +531,4 @@ def test_group_creation_is_audited_and_record_writes_are_not(
     audited = [
         (r.action, r.resource, r.outcome) for r in list_audit_records(store, principal=engineer)
     ]
-    assert audited == [("feature_group.create", "/feature-groups", "success")]
+    assert audited == [("feature_group.create", f"/feature-groups/{name}", "success")]

@@ -23,7 +23,7 @@ from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from starlette.routing import Route
 
-from tests.support.auth import scoped_headers, auth_settings, token_for
+from tests.support.auth import auth_settings, scoped_headers, token_for
 
 router = APIRouter(prefix="/things")
 
@@ -98,7 +98,9 @@ def test_changes_leave_an_audit_record_naming_the_principal(
 ) -> None:
     alice = _headers(service, ["deploy"], name="alice")
     assert client.post("/things/a", headers=alice).status_code == 201
-    assert client.post("/things/b", headers=_headers(service, ["read"], name="bob")).status_code == 403
+    assert (
+        client.post("/things/b", headers=_headers(service, ["read"], name="bob")).status_code == 403
+    )
     client.get("/things", headers=alice)  # reads are not changes
     records = list_audit_records(service.store)
     assert [(r.principal, r.action, r.resource, r.outcome) for r in records] == [
@@ -112,7 +114,10 @@ def test_keys_are_minted_by_admins_only_listed_without_secrets_and_revocable(
     service: Service, client: TestClient
 ) -> None:
     body = {"name": "ci", "scopes": ["invoke"], "endpoints": ["credit"]}
-    assert client.post("/admin/keys", json=body, headers=_headers(service, ["deploy"])).status_code == 403
+    assert (
+        client.post("/admin/keys", json=body, headers=_headers(service, ["deploy"])).status_code
+        == 403
+    )
     admin = _headers(service, ["admin"], name="root")
     created = client.post("/admin/keys", json=body, headers=admin)
     assert created.status_code == 201
@@ -162,7 +167,9 @@ def test_a_route_that_escapes_the_guard_stops_the_service_from_starting(
 
 
 def test_auth_off_is_explicit(tmp_path: Path) -> None:
-    svc = Service("open", settings=auth_settings(home=tmp_path, auth_enabled=False), store=MemoryStore())
+    svc = Service(
+        "open", settings=auth_settings(home=tmp_path, auth_enabled=False), store=MemoryStore()
+    )
     svc.include_router(router)
     assert TestClient(svc.api).delete("/things/a").status_code == 200
 
@@ -194,6 +201,7 @@ async def test_privileged_requests_need_a_signature_with_the_scope(service: Serv
     trainer = Signer("service:trainer", box.service_secret("trainer"))
     with pytest.raises(Forbidden):
         await service._authorise_request(spec, _payload(service, trainer))
-    assert sign_envelope({"a": 1}, "k", "s")["signature"] != sign_envelope({"a": 2}, "k", "s")[
-        "signature"
-    ]
+    assert (
+        sign_envelope({"a": 1}, "k", "s")["signature"]
+        != sign_envelope({"a": 2}, "k", "s")["signature"]
+    )

@@ -18,9 +18,7 @@ from cairn.namespaces import KERNEL_PREFIXES, PUBLISHED_NAMESPACES
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES_DIR = REPO / "services"
-SERVICES = sorted(
-    path.name for path in SERVICES_DIR.iterdir() if (path / "__init__.py").exists()
-)
+SERVICES = sorted(path.name for path in SERVICES_DIR.iterdir() if (path / "__init__.py").exists())
 
 
 def _sources(service: str) -> Iterator[Path]:
@@ -50,8 +48,9 @@ def _violations(service: str) -> list[str]:
     for path in _sources(service):
         tree = ast.parse(path.read_text(), filename=str(path))
         for line, text in _leading_strings(tree):
-            stripped = text.lstrip("/")
-            if any(stripped.startswith(prefix) for prefix in prefixes):
+            if text.startswith("/"):  # an HTTP path, not a store key
+                continue
+            if any(text.startswith(prefix) for prefix in prefixes):
                 found.append(f"{path.relative_to(REPO)}:{line}: names {text!r}")
     return found
 

@@ -61,5 +61,7 @@ def test_a_key_without_the_routes_scope_gets_403(name: str, tmp_path: Path) -> N
     client = TestClient(app)
     # `label` belongs to the labeling service, which these services do not serve.
     headers = scoped_headers(service.store, service.settings, ["label"])
-    refused = {(m, p): client.request(m, p, headers=headers).status_code for m, p in _routes(service)}
+    refused = {
+        (m, p): client.request(m, p, headers=headers).status_code for m, p in _routes(service)
+    }
     assert {route: code for route, code in refused.items() if code != 403} == {}

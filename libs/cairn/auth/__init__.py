@@ -9,7 +9,7 @@ bootstrap       the first admin credential
 """
 
 from cairn.auth.authenticator import Authenticator
-from cairn.auth.http import CurrentPrincipal, current_principal, requires
+from cairn.auth.http import CurrentPrincipal, current_principal, requires, set_audit_resource
 from cairn.auth.principal import Principal
 from cairn.auth.scopes import SCOPES, Scope
 
@@ -21,4 +21,5 @@ __all__ = [
     "Scope",
     "current_principal",
     "requires",
+    "set_audit_resource",
 ]

@@ -18,6 +18,7 @@ before the response starts, so no change is answered without its record.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -37,6 +38,12 @@ UNAUTHENTICATED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _UNAUDITED_SCOPES = frozenset({"read", "invoke"})
 AUDIT_STATE = "cairn_audit_draft"
+AUDIT_RESOURCE_STATE = "cairn_audit_resource"
+
+
+def set_audit_resource(request: Request, resource: str) -> None:
+    """Name what a change made when the path does not (`POST /feature-groups` -> the group)."""
+    request.scope.setdefault("state", {})[AUDIT_RESOURCE_STATE] = resource
 
 
 @dataclass(frozen=True)
@@ -97,7 +104,9 @@ async def authenticate_request(request: Request) -> Principal:
         raise ConfigError("this app has no authenticator: build it through cairn.service.Service")
     signed = request.headers.get("authorization", "").startswith("AWS4-")
     body = await request.body() if signed else b""  # only SigV4 signs the body; uploads stream
-    principal = authenticator.authenticate(
+    # A key-ring miss reads the store: keep that off the event loop.
+    principal = await asyncio.to_thread(
+        authenticator.authenticate,
         method=request.method,
         raw_path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
         raw_query=request.scope.get("query_string", b"").decode("latin-1"),
@@ -150,10 +159,17 @@ def _draft(request: Request, route: Any, requirement: Requirement) -> AuditRecor
     )
 
 
-def complete_draft(draft: AuditRecord, status_code: int, service: str) -> AuditRecord:
-    return draft.model_copy(
-        update={"status_code": status_code, "outcome": outcome_of(status_code), "service": service}
-    )
+def complete_draft(
+    draft: AuditRecord, status_code: int, service: str, resource: str | None = None
+) -> AuditRecord:
+    update: dict[str, Any] = {
+        "status_code": status_code,
+        "outcome": outcome_of(status_code),
+        "service": service,
+    }
+    if resource:
+        update["resource"] = resource
+    return draft.model_copy(update=update)
 
 
 def assert_routes_guarded(app: FastAPI) -> None:

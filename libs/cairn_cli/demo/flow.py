@@ -230,7 +230,7 @@ class CreditRiskDemo:
 
         with self.step(f"Approve version {version['version']}"):
             version = self.client.approve(
-                GROUP, version["version"], by="cairn-demo", reason="AUC checked by the demo"
+                GROUP, version["version"], reason="AUC checked by the demo"
             )
             self.console.print(f"   approval: [bold]{version['approval_status']}[/]")
 
