@@ -91,6 +91,7 @@ class LoadedService:
     broker: Any
     api: Any
     broadcast_topics: tuple[str, ...] = ()
+    measures_lag: bool = False
 
 
 @dataclass
@@ -156,14 +157,9 @@ def _load_service(spec: ServiceSpec) -> LoadedService:
         spec.name,
         getattr(service, "broker", None),
         getattr(service, "api", None),
-        _broadcast_topics(service),
+        tuple(getattr(service, "broadcast_topics", ())),
+        bool(getattr(service, "measures_lag", False)),
     )
-
-
-def _broadcast_topics(service: Any) -> tuple[str, ...]:
-    """Topics a `Service` reads on every replica without a consumer group (`service.broadcast`)."""
-    readers = getattr(service, "_broadcasts", ())
-    return tuple(sorted({reader.spec.topic for reader in readers}))
 
 
 def _load_services(settings: CairnSettings) -> list[LoadedService]:
@@ -295,7 +291,9 @@ def render_state_schema(spec: StateSpec) -> str:
 def render_kafka_acls(specs: dict[str, EventSpec], services: list[LoadedService]) -> dict[str, str]:
     """kafka-acls.txt and .json: each service's principal limited to its own topics and groups."""
     subscriptions = [
-        subscriptions_of(service.name, service.broker, service.broadcast_topics)
+        subscriptions_of(
+            service.name, service.broker, service.broadcast_topics, service.measures_lag
+        )
         for service in services
     ]
     bindings = kafka_acls(specs.values(), subscriptions)

@@ -47,8 +47,6 @@ USER_GROUP_PREFIX = "cairn-cli"
 ADMIN_PRINCIPAL = "User:admin"
 KERNEL_OWNER = "kernel"
 REQUEST_SUFFIX = "Requested"
-# Services that measure other services' consumer-group lag (the autoscaler sizes worker pools).
-LAG_READERS = frozenset({"autoscaler"})
 
 ResourceType = Literal["TOPIC", "GROUP"]
 PatternType = Literal["LITERAL", "PREFIXED"]
@@ -100,6 +98,7 @@ class Subscriptions:
     topics: frozenset[str] = frozenset()
     groups: frozenset[str] = frozenset()
     broadcasts: frozenset[str] = frozenset()
+    measures_lag: bool = False
 
 
 def service_principal(service: str) -> str:
@@ -112,7 +111,9 @@ def is_request(spec: EventSpec) -> bool:
     return spec.type.endswith(REQUEST_SUFFIX) or spec.required_scope is not None
 
 
-def subscriptions_of(service: str, broker: Any, broadcasts: Iterable[str] = ()) -> Subscriptions:
+def subscriptions_of(
+    service: str, broker: Any, broadcasts: Iterable[str] = (), measures_lag: bool = False
+) -> Subscriptions:
     """Read the topics and consumer groups off a FastStream Kafka broker's subscribers.
 
     Args:
@@ -120,6 +121,7 @@ def subscriptions_of(service: str, broker: Any, broadcasts: Iterable[str] = ()) 
         broker: its FastStream `KafkaBroker` (None: it subscribes to nothing).
         broadcasts: topics it reads on every replica without a group (`Service.broadcast`);
             such readers never dead-letter.
+        measures_lag: it reads every group's lag (`Service(measures_lag=True)`).
     """
     topics: set[str] = set()
     groups: set[str] = set()
@@ -134,7 +136,9 @@ def subscriptions_of(service: str, broker: Any, broadcasts: Iterable[str] = ()) 
         topics.update(str(name) for name in names)
         if getattr(subscriber, "group_id", None):
             groups.add(str(subscriber.group_id))
-    return Subscriptions(service, frozenset(topics), frozenset(groups), frozenset(broadcasts))
+    return Subscriptions(
+        service, frozenset(topics), frozenset(groups), frozenset(broadcasts), measures_lag
+    )
 
 
 def _topic(
@@ -167,7 +171,7 @@ def _service_acls(service: str, specs: list[EventSpec], subs: Subscriptions) -> 
     for group in subs.groups:
         if not group.startswith(own_prefix):
             acls.add(_group(principal, group, "READ", prefixed=False))
-    if service in LAG_READERS:
+    if subs.measures_lag:
         acls |= _read_everything(principal, specs, "DESCRIBE")
         acls.add(_group(principal, f"{TOPIC_PREFIX}.", "DESCRIBE", prefixed=True))
     return acls

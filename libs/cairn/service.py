@@ -92,6 +92,8 @@ class Service:
         settings: kernel settings (default: read from the environment).
         store: the object store (default: `open_store(settings=settings)`).
         max_body_bytes: larger HTTP request bodies are refused with 413.
+        measures_lag: the service reads every consumer group's lag (the Kafka ACLs give it
+            Describe on every topic and group).
     """
 
     def __init__(
@@ -101,8 +103,10 @@ class Service:
         settings: CairnSettings | None = None,
         store: ObjectStore | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        measures_lag: bool = False,
     ) -> None:
         self.name = name
+        self.measures_lag = measures_lag
         self.settings = settings if settings is not None else get_settings()
         load_contract_modules(self.settings.contract_modules)
         self.store = store if store is not None else open_store(settings=self.settings)
@@ -191,6 +195,11 @@ class Service:
             return handler
 
         return register
+
+    @property
+    def broadcast_topics(self) -> tuple[str, ...]:
+        """Topics this service reads on every replica without a consumer group."""
+        return tuple(sorted({reader.spec.topic for reader in self._broadcasts}))
 
     def resource(self, name: str, open_fn: Opener, close_fn: Closer | None = None) -> None:
         """Open `open_fn()` when the service starts (before the broker) and close it last.

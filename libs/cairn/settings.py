@@ -31,6 +31,9 @@ class CairnSettings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="File holding the SASL password (a compose / Kubernetes secret)."
+    )
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
@@ -92,6 +95,14 @@ class CairnSettings(BaseSettings):
         default_factory=list,
         description="Extra folders scanned for services, besides the installed `services` package.",
     )
+
+    def sasl_password(self) -> str | None:
+        """The SASL password, from the setting or its secret file."""
+        if self.kafka_sasl_password is not None:
+            return self.kafka_sasl_password.get_secret_value()
+        if self.kafka_sasl_password_file is not None:
+            return self.kafka_sasl_password_file.read_text().strip()
+        return None
 
     def resolved_store_url(self) -> str:
         """The store URL, defaulting to a directory under `home`."""

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from cairn.auth.scopes import SCOPES
 from rich.console import Console
+from rich.markup import escape
 
 from cairn_cli.durations import parse_duration, parse_since
 from cairn_cli.sdk_common import (
@@ -85,14 +86,18 @@ def create_key(
         return
     console = Console()
     console.print(table("Key created", _KEY_COLUMNS, [_key_row(key)]))
-    console.print(f"token (shown only now): [bold]{key['token']}[/]", highlight=False)
+    console.print(f"token (shown only now): [bold]{escape(key['token'])}[/]", highlight=False)
     if scopes == ["invoke"]:
+        target_name = endpoint[0] if endpoint and len(endpoint) == 1 else "ENDPOINT"
         console.print(
-            f"call with it: cairn invoke ENDPOINT --access-key '{key['token']}' ...",
+            f"call with it: cairn invoke {target_name} --access-key '{key['token']}' --body ...",
             highlight=False,
+            markup=False,
         )
     else:
-        console.print(f"use it: export CAIRN_API_KEY='{key['token']}'", highlight=False)
+        console.print(
+            f"use it: export CAIRN_API_KEY='{key['token']}'", highlight=False, markup=False
+        )
 
 
 _KEY_COLUMNS = ("key_id", "name", "scopes", "endpoints", "expires_at", "status", "description")

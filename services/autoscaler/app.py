@@ -22,7 +22,7 @@ def create_service(
     backend: WorkerBackend | None = None,
 ) -> Service:
     """The autoscaler service; tests pass fixed pools (instead of declared ones) and a backend."""
-    service = Service("autoscaler", settings=settings, store=store)
+    service = Service("autoscaler", settings=settings, store=store, measures_lag=True)
     config = config or AutoscalerSettings()
     backend = backend or build_backend(service.settings, config)
     autoscaler = Autoscaler(

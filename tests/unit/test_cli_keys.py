@@ -173,3 +173,13 @@ def test_audit_since_that_is_no_time_exits_2() -> None:
 
     assert answer.exit_code == 2
     assert "--since" in answer.output
+
+
+def test_a_key_for_one_endpoint_shows_the_invoke_command_that_uses_it(
+    platform: Platform,
+) -> None:
+    made = platform.cli("keys", "create", "--scope", "invoke", "--endpoint", "credit-risk")
+
+    assert made.exit_code == 0, made.output
+    token = made.output.split("token (shown only now):", 1)[1].split()[0]
+    assert f"cairn invoke credit-risk --access-key '{token}'" in made.output

@@ -52,11 +52,11 @@ def broker_security(settings: CairnSettings) -> BaseSecurity | None:
         return BaseSecurity(ssl_context=context, use_ssl=True)
     mechanism = settings.kafka_sasl_mechanism
     username = settings.kafka_sasl_username
-    password = settings.kafka_sasl_password
+    password = settings.sasl_password()
     if mechanism is None or username is None or password is None:
         raise ConfigError(
             f"{protocol} needs CAIRN_KAFKA_SASL_MECHANISM, CAIRN_KAFKA_SASL_USERNAME "
-            "and CAIRN_KAFKA_SASL_PASSWORD"
+            "and CAIRN_KAFKA_SASL_PASSWORD (or CAIRN_KAFKA_SASL_PASSWORD_FILE)"
         )
     sasl_class = {
         "PLAIN": SASLPlaintext,
@@ -65,7 +65,7 @@ def broker_security(settings: CairnSettings) -> BaseSecurity | None:
     }[mechanism]
     return sasl_class(
         username=username,
-        password=password.get_secret_value(),
+        password=password,
         ssl_context=context,
         use_ssl=use_ssl,
     )

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from cairn.bus.broker import kafka_client_options
 from cairn.contracts import EventSpec, catalogue
@@ -56,8 +61,8 @@ async def ensure_topics(
             created.append(topic)
             continue
         error_class = for_code(error_code)
-        if issubclass(error_class, TopicAlreadyExistsError):
-            continue
+        if issubclass(error_class, TopicAlreadyExistsError | TopicAuthorizationFailedError):
+            continue  # exists, or not this principal's to create (Kafka ACLs): the operator's
         detail = rest[0] if rest and rest[0] else error_class.__name__
         failures.append(f"{topic}: {detail}")
     if failures:
