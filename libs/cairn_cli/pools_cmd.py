@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import httpx
 import typer
 import yaml
+from cairn.contracts.state import WorkerPoolDeclaration, list_states
 from cairn.errors import CairnError
-from cairn.pools import keda_scaled_object, load_pools
 from cairn.settings import CairnSettings
+from cairn.store import open_store
 from cairn_sdk import service_url
 from rich.console import Console
 from rich.table import Table
@@ -57,7 +58,7 @@ def _declared(settings: CairnSettings) -> list[dict[str, Any]]:
             "lag": None,
             "last_change": None,
         }
-        for pool in load_pools(settings)
+        for pool in list_states(open_store(settings=settings), WorkerPoolDeclaration)
     ]
 
 
@@ -118,19 +119,30 @@ def render_keda(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the YAML here instead of stdout.")
     ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Autoscaler URL. Default: the one `cairn up` runs.")
+    ] = None,
 ) -> None:
-    """KEDA ScaledObject manifests (YAML) with the same numbers the autoscaler uses."""
+    """KEDA ScaledObject manifests (YAML) for the declared pools, rendered by the autoscaler."""
     settings = CairnSettings()
-    chosen = [p for p in load_pools(settings) if not pool or p.name in pool]
-    missing = set(pool or ()) - {p.name for p in chosen}
-    if missing:
-        typer.echo(f"error: no pool named {', '.join(sorted(missing))}", err=True)
+    target = url or autoscaler_url(settings.home.resolve())
+    if target is None:
+        typer.echo("error: the autoscaler is not running (start it, or pass --url)", err=True)
         raise typer.Exit(1)
-    documents = [
-        keda_scaled_object(p, bootstrap_servers=bootstrap_servers, namespace=namespace)
-        for p in chosen
-    ]
-    text = yaml.safe_dump_all(documents, sort_keys=False)
+    params: dict[str, Any] = {"bootstrap_servers": bootstrap_servers, "namespace": namespace}
+    if pool:
+        params["pool"] = pool
+    response = httpx.get(
+        f"{target.rstrip('/')}/keda/scaled-objects",
+        params=params,
+        headers=api_headers(settings.home),
+        timeout=10.0,
+        trust_env=False,
+    )
+    if response.status_code != 200:
+        typer.echo(f"error: {response.json().get('error', response.text)}", err=True)
+        raise typer.Exit(1)
+    text = yaml.safe_dump_all(response.json()["scaled_objects"], sort_keys=False)
     if out is None:
         typer.echo(text, nl=False)
     else:

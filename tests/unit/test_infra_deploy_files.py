@@ -19,12 +19,14 @@ import pytest
 import yaml
 from cairn.bus.topics import topics_for
 from cairn.contracts import catalogue
-from cairn.pools import BUILTIN_POOLS, keda_scaled_object
 from cairn.runtime.discovery import discover_services
 from cairn.settings import CairnSettings
 from cryptography.fernet import Fernet
 from docker.utils.build import exclude_paths
 from pydantic_settings import BaseSettings
+
+from services.autoscaler.keda import keda_scaled_object
+from services.trainer.pools import TRAINER_POOLS as BUILTIN_POOLS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from uuid import uuid4
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -154,7 +155,7 @@ def _draft(request: Request, route: Any, requirement: Requirement) -> AuditRecor
         action=action,
         resource=request.url.path,
         outcome="failed",
-        correlation_id=current_correlation_id(),
+        correlation_id=current_correlation_id() or f"http-{uuid4().hex}",
         details={"method": request.method},
     )
 

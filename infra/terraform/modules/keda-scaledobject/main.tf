@@ -1,5 +1,5 @@
 # A KEDA ScaledObject sizing one worker pool on Kafka consumer-group lag; the same shape as
-# `cairn.pools.keda_scaled_object`, which the autoscaler renders. On a SASL-secured Kafka, KEDA
+# `services.autoscaler.keda.keda_scaled_object`, which the autoscaler renders. On a SASL-secured Kafka, KEDA
 # authenticates as the pool's own principal through a TriggerAuthentication.
 locals {
   keda_sasl = { "SCRAM-SHA-512" = "scram_sha512", "SCRAM-SHA-256" = "scram_sha256", "PLAIN" = "plaintext" }

@@ -130,7 +130,7 @@ variable "topics" {
   default     = ["cairn.trainer.training-job-requested"]
 }
 
-# The numbers of the autoscaler's built-in pools (cairn.pools.BUILTIN_POOLS); a test keeps them equal.
+# The numbers of the trainer's declared pools (services.trainer.pools.TRAINER_POOLS); a test keeps them equal.
 variable "cpu_pool" {
   description = "KEDA numbers of the CPU worker pool."
   type = object({
