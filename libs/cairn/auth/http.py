@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from uuid import uuid4
 from typing import Annotated, Any
+from uuid import uuid4
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.params import Depends as DependsParam
