@@ -34,6 +34,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
+from starlette.types import ASGIApp
 
 from cairn.audit import AuditRecord, Outcome, write_audit_record
 from cairn.auth.admin_routes import router as admin_router
@@ -133,6 +134,7 @@ class Service:
         self._resources: list[_Resource] = []
         self._broadcasts: list[BroadcastReader] = []
         self._pools: list[WorkerPoolDeclaration] = []
+        self._front: Callable[[FastAPI], ASGIApp] | None = None
         self._wrap_lifespan()
 
     def default_group(self, event_model: type[BaseModel]) -> str:
@@ -326,11 +328,24 @@ class Service:
         """
         self._background.append((name, loop))
 
+    def front(self, wrap: Callable[[FastAPI], ASGIApp]) -> None:
+        """Serve `wrap(api)` instead of the API: a plain-ASGI fast path for a hot route that
+        answers what it owns and passes everything else (and the lifespan) to the API.
+
+        The fast path authenticates with `self.authenticator` itself: the guard is not on it.
+        """
+        self._front = wrap
+
+    @property
+    def asgi(self) -> ASGIApp:
+        """What `run` serves: the API, behind the front if one is set."""
+        return self._front(self.api) if self._front is not None else self.api
+
     def run(self) -> None:
         """Serve the API and consume events until SIGTERM/SIGINT (blocking)."""
         setup_telemetry(self.name, self.settings)
         config = uvicorn.Config(
-            self.api,
+            self.asgi,
             host=self.settings.http_host,
             port=self.settings.http_port,
             lifespan="on",

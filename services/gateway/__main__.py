@@ -1,5 +1,5 @@
 """`python -m services.gateway` runs the inference gateway."""
 
-from services.gateway.app import run, service
+from services.gateway.app import service
 
-run(service)
+service.run()

@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ import pandas as pd
 import pytest
 from cairn.artifacts import load_model
 from cairn.store import open_store
+
+from tests.support.auth import home_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -44,30 +47,39 @@ def all_healthy(env: dict[str, str]) -> dict[str, Any] | None:
     return state if all(statuses.get(name) == "healthy" for name in SERVICES) else None
 
 
+def start_platform(
+    env: dict[str, str], log: Path
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """`cairn up` for the golden-path services, once every one of them is healthy."""
+    only = [arg for name in SERVICES for arg in ("--only", name)]
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [CAIRN, "up", *only], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while (state := all_healthy(env)) is None:
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"services not healthy:\n{log.read_text()}"
+        time.sleep(0.3)
+    return process, state
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("golden") / "home"
     env = {key: value for key, value in os.environ.items() if not key.startswith("CAIRN_")}
     env.update(CAIRN_HOME=str(home), CAIRN_OTEL_EXPORTER="none")
     log = home.parent / "up.log"
-    only = [arg for name in SERVICES for arg in ("--only", name)]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [CAIRN, "up", *only], env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
+    process, state = start_platform(env, log)
+    running: dict[str, Any] = {"home": home, "env": env, "state": state, "process": process}
     try:
-        deadline = time.monotonic() + 60
-        while (state := all_healthy(env)) is None:
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, f"services not healthy:\n{log.read_text()}"
-            time.sleep(0.3)
         demo = cli(env, "demo", "--rows", "8000", "--num-round", "30", "--no-start", timeout_s=120)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         summary = json.loads((home / "demo" / "summary.json").read_text())
-        yield {"home": home, "env": env, "state": state, "demo": demo, "summary": summary}
+        yield {**running, "log": log, "demo": demo, "summary": summary, "running": running}
     finally:
         down = cli(env, "down", "--timeout", "20")
-        process.wait(timeout=30)
+        running["process"].wait(timeout=30)
         assert down.returncode == 0, down.stderr
 
 
@@ -179,9 +191,130 @@ def test_the_cli_sees_the_model_and_the_endpoint(platform: dict[str, Any]) -> No
     assert invoked.returncode == 0, invoked.stderr
     assert json.loads(invoked.stdout)["body"] == [summary["answers"]["csv"][0]]
 
-    refused = cli(env, "invoke", "credit-risk", "--body", lines[0])  # no access key
+    wrong = {**env, "CAIRN_API_KEY": "CKIAAAAAAAAAAAAAAAAA:not-the-secret"}
+    refused = cli(wrong, "invoke", "credit-risk", "--body", lines[0])
     assert refused.returncode == 1
-    assert "401" in refused.stderr
+    assert "403" in refused.stderr
 
     missing = cli(env, "jobs", "describe", "no-such-job")
     assert missing.returncode == 1 and "no training job" in missing.stderr
+
+
+def service_url(platform: dict[str, Any], name: str) -> str:
+    return next(s["url"] for s in platform["running"]["state"]["services"] if s["name"] == name)
+
+
+def admin(platform: dict[str, Any]) -> dict[str, str]:
+    return home_headers(platform["home"])
+
+
+def test_a_fresh_platform_is_locked_and_its_admin_credential_is_private(
+    platform: dict[str, Any],
+) -> None:
+    credential = platform["home"] / "credentials.json"
+    assert stat.S_IMODE(credential.stat().st_mode) == 0o600
+    assert "Admin credential created" in platform["log"].read_text()
+    anonymous = [
+        ("ingest", "POST", "/datasets/keysdump/register"),
+        ("trainer", "POST", "/training-jobs"),
+        ("gateway", "GET", "/endpoints"),
+        ("gateway", "POST", "/admin/keys"),
+        ("registry", "GET", "/model-package-groups"),
+        ("deployer", "GET", "/endpoints"),
+        ("gateway", "POST", "/endpoints/credit-risk/invocations"),
+    ]
+    for name, method, path in anonymous:
+        response = httpx.request(method, service_url(platform, name) + path, json={})
+        assert response.status_code == 401, (name, path, response.text)
+
+
+def test_user_locations_cannot_reach_platform_data(platform: dict[str, Any]) -> None:
+    ingest, trainer = service_url(platform, "ingest"), service_url(platform, "trainer")
+    for source in ("gateway/keys/", "platform/keys/", "data/../platform/keys/"):
+        body = {"source_uri": source, "format": "jsonl"}
+        response = httpx.post(
+            f"{ingest}/datasets/keysdump/register", json=body, headers=admin(platform)
+        )
+        assert response.status_code == 400 and "source_uri" in response.json()["error"], source
+    job = {
+        "job_name": "sneaky",
+        "algorithm": "xgboost",
+        "input_channels": [{"name": "train", "uri": "dataset://credit-risk-train@1"}],
+    }
+    for field, value in (("output_uri", "gateway/keys"), ("output_uri", "platform/keys")):
+        response = httpx.post(
+            f"{trainer}/training-jobs", json={**job, field: value}, headers=admin(platform)
+        )
+        assert response.status_code == 400 and field in response.json()["error"]
+    script = {**job, "algorithm": "script", "entry_point": "platform/keys/x.json"}
+    response = httpx.post(f"{trainer}/training-jobs", json=script, headers=admin(platform))
+    assert response.status_code == 400 and "entry_point" in response.json()["error"]
+    keys = httpx.get(f"{service_url(platform, 'gateway')}/admin/keys", headers=admin(platform))
+    assert keys.status_code == 200 and "secret" not in keys.text
+
+
+def test_keys_are_scoped_and_a_bare_secret_is_not_a_credential(platform: dict[str, Any]) -> None:
+    env, summary = platform["env"], platform["summary"]
+    gateway = service_url(platform, "gateway")
+    lines, _ = validation_rows(platform, 1)
+    invoke = f"{gateway}/endpoints/credit-risk/invocations"
+    csv = {"Content-Type": "text/csv"}
+    bare = summary["bearer_token"].split(":", 1)[1]
+    assert (
+        httpx.post(
+            invoke, content=lines[0], headers={**csv, "Authorization": f"Bearer {bare}"}
+        ).status_code
+        == 403
+    )
+    made = cli(
+        env,
+        "keys",
+        "create",
+        "--name",
+        "other-team",
+        "--scope",
+        "invoke",
+        "--endpoint",
+        "other",
+        "--json",
+    )
+    assert made.returncode == 0, made.stderr
+    other = {**csv, "Authorization": f"Bearer {json.loads(made.stdout)['token']}"}
+    assert httpx.post(invoke, content=lines[0], headers=other).status_code == 403
+    undeclared = {
+        **csv,
+        "Authorization": f"Bearer {summary['bearer_token']}",
+        "X-Amzn-SageMaker-Target-Model": "models/some-other-package",
+    }
+    response = httpx.post(invoke, content=lines[0], headers=undeclared)
+    assert response.status_code in (403, 404) and response.json()["code"]
+    key_id = json.loads(made.stdout)["key_id"]
+    assert cli(env, "keys", "revoke", key_id).returncode == 0
+    listed = json.loads(cli(env, "keys", "list", "--json").stdout)
+    assert {k["key_id"]: k["status"] for k in listed["keys"]}[key_id] == "Inactive"
+
+
+def test_changes_are_audited_under_the_authenticated_principal(platform: dict[str, Any]) -> None:
+    env = platform["env"]
+    versions = json.loads(cli(env, "models", "list", "credit-risk", "--json").stdout)
+    assert versions[0]["approved_by"] == "admin"
+    audit = cli(env, "audit", "--json", "--limit", "500")
+    assert audit.returncode == 0, audit.stderr
+    records = json.loads(audit.stdout)["records"]
+    done = {(r["action"], r["principal"], r["outcome"]) for r in records}
+    assert ("model.approve", "admin", "success") in done
+    assert ("key.create", "admin", "success") in done and ("key.revoke", "admin", "success") in done
+    assert any(r["action"].startswith("endpoint.") and r["principal"] == "admin" for r in records)
+    assert all(r["correlation_id"] for r in records)
+
+
+def test_after_the_probes_a_restart_brings_every_service_back(platform: dict[str, Any]) -> None:
+    env, running = platform["env"], platform["running"]
+    down = cli(env, "down", "--timeout", "20")
+    assert down.returncode == 0, down.stderr
+    running["process"].wait(timeout=30)
+    running["process"], running["state"] = start_platform(env, platform["log"])
+    lines, _ = validation_rows(platform, 1)
+    invoked = cli(env, "invoke", "credit-risk", "--body", lines[0], "--json")
+    assert invoked.returncode == 0, invoked.stderr
+    assert json.loads(invoked.stdout)["body"] == [platform["summary"]["answers"]["csv"][0]]

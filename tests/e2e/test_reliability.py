@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.auth import home_headers
 from tests.support.trainer_data import credit_frame
 
 pytestmark = pytest.mark.e2e
@@ -149,7 +150,9 @@ def test_a_trainer_killed_mid_job_is_replaced_and_the_job_completes_exactly_once
             "input_channels": [{"name": "train", "uri": data_key, "label_column": "default"}],
             "registration": {"model_package_group": GROUP},
         }
-        created = httpx.post(f"{trainer_url}/training-jobs", json=request, timeout=30)
+        created = httpx.post(
+            f"{trainer_url}/training-jobs", json=request, headers=home_headers(home), timeout=30
+        )
         assert created.status_code in (200, 201, 202), created.text
 
         victim = platform["services"]["trainer"]  # as `cairn status --json` showed it at start
@@ -158,7 +161,9 @@ def test_a_trainer_killed_mid_job_is_replaced_and_the_job_completes_exactly_once
 
         def job_done() -> dict[str, Any] | None:
             try:
-                doc = httpx.get(f"{trainer_url}/training-jobs/{JOB}", timeout=5).json()
+                doc = httpx.get(
+                    f"{trainer_url}/training-jobs/{JOB}", headers=home_headers(home), timeout=5
+                ).json()
             except httpx.TransportError:
                 return None  # the trainer is still coming back
             return doc if doc.get("status") in ("Completed", "Failed", "Stopped") else None
@@ -184,7 +189,11 @@ def test_a_trainer_killed_mid_job_is_replaced_and_the_job_completes_exactly_once
     # one model version.
     assert completed and {e["data"]["artifact_uri"] for e in completed} == {job["artifact_uri"]}
     assert len(registered) == 1
-    versions = httpx.get(f"{registry_url}/model-package-groups/{GROUP}/versions", timeout=10)
+    versions = httpx.get(
+        f"{registry_url}/model-package-groups/{GROUP}/versions",
+        headers=home_headers(platform["home"]),
+        timeout=10,
+    )
     assert versions.status_code == 200, versions.text
     assert len(versions.json()) == 1
     manifests = list((home / "store").glob("models/**/manifest.json"))

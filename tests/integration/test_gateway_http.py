@@ -29,7 +29,7 @@ from cairn.contracts.state import EndpointStateView, state_spec
 from cairn.settings import CairnSettings
 from cairn.store import ObjectStore, open_store
 
-from services.gateway.app import asgi_app, create_service
+from services.gateway.app import create_service
 from services.gateway.config import GatewaySettings
 from tests.support.auth import auth_settings, scoped_headers, token_for
 from tests.support.http_server import served_in_thread
@@ -127,7 +127,7 @@ def base_url(
 ) -> Iterator[str]:
     config = GatewaySettings(capture_flush_s=0.3, metrics_report_s=0.5)
     service = create_service(settings, store, config)
-    with served_in_thread(asgi_app(service), "the gateway", timeout_s=WAIT_S) as url:
+    with served_in_thread(service.asgi, "the gateway", timeout_s=WAIT_S) as url:
         yield url
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from cairn.auth.credentials import load_home_credential
 from cairn.auth.keys import issue_key
 from cairn.auth.scopes import Scope
 from cairn.auth.sealing import secret_box
@@ -60,3 +62,10 @@ def admin_headers(
 ) -> dict[str, str]:
     """Headers for a new admin key."""
     return scoped_headers(store, settings, ["admin"], name=name)
+
+
+def home_headers(home: Path) -> dict[str, str]:
+    """The admin credential `cairn up` saved in a platform's home, as request headers."""
+    token = load_home_credential(home)
+    assert token is not None, f"no credential in {home}: did `cairn up` start?"
+    return {"Authorization": f"Bearer {token}"}

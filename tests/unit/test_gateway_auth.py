@@ -22,7 +22,7 @@ from cairn.contracts.state import EndpointStateView, state_spec
 from cairn.service import Service
 from cairn.store import InMemoryObjectStore
 
-from services.gateway.app import asgi_app, create_service
+from services.gateway.app import create_service
 from services.gateway.config import GatewaySettings
 from services.gateway.gateway import Gateway
 from services.gateway.handlers import GatewayHandlers
@@ -81,7 +81,7 @@ async def service(tmp_path: Path, store: InMemoryObjectStore) -> AsyncIterator[S
 
 @pytest.fixture
 async def client(service: Service) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=asgi_app(service))
+    transport = httpx.ASGITransport(app=service.asgi)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
         yield client
 

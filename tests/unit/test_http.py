@@ -10,16 +10,26 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import uvicorn
+from cairn.auth.authenticator import Authenticator
+from cairn.auth.keys import KeyRing, issue_key
+from cairn.auth.sealing import secret_box
 from cairn.errors import NotFound
-from cairn.http import create_api, require_api_key
+from cairn.http import create_api
 from cairn.settings import CairnSettings
+from cairn.store.memory import InMemoryObjectStore
 from cairn.telemetry import current_correlation_id, setup_telemetry
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from opentelemetry import trace
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, Field
 
-API_KEY = "s3cret-key"
+from tests.support.auth import auth_settings
+
+SETTINGS = auth_settings()
+KEYS = InMemoryObjectStore()
+API_KEY = issue_key(
+    KEYS, secret_box(SETTINGS), name="tests", scopes=["admin"], created_by="tests"
+).token
 MAX_BODY_BYTES = 1024
 
 
@@ -38,14 +48,10 @@ class Dependency:
 
 
 def build_app(store: Dependency) -> FastAPI:
-    settings = CairnSettings(api_keys=[API_KEY], otel_exporter="none")
     app = create_api(
-        "orders",
-        settings,
-        readiness={"store": store.check},
-        max_body_bytes=MAX_BODY_BYTES,
-        dependencies=[Depends(require_api_key)],
+        "orders", SETTINGS, readiness={"store": store.check}, max_body_bytes=MAX_BODY_BYTES
     )
+    app.state.authenticator = Authenticator(KeyRing(KEYS, secret_box(SETTINGS)))
 
     @app.get("/orders/{order_id}")
     async def get_order(order_id: str) -> dict[str, str]:

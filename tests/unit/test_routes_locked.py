@@ -29,8 +29,7 @@ def _build(name: str, tmp_path: Path) -> tuple[Service, Any]:
     service: Service = module.create_service(
         settings=auth_settings(home=tmp_path), store=InMemoryObjectStore()
     )
-    asgi = getattr(module, "asgi_app", None)
-    return service, asgi(service) if asgi is not None else service.api
+    return service, service.asgi
 
 
 def _routes(service: Service) -> list[tuple[str, str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -79,14 +78,14 @@ def outgoing_message(
 ) -> OutgoingMessage:
     """Topic, key, JSON body and headers for an envelope, all from the catalogue.
 
-    The body is `json.dumps` of the JSON-mode dump, the same bytes a verifier's `json.loads`
-    turns back into the dict the signature was computed over.
+    A signature covers the canonical form of the parsed envelope (`cairn.auth.signing`), not
+    these bytes, so any JSON writer may carry it.
     """
     spec = _spec_of(envelope.data)
     return OutgoingMessage(
         topic=spec.topic,
         key=spec.key_of(envelope.data),
-        value=json.dumps(envelope.model_dump(mode="json")).encode(),
+        value=envelope.model_dump_json().encode(),
         headers={"content-type": CONTENT_TYPE, EVENT_TYPE_HEADER: spec.type, **(headers or {})},
     )
 
