@@ -291,7 +291,7 @@ def test_keys_are_scoped_and_a_bare_secret_is_not_a_credential(platform: dict[st
     key_id = json.loads(made.stdout)["key_id"]
     assert cli(env, "keys", "revoke", key_id).returncode == 0
     listed = json.loads(cli(env, "keys", "list", "--json").stdout)
-    assert {k["key_id"]: k["status"] for k in listed["keys"]}[key_id] == "Inactive"
+    assert {k["key_id"]: k["status"] for k in listed}[key_id] == "Inactive"
 
 
 def test_changes_are_audited_under_the_authenticated_principal(platform: dict[str, Any]) -> None:
