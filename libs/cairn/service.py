@@ -60,7 +60,6 @@ from cairn.contracts.catalogue import EventSpec, load_contract_modules, spec_for
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import AuditRecorded
 from cairn.contracts.state import WorkerPoolDeclaration, write_state
-from cairn.errors import Forbidden
 from cairn.http import DEFAULT_MAX_BODY_BYTES, create_api
 from cairn.settings import CairnSettings, get_settings
 from cairn.store import open_store
@@ -308,17 +307,7 @@ class Service:
         """A privileged request must be signed by its owner, a listed sender or a scoped key."""
         if not self.settings.auth_enabled:
             return
-        principal = await asyncio.to_thread(self.verifier.verify, json.loads(value))
-        if principal.kind == "service":
-            service = principal.name[len(SERVICE_KEY_PREFIX) :]
-            if service == spec.owner or service in spec.senders:
-                return
-            raise Forbidden(f"service {service!r} may not send {spec.type}")
-        if not principal.allows(spec.required_scope or "admin"):
-            raise Forbidden(
-                f"key {principal.key_id} ({principal.name}) lacks scope "
-                f"{spec.required_scope!r} for {spec.type}"
-            )
+        await asyncio.to_thread(self.verifier.authorise, spec, json.loads(value))
 
     def background(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `loop()` as a task while the service runs: started after the broker, cancelled first.

@@ -300,7 +300,7 @@ def test_changes_are_audited_under_the_authenticated_principal(platform: dict[st
     assert versions[0]["approved_by"] == "admin"
     audit = cli(env, "audit", "--json", "--limit", "500")
     assert audit.returncode == 0, audit.stderr
-    records = json.loads(audit.stdout)["records"]
+    records = json.loads(audit.stdout)
     done = {(r["action"], r["principal"], r["outcome"]) for r in records}
     assert ("model.approve", "admin", "success") in done
     assert ("key.create", "admin", "success") in done and ("key.revoke", "admin", "success") in done

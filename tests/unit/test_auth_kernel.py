@@ -205,3 +205,17 @@ async def test_privileged_requests_need_a_signature_with_the_scope(service: Serv
         sign_envelope({"a": 1}, "k", "s")["signature"]
         != sign_envelope({"a": 2}, "k", "s")["signature"]
     )
+
+
+def test_a_key_revoked_elsewhere_stops_working_after_one_background_refresh(
+    service: Service,
+) -> None:
+    from cairn.auth.keys import KeyRing, revoke_key
+
+    ring = KeyRing(service.store, service.box, ttl_s=0.0)
+    issued = issue_key(service.store, service.box, name="r", scopes=["read"], created_by="t")
+    assert ring.get(issued.key.key_id) is not None
+    revoke_key(service.store, issued.key.key_id)  # another replica revoked it
+    assert ring.get(issued.key.key_id) is not None  # served from the cache, refresh scheduled
+    ring._refresher.submit(lambda: None).result(timeout=5)  # the refresh has run (FIFO worker)
+    assert ring.get(issued.key.key_id) is None

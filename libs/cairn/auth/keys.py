@@ -16,6 +16,7 @@ import re
 import secrets
 import string
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -179,7 +180,13 @@ def revoke_key(store: ObjectStore, key_id: str) -> ApiKey:
 
 
 class KeyRing:
-    """Cached reads of the stored keys: a hit is a dict look-up; a revocation shows in `ttl_s`."""
+    """Cached reads of the stored keys: a hit is a dict look-up; a revocation shows in `ttl_s`.
+
+    A known key whose entry is older than `ttl_s` is served from the cache while one background
+    thread reads it again, so the request path (the gateway's event loop) never waits on the
+    store for a key it knows; only a key never seen before is read inline (a miss is remembered
+    for a few seconds).
+    """
 
     def __init__(self, store: ObjectStore, box: SecretBox, *, ttl_s: float = 5.0) -> None:
         self.store = store
@@ -187,19 +194,39 @@ class KeyRing:
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._secrets: dict[str, str] = {}
+        self._refreshing: set[str] = set()
+        self._refresher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-keyring")
 
     def get(self, key_id: str) -> ApiKey | None:
         """The active key with this id, or None (unknown, revoked, expired)."""
         now = time.monotonic()
         cached = self._cache.get(key_id)
-        ttl = self.ttl_s if cached is not None and cached[1] is not None else _MISS_RETRY_S
-        if cached is None or now - cached[0] > ttl:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            cached = (now, load_key(self.store, key_id))
-            self._cache[key_id] = cached
+        if cached is None or (cached[1] is None and now - cached[0] > _MISS_RETRY_S):
+            cached = self._load(key_id)
+        elif cached[1] is not None and now - cached[0] > self.ttl_s:
+            self._refresh_later(key_id)
         key = cached[1]
         return key if key is not None and key.is_active() else None
+
+    def _load(self, key_id: str) -> tuple[float, ApiKey | None]:
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        entry = (time.monotonic(), load_key(self.store, key_id))
+        self._cache[key_id] = entry
+        return entry
+
+    def _refresh_later(self, key_id: str) -> None:
+        if key_id in self._refreshing:
+            return
+        self._refreshing.add(key_id)
+
+        def refresh() -> None:
+            try:
+                self._load(key_id)
+            finally:
+                self._refreshing.discard(key_id)
+
+        self._refresher.submit(refresh)
 
     def secret_for(self, key_id: str) -> str | None:
         """The plain secret of an active key, for SigV4 and event signatures."""

@@ -17,6 +17,7 @@ from cairn.auth.authenticator import principal_of
 from cairn.auth.keys import KeyRing
 from cairn.auth.principal import Principal
 from cairn.auth.sealing import SecretBox
+from cairn.contracts.catalogue import EventSpec
 from cairn.errors import Forbidden, Unauthenticated
 
 SERVICE_KEY_PREFIX = "service:"
@@ -62,4 +63,20 @@ class EnvelopeVerifier:
             principal = principal_of(key)
         if secret is None or not hmac.compare_digest(signature, signature_of(payload, secret)):
             raise Forbidden(f"the envelope's signature does not match key {key_id!r}")
+        return principal
+
+    def authorise(self, spec: EventSpec, payload: dict[str, Any]) -> Principal:
+        """The signer of a privileged request, if it may send it: the owner, a listed sender, or
+        a key holding the event's `required_scope`; `Forbidden` otherwise."""
+        principal = self.verify(payload)
+        if principal.kind == "service":
+            service = principal.name[len(SERVICE_KEY_PREFIX) :]
+            if service == spec.owner or service in spec.senders:
+                return principal
+            raise Forbidden(f"service {service!r} may not send {spec.type}")
+        if not principal.allows(spec.required_scope or "admin"):
+            raise Forbidden(
+                f"key {principal.key_id} ({principal.name}) lacks scope "
+                f"{spec.required_scope!r} for {spec.type}"
+            )
         return principal
