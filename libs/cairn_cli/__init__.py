@@ -19,6 +19,8 @@ from cairn_cli import (
     serve_cmd,
     trace_cmd,
     train_cmd,
+    transform_cmd,
+    tune_cmd,
 )
 
 app = typer.Typer(
@@ -41,6 +43,8 @@ demo_cmd.register(app)
 pools_cmd.register(app)
 serve_cmd.register(app)
 trace_cmd.register(app)
+transform_cmd.register(app)
+tune_cmd.register(app)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Event contracts: the envelope, the catalogue and every event model."""
 
-from cairn.contracts import events
+from cairn.contracts import batch_events, events, tuner_events
 from cairn.contracts.catalogue import (
     EventSpec,
     catalogue,
@@ -15,6 +15,8 @@ from cairn.contracts.envelope import Envelope, RawEnvelope
 
 __all__ = [
     "Envelope",
+    "batch_events",
+    "tuner_events",
     "EventSpec",
     "RawEnvelope",
     "catalogue",

@@ -17,7 +17,8 @@ HyperparameterValue = str | int | float | bool
 
 
 class _Data(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # A non-finite float (1e309 parses as inf) would be stored as null and break every reader.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # Training --------------------------------------------------------------------------------------

@@ -1,0 +1,3 @@
+"""Batch transform events (owner: the batch service)."""
+
+from __future__ import annotations

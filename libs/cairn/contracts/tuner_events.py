@@ -1,0 +1,3 @@
+"""Hyperparameter tuning events (owner: the tuner service)."""
+
+from __future__ import annotations
