@@ -501,7 +501,8 @@ def _column_profile(
     fields: dict[str, Any] = {}
     if column.dtype in ("int", "float"):
         fields["min"], fields["max"], fields["mean"], fields["std"] = (next(values) for _ in "1234")
-        quantiles = next(values) or []
+        # DuckDB gives NULL, not a list, for a column with no values (all null, or no rows).
+        quantiles = next(values) or [None] * len(QUANTILES)
         fields["quantiles"] = {
             f"p{round(q * 100)}": float(value)
             for q, value in zip(QUANTILES, quantiles, strict=True)

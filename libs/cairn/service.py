@@ -54,8 +54,15 @@ from cairn.bus import (
     subscribe,
 )
 from cairn.bus.broadcast import BroadcastReader
+from cairn.bus.deadletter import (
+    DLQ_ERROR,
+    DLQ_GROUP,
+    DLQ_ORIGINAL_TOPIC,
+    DLQ_REASON,
+    MAX_ERROR_CHARS,
+    publish_dead_letter,
+)
 from cairn.bus.publish import Signer
-from cairn.bus.subscribe import DLQ_ERROR, DLQ_GROUP, DLQ_REASON
 from cairn.contracts.catalogue import EventSpec, load_contract_modules, spec_for
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import AuditRecorded
@@ -236,16 +243,22 @@ class Service:
     async def dead_letter(
         self, envelope: Envelope[Any], reason: str, *, error: str = "", group: str = ""
     ) -> None:
-        """Send an envelope (or a trimmed copy of one) to its topic's DLQ with the reason."""
+        """Send an envelope to its topic's DLQ with the reason; truncated when it is too big.
+
+        A copy over the producer's limit goes as its first `DLQ_TRUNCATED_VALUE_BYTES` with
+        `cairn-dlq-truncated` and `cairn-dlq-original-size-bytes` headers (`cairn.bus.deadletter`).
+        """
         spec = spec_for(envelope.type)
         headers = {
             DLQ_REASON: reason,
-            DLQ_ERROR: error[:2000],
+            DLQ_ERROR: error[:MAX_ERROR_CHARS],
             DLQ_GROUP: group or f"cairn.{self.name}",
+            DLQ_ORIGINAL_TOPIC: spec.topic,
         }
-        await self.broker.publish(
-            envelope.model_dump_json().encode(),
+        await publish_dead_letter(
+            self.broker,
             spec.dlq_topic,
+            envelope.model_dump_json().encode(),
             key=spec.key_of(envelope.data),
             headers=headers,
             correlation_id=envelope.correlation_id,

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -18,8 +19,15 @@ URL_VARIABLE = "CAIRN_FEATURESTORE_URL"
 FEATURE_TYPES = ("Integral", "Fractional", "String", "Boolean", "Timestamp")
 TIMEOUT_S = 300.0
 
+TIE_RULE = (
+    "Records with the same id and event time: the later write wins (PutRecord, a batch and "
+    "DeleteRecord are each a write), then the later record of a batch. GetRecord, time travel "
+    "and training sets all follow this rule (docs/contracts.md)."
+)
 features_app = typer.Typer(
-    name="features", help="Feature groups, records and training sets.", no_args_is_help=True
+    name="features",
+    help=f"Feature groups, records and training sets.\n\n{TIE_RULE}",
+    no_args_is_help=True,
 )
 groups_app = typer.Typer(name="groups", help="Create, list and describe feature groups.")
 training_app = typer.Typer(name="training-set", help="Point-in-time correct training sets.")
@@ -164,7 +172,7 @@ def get_record(
 ) -> None:
     """GetRecord: the latest live record from the online store."""
     params = {"features": features} if features else None
-    path = f"/feature-groups/{group}/records/{record_id}"
+    path = f"/feature-groups/{group}/records/{quote(record_id, safe='')}"
     _print_json(_call("GET", service_url(url, home), home, path, params=params))
 
 

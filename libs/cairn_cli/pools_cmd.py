@@ -122,9 +122,10 @@ def render_keda(
     url: Annotated[
         str | None, typer.Option(help="Autoscaler URL. Default: the one `cairn up` runs.")
     ] = None,
+    home: HomeOption = None,
 ) -> None:
     """KEDA ScaledObject manifests (YAML) for the declared pools, rendered by the autoscaler."""
-    settings = CairnSettings()
+    settings = _settings(home)
     target = url or autoscaler_url(settings.home.resolve())
     if target is None:
         typer.echo("error: the autoscaler is not running (start it, or pass --url)", err=True)

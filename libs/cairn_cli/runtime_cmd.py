@@ -101,11 +101,20 @@ def up(
         float,
         typer.Option(help="Seconds a service gets to stop after SIGTERM before SIGKILL.", min=0),
     ] = 15.0,
+    broker_log: Annotated[
+        str,
+        typer.Option(
+            "--broker-log",
+            help="Where the embedded broker keeps events and consumer offsets: home "
+            "(<home>/broker/, kept across `cairn down` / `cairn up`) or memory (gone on stop).",
+        ),
+    ] = "home",
 ) -> None:
     """Start the broker (unless --kafka), the topics and every service, in the foreground.
 
     Every service found (a folder with a `__main__.py` in `services` or CAIRN_SERVICES_PATHS)
-    runs as its own process, logging to <home>/logs/.
+    runs as its own process, logging to <home>/logs/. Each keeps the port it had on this home
+    last time when that port is free; the embedded broker keeps its events under <home>/broker/.
     A dead service is restarted with backoff; Ctrl-C, SIGTERM or `cairn down` stops everything.
     On first start it makes an admin credential, printed once and saved in
     <home>/credentials.json (mode 0600), which the CLI and the SDK then use.
@@ -113,6 +122,8 @@ def up(
     from cairn.runtime.supervisor import Supervisor, SupervisorOptions
 
     console = Console()
+    if broker_log not in ("home", "memory"):
+        raise typer.BadParameter(f"{broker_log!r} is not home or memory", param_hint="--broker-log")
     settings = _settings(
         home,
         kafka_bootstrap_servers=kafka,
@@ -136,6 +147,7 @@ def up(
                 services=specs,
                 grace_period_s=grace_period,
                 broker_port=broker_port,
+                broker_log="memory" if broker_log == "memory" else "home",
             ),
             console=console,
         )

@@ -166,7 +166,11 @@ def parse_pairs(items: Sequence[str] | None, flag: str) -> dict[str, str]:
 def wait_for_job(
     client: Client, job_name: str, console: Console, poll_s: float = 0.5
 ) -> dict[str, Any]:
-    """Wait for a training job with a progress bar (iterations) and its latest metrics."""
+    """Wait for a training job with a progress bar (iterations) and its latest metrics.
+
+    A trainer restart (or a whole platform's, on other ports) is waited out, not reported as a
+    failure: the job's real outcome is what the bar ends on.
+    """
     total = None
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -199,4 +203,9 @@ def wait_for_job(
                 metrics=escape(format_metrics(job.get("metrics") or {})),
             )
 
-        return client.wait_for_training_job(job_name, on_progress=update, poll_s=poll_s)
+        def unreachable(error: Exception) -> None:
+            progress.update(task, status="trainer unreachable, retrying")
+
+        return client.wait_for_training_job(
+            job_name, on_progress=update, poll_s=poll_s, on_retry=unreachable
+        )

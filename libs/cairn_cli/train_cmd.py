@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import typer
+from cairn_sdk import tuning
 from rich.console import Console
 
 from cairn_cli.sdk_common import (
@@ -110,6 +111,8 @@ def _report_finished(job: dict[str, object], console: Console, as_json: bool) ->
         metrics = job.get("metrics") or {}
         shown = format_metrics(metrics if isinstance(metrics, dict) else {}, limit=8)
         console.print(f"[green]Completed[/] {job['job_name']}: {job['artifact_uri']}  {shown}")
+    elif job["status"] == "Stopped":
+        console.print(f"[yellow]Stopped[/] {job['job_name']}: {job.get('artifact_uri') or ''}")
     else:
         console.print(f"[red]Failed[/] {job['job_name']}: {job.get('failure_reason')}")
     if job["status"] != "Completed":
@@ -155,10 +158,39 @@ def describe_job(
 
 
 @jobs_app.command("logs")
-def job_logs(job_name: str, target: TargetOption = None, home: HomeOption = None) -> None:
-    """The job's log as stored so far."""
+def job_logs(
+    job_name: str,
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", min=1, help="Default: the latest attempt.")
+    ] = None,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """One attempt's log as stored so far (a taken-over attempt keeps its own)."""
     with service_errors(), client_for(target, home) as client:
-        typer.echo(client.training_job_logs(job_name), nl=False)
+        typer.echo(tuning.training_job_logs(client, job_name, attempt), nl=False)
+
+
+@jobs_app.command("stop")
+def stop_job(
+    job_name: str,
+    keep_partial_model: Annotated[
+        bool, typer.Option("--keep-partial-model", help="Keep the model trained so far.")
+    ] = False,
+    reason: Annotated[str, typer.Option("--reason")] = "",
+    as_json: JsonOption = False,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Stop a training job (StopTrainingJob): its worker is free within about a second."""
+    with service_errors(), client_for(target, home) as client:
+        job = tuning.stop_training_job(
+            client, job_name, reason=reason, keep_partial_model=keep_partial_model
+        )
+    if as_json:
+        print_json(job)
+    else:
+        Console().print(f"training job [bold]{job_name}[/] is {job['status']}")
 
 
 @jobs_app.command("wait")

@@ -10,6 +10,7 @@ call sends the user's credential (`CAIRN_API_KEY`, else the one `cairn up` saved
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ import httpx
 from cairn.errors import InvalidInput, NotFound, Unavailable
 
 from cairn_sdk.admin import AdminCalls
+from cairn_sdk.base import RECONNECT_TIMEOUT_S
 from cairn_sdk.credentials import bearer_headers, resolve_token
 from cairn_sdk.errors import EndpointFailed
 from cairn_sdk.gateway import ACCESS_KEY_ENV, GatewayCalls
@@ -89,7 +91,9 @@ class Client(GatewayCalls, AdminCalls):
     def from_runtime(cls, home: Path | str | None = None, **options: Any) -> Self:
         """The platform `cairn up` runs on `home` (default: CAIRN_HOME or .cairn)."""
         where = Path(home) if home else None
-        return cls._from_urls(service_urls(home=where), home=where, **options)
+        client = cls._from_urls(service_urls(home=where), home=where, **options)
+        client._rediscover = functools.partial(service_urls, home=where)
+        return client
 
     @classmethod
     def from_target(cls, url: str | None = None, **options: Any) -> Self:
@@ -99,7 +103,9 @@ class Client(GatewayCalls, AdminCalls):
     @classmethod
     def from_env(cls, target: str | None = None, home: Path | None = None, **options: Any) -> Self:
         """What the CLI uses: CAIRN_<SERVICE>_URL, else --target/CAIRN_TARGET, else runtime.json."""
-        return cls._from_urls(service_urls(target=target, home=home), home=home, **options)
+        client = cls._from_urls(service_urls(target=target, home=home), home=home, **options)
+        client._rediscover = functools.partial(service_urls, target=target, home=home)
+        return client
 
     @classmethod
     def _from_urls(cls, urls: dict[str, str], **options: Any) -> Self:
@@ -184,11 +190,26 @@ class Client(GatewayCalls, AdminCalls):
         on_progress: Callable[[dict[str, Any]], None] | None = None,
         poll_s: float = 0.5,
         timeout_s: float = 3600.0,
+        reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
+        on_retry: Callable[[Exception], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll the job document until it is Completed or Failed; `on_progress` sees each poll."""
+        """Poll the job document until it is Completed or Failed; `on_progress` sees each poll.
+
+        A trainer that restarts meanwhile (unreachable, 502/503/504) is waited for, on its new
+        URL if it moved, for up to `reconnect_timeout_s` at a time; `on_retry` sees each failure.
+        """
         deadline = time.monotonic() + timeout_s
+        path = f"/training-jobs/{job_name}"
         while True:
-            job = self.describe_training_job(job_name)
+            job = dict(
+                self._json_through_restarts(
+                    "GET",
+                    "trainer",
+                    path,
+                    reconnect_timeout_s=reconnect_timeout_s,
+                    on_retry=on_retry,
+                )
+            )
             if on_progress is not None:
                 on_progress(job)
             if job["status"] in TERMINAL_JOB_STATUSES:
@@ -242,13 +263,14 @@ class Client(GatewayCalls, AdminCalls):
         """The version registered from `job_name` (the registry registers on the job's event)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            with contextlib.suppress(NotFound):
+            with contextlib.suppress(NotFound, Unavailable):
                 for version in self.list_model_packages(group):
                     if version.get("lineage", {}).get("training_job") == job_name:
                         return version
             if time.monotonic() > deadline:
                 raise Unavailable(f"no version of {group} registered from {job_name} yet")
             time.sleep(poll_s)
+            self.refresh_urls()
 
     # Endpoints ------------------------------------------------------------------------------
 
@@ -311,15 +333,26 @@ class Client(GatewayCalls, AdminCalls):
         serving: bool = True,
         timeout_s: float = 120.0,
         poll_s: float = 0.25,
+        reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
     ) -> dict[str, Any]:
-        """Poll until the deployer says `status` and (with `serving`) the gateway has it loaded."""
+        """Poll until the deployer says `status` and (with `serving`) the gateway has it loaded.
+
+        A deployer or gateway that restarts meanwhile is waited for (on its new URL if it moved).
+        """
         deadline = time.monotonic() + timeout_s
+        path = f"/endpoints/{endpoint_name}"
         while True:
-            endpoint = self.describe_endpoint(endpoint_name)
+            endpoint = dict(
+                self._json_through_restarts(
+                    "GET", "deployer", path, reconnect_timeout_s=reconnect_timeout_s
+                )
+            )
             if endpoint["status"] in ("Failed", "Deleted") and endpoint["status"] != status:
                 raise EndpointFailed(f"endpoint {endpoint_name} is {endpoint['status']}")
-            if endpoint["status"] == status and (not serving or self.endpoint_ready(endpoint_name)):
-                return endpoint
+            if endpoint["status"] == status:
+                if not serving or self.endpoint_ready(endpoint_name):
+                    return endpoint
+                self.refresh_urls()  # the gateway may have restarted on another port
             if time.monotonic() > deadline:
                 raise Unavailable(
                     f"endpoint {endpoint_name} is {endpoint['status']}, not {status} being "

@@ -21,7 +21,7 @@ log = logging.getLogger("cairn.autoscaler")
 class WorkerPool(WorkerPoolDeclaration):
     """A declared pool as the autoscaler sizes it: bounds checked, topics from the catalogue."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     service: str = Field(default="", description="The service that declared (and owns) the pool.")
 

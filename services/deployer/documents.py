@@ -6,8 +6,10 @@ contract; a unit test keeps the two in step.
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cairn.contracts.events import (
     ApprovalStatus,
@@ -16,13 +18,24 @@ from cairn.contracts.events import (
     VariantSpec,
     VariantState,
 )
-from pydantic import BaseModel, Field
+from cairn.documents import DocumentStore, Versioned
+from cairn.errors import CairnError, Unavailable
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+log = logging.getLogger("cairn.deployer")
+
+DocT = TypeVar("DocT", bound=BaseModel)
 EndpointStatus = Literal["Creating", "Updating", "InService", "RollingBack", "Deleted", "Failed"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$"
 
 
-class ModelRecord(BaseModel):
+class Stored(BaseModel):
+    """Base of what the deployer stores or accepts: no inf or NaN (JSON cannot carry them)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class ModelRecord(Stored):
     """The deployer's projection of one registered model version, built from registry events."""
 
     model_package_group: str
@@ -34,7 +47,7 @@ class ModelRecord(BaseModel):
     updated_at: datetime
 
 
-class EndpointConfig(BaseModel):
+class EndpointConfig(Stored):
     """What the user asked for: variant specs, the shadow, the rollout policy and approval rule."""
 
     production_variants: list[VariantSpec]
@@ -45,7 +58,7 @@ class EndpointConfig(BaseModel):
     )
 
 
-class RolloutState(BaseModel):
+class RolloutState(Stored):
     """A canary or linear rollout in progress; lives in the endpoint document."""
 
     policy: RolloutPolicy
@@ -69,7 +82,7 @@ class RolloutState(BaseModel):
     causation_id: str | None = None
 
 
-class RollbackRecord(BaseModel):
+class RollbackRecord(Stored):
     """Why the last rollout was undone."""
 
     rolled_back_variant: str
@@ -78,7 +91,7 @@ class RollbackRecord(BaseModel):
     at: datetime
 
 
-class EndpointDoc(BaseModel):
+class EndpointDoc(Stored):
     """`deployer/endpoints/<name>.json`: the desired state last announced, plus rollout state."""
 
     endpoint_name: str
@@ -104,7 +117,7 @@ class EndpointDoc(BaseModel):
         )
 
 
-class AutoDeployPolicy(BaseModel):
+class AutoDeployPolicy(Stored):
     """`deployer/auto-deploy/<group>.json`: deploy each approved version of a group."""
 
     model_package_group: str = ""
@@ -114,9 +127,44 @@ class AutoDeployPolicy(BaseModel):
     instance_count: int = Field(default=1, ge=1)
 
 
-class WeightChange(BaseModel):
+class WeightChange(Stored):
     """One entry of UpdateEndpointWeightsAndCapacities."""
 
     variant_name: str
     weight: float | None = Field(default=None, ge=0)
     instance_count: int | None = Field(default=None, ge=1)
+
+
+def invalid_fields(exc: CairnError) -> str | None:
+    """`field: problem; ...` when `exc` is a stored document failing validation, else None."""
+    if not isinstance(exc.__cause__, ValidationError):
+        return None
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+        for error in exc.__cause__.errors(include_url=False)
+    )
+
+
+def last_revision(raw: bytes) -> int:
+    """The revision an unreadable endpoint document still names, 0 when it names none."""
+    try:
+        revision = json.loads(raw).get("revision")
+    except (ValueError, AttributeError):
+        return 0
+    return revision if isinstance(revision, int) and revision > 0 else 0
+
+
+def readable(documents: DocumentStore[DocT]) -> list[Versioned[DocT]]:
+    """Every document of `documents`, skipping (and logging) any that no longer validates."""
+    found: list[Versioned[DocT]] = []
+    for key in documents.keys(""):
+        try:
+            versioned = documents.get_or_none(key)
+        except Unavailable:
+            raise
+        except CairnError as exc:
+            log.error("skipping unreadable document %s%s: %s", documents.prefix, key, exc.message)
+            continue
+        if versioned is not None:
+            found.append(versioned)
+    return found

@@ -44,6 +44,12 @@ class EndpointBusy(Conflict):
     code = "endpoint_busy"
 
 
+class EndpointDocumentUnreadable(Conflict):
+    """The stored endpoint no longer validates (written before a rule it breaks existed)."""
+
+    code = "endpoint_document_unreadable"
+
+
 class ModelVersionUnknown(InvalidInput):
     code = "model_version_unknown"
 
@@ -263,6 +269,17 @@ def delete_endpoint(current: EndpointDoc | None, endpoint_name: str, now: dateti
             "rollout": None,
             "updated_at": now,
         }
+    )
+
+
+def tombstone(endpoint_name: str, last_revision: int, now: datetime) -> EndpointDoc:
+    """A Deleted endpoint replacing an unreadable document, one revision past what it held."""
+    return EndpointDoc(
+        endpoint_name=endpoint_name,
+        revision=last_revision + 1,
+        status="Deleted",
+        created_at=now,
+        updated_at=now,
     )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, get_args
+from typing import Any, Protocol, get_args
 from uuid import UUID
 
 from cairn.audit import AuditRecord, Outcome
@@ -22,24 +23,26 @@ from cairn.contracts.events import (
 )
 from cairn.contracts.state import ModelVersionView, read_state
 from cairn.documents import DocumentStore, Versioned
-from cairn.errors import CairnError, ConfigError, NotFound, Unavailable
+from cairn.errors import CairnError, ConfigError, Unavailable
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel
 
 from services.deployer import domain, rollout
 from services.deployer.config import DeployerSettings
 from services.deployer.documents import (
-    AutoDeployPolicy,
     EndpointDoc,
     ModelRecord,
     RolloutState,
     WeightChange,
+    invalid_fields,
+    last_revision,
+    readable,
 )
-from services.deployer.domain import ModelVersionUnknown
+from services.deployer.domain import EndpointDocumentUnreadable, ModelVersionUnknown
+from services.deployer.policies import AutoDeployPolicies
 
 log = logging.getLogger("cairn.deployer")
 
-DocT = TypeVar("DocT", bound=BaseModel)
 EndpointChange = Callable[[EndpointDoc | None], EndpointDoc]
 
 
@@ -67,10 +70,6 @@ class Authority(Protocol):
     ) -> AuditRecord: ...
 
 
-class AutoDeployPolicyNotFound(NotFound):
-    code = "auto_deploy_policy_not_found"
-
-
 class Deployer:
     """Endpoint documents, the model projection and auto-deploy policies in the object store."""
 
@@ -89,7 +88,7 @@ class Deployer:
         self.authority = authority
         self.endpoints = DocumentStore(store, EndpointDoc, "deployer/endpoints")
         self.models = DocumentStore(store, ModelRecord, "deployer/models")
-        self.policies = DocumentStore(store, AutoDeployPolicy, "deployer/auto-deploy")
+        self.policies = AutoDeployPolicies(store)
 
     # Reads -------------------------------------------------------------------------------
 
@@ -97,8 +96,28 @@ class Deployer:
         return [found.doc for found in readable(self.endpoints) if domain.is_live(found.doc)]
 
     def get_endpoint(self, endpoint_name: str) -> EndpointDoc:
-        found = self.endpoints.get_or_none(f"{endpoint_name}.json")
+        found = self._read(endpoint_name)
         return domain.require_live(found.doc if found else None, endpoint_name)
+
+    def check_deletable(self, endpoint_name: str) -> None:
+        """404 unless the endpoint is live or unreadable (deleting replaces an unreadable one)."""
+        with contextlib.suppress(EndpointDocumentUnreadable):
+            self.get_endpoint(endpoint_name)
+
+    def _read(self, endpoint_name: str) -> Versioned[EndpointDoc] | None:
+        """The stored endpoint; EndpointDocumentUnreadable (409) when it no longer validates."""
+        try:
+            return self.endpoints.get_or_none(f"{endpoint_name}.json")
+        except CairnError as exc:
+            raise _unreadable(endpoint_name, exc) from exc
+
+    def _replace_unreadable(self, endpoint_name: str) -> EndpointDoc:
+        """Overwrite an unreadable endpoint with a tombstone one revision past the one it held,
+        so the gateway's revision order still holds when the endpoint is created again."""
+        key = f"{endpoint_name}.json"
+        raw, info = self.store.get_with_info(self.endpoints.prefix + key)
+        doc = domain.tombstone(endpoint_name, last_revision(raw), self.clock())
+        return self.endpoints.replace(key, doc, info.etag).doc
 
     # Changes -----------------------------------------------------------------------------
 
@@ -111,7 +130,10 @@ class Deployer:
             made_revision.append(current is None or new.revision != current.revision)
             return new
 
-        written = self.endpoints.update(f"{endpoint_name}.json", apply)
+        try:
+            written = self.endpoints.update(f"{endpoint_name}.json", apply)
+        except CairnError as exc:
+            raise _unreadable(endpoint_name, exc) from exc
         return written.doc, made_revision[-1]
 
     async def _announce(self, doc: EndpointDoc, cause: Envelope[Any] | None) -> None:
@@ -163,7 +185,13 @@ class Deployer:
             )
             return new.model_copy(update={"rollout": traced})
 
-        doc, changed = await asyncio.to_thread(self._change, request.endpoint_name, apply)
+        try:
+            doc, changed = await asyncio.to_thread(self._change, request.endpoint_name, apply)
+        except EndpointDocumentUnreadable:
+            if request.action != "delete":
+                raise
+            doc = await asyncio.to_thread(self._replace_unreadable, request.endpoint_name)
+            changed = True
         if changed:
             await self._announce(doc, cause)
         return doc
@@ -217,12 +245,10 @@ class Deployer:
 
     async def _auto_deploy(self, envelope: Envelope[ModelApprovalChanged]) -> None:
         event = envelope.data
-        policy = await asyncio.to_thread(self.get_policy_or_none, event.model_package_group)
+        policy = await asyncio.to_thread(self.policies.get_or_none, event.model_package_group)
         if policy is None:
             return
-        current = await asyncio.to_thread(
-            self.endpoints.get_or_none, f"{policy.endpoint_name}.json"
-        )
+        current = await asyncio.to_thread(self._read, policy.endpoint_name)
         request = domain.auto_deploy_request(
             policy, event.version, current.doc if current else None
         )
@@ -234,27 +260,6 @@ class Deployer:
             # The registration event travels on another topic and may not be applied yet:
             # a retryable error lets the bus try again after a backoff.
             raise Unavailable(f"auto-deploy waits for the registration: {exc.message}") from exc
-
-    def get_policy_or_none(self, group: str) -> AutoDeployPolicy | None:
-        found = self.policies.get_or_none(f"{group}.json")
-        return found.doc if found else None
-
-    def get_policy(self, group: str) -> AutoDeployPolicy:
-        policy = self.get_policy_or_none(group)
-        if policy is None:
-            raise AutoDeployPolicyNotFound(
-                f"model package group {group!r} has no auto-deploy policy",
-                model_package_group=group,
-            )
-        return policy
-
-    def put_policy(self, group: str, policy: AutoDeployPolicy) -> AutoDeployPolicy:
-        stored = policy.model_copy(update={"model_package_group": group})
-        return self.policies.update(f"{group}.json", lambda _current: stored).doc
-
-    def delete_policy(self, group: str) -> None:
-        self.get_policy(group)
-        self.policies.delete(f"{group}.json")
 
     # Rollouts ----------------------------------------------------------------------------
 
@@ -277,7 +282,10 @@ class Deployer:
     async def on_metrics(self, envelope: Envelope[EndpointMetricsReported]) -> None:
         """Feed a traffic report to the rollout's alarms; roll back when one trips."""
         name = envelope.data.endpoint_name
-        found = await asyncio.to_thread(self.endpoints.get_or_none, f"{name}.json")
+        try:
+            found = await asyncio.to_thread(self._read, name)
+        except EndpointDocumentUnreadable:
+            return  # reported by `_read`; no rollout can be judged on it
         if found is None or found.doc.rollout is None or not domain.is_live(found.doc):
             return
         doc, changed = await asyncio.to_thread(self._observe, envelope)
@@ -335,20 +343,17 @@ class Deployer:
             await asyncio.sleep(self.config.rollout_tick_s)
 
 
-def readable(documents: DocumentStore[DocT]) -> list[Versioned[DocT]]:
-    """Every document of `documents`, skipping (and logging) any that no longer validates."""
-    found: list[Versioned[DocT]] = []
-    for key in documents.keys(""):
-        try:
-            versioned = documents.get_or_none(key)
-        except Unavailable:
-            raise
-        except CairnError as exc:
-            log.error("skipping unreadable document %s%s: %s", documents.prefix, key, exc.message)
-            continue
-        if versioned is not None:
-            found.append(versioned)
-    return found
+def _unreadable(endpoint_name: str, exc: CairnError) -> CairnError:
+    """EndpointDocumentUnreadable (logged) when `exc` is a failed validation, else `exc`."""
+    problems = invalid_fields(exc)
+    if problems is None:
+        return exc
+    log.error("stored endpoint %s is unreadable: %s", endpoint_name, problems)
+    return EndpointDocumentUnreadable(
+        f"the stored state of endpoint {endpoint_name!r} cannot be read ({problems}); "
+        "delete the endpoint to replace it, then create it again",
+        endpoint_name=endpoint_name,
+    )
 
 
 def _rollout_cause(state: RolloutState) -> Envelope[Any] | None:

@@ -10,14 +10,21 @@ from typing import Annotated, Any, Literal
 
 from cairn.auth import requires
 from cairn.contracts.events import DeploymentRequested, RolloutPolicy, VariantSpec
+from cairn.errors import InvalidInput
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field, ValidationError
 
-from services.deployer.documents import NAME_PATTERN, AutoDeployPolicy, EndpointDoc, WeightChange
+from services.deployer.documents import (
+    NAME_PATTERN,
+    AutoDeployPolicy,
+    EndpointDoc,
+    Stored,
+    WeightChange,
+)
 from services.deployer.handlers import Deployer
 
 
-class EndpointBody(BaseModel):
+class EndpointBody(Stored):
     """PUT /endpoints/{name}: the new endpoint config."""
 
     production_variants: list[VariantSpec] = Field(min_length=1)
@@ -34,7 +41,7 @@ class CreateEndpointBody(EndpointBody):
     endpoint_name: str = Field(pattern=NAME_PATTERN)
 
 
-class WeightsBody(BaseModel):
+class WeightsBody(Stored):
     """POST /endpoints/{name}/weights (UpdateEndpointWeightsAndCapacities)."""
 
     variants: list[WeightChange] = Field(min_length=1)
@@ -54,7 +61,20 @@ def _request(
     fields: dict[str, Any] = (
         body.model_dump(exclude={"endpoint_name", "allow_unapproved"}) if body else {}
     )
-    return DeploymentRequested(endpoint_name=name, action=action, **fields)
+    try:
+        return DeploymentRequested(endpoint_name=name, action=action, **fields)
+    except ValidationError as exc:  # the path's name: the body was validated already
+        raise invalid_input(exc) from exc
+
+
+def invalid_input(exc: ValidationError) -> InvalidInput:
+    """A 400 naming each field that failed, like the kernel's answer to a bad body."""
+    fields = [
+        {"field": ".".join(str(part) for part in error["loc"]) or "<root>", "message": error["msg"]}
+        for error in exc.errors(include_url=False)
+    ]
+    summary = "; ".join(f"{item['field']}: {item['message']}" for item in fields)
+    return InvalidInput(f"invalid request: {summary}", fields=fields)
 
 
 endpoints = APIRouter(prefix="/endpoints", tags=["deployer"])
@@ -84,7 +104,7 @@ async def update_endpoint(name: str, body: EndpointBody, deployer: DeployerDep) 
 
 @endpoints.delete("/{name}", dependencies=[requires("deploy", action="endpoint.delete")])
 async def delete_endpoint(name: str, deployer: DeployerDep) -> EndpointDoc:
-    await asyncio.to_thread(deployer.get_endpoint, name)  # 404 for an unknown endpoint
+    await asyncio.to_thread(deployer.check_deletable, name)  # 404 for an unknown endpoint
     return await deployer.deploy(_request(name, "delete", None))
 
 
@@ -98,19 +118,19 @@ auto_deploy = APIRouter(prefix="/auto-deploy", tags=["deployer"])
 
 @auto_deploy.get("/{group}", dependencies=[requires("read")])
 async def get_policy(group: str, deployer: DeployerDep) -> AutoDeployPolicy:
-    return await asyncio.to_thread(deployer.get_policy, group)
+    return await asyncio.to_thread(deployer.policies.get, group)
 
 
 @auto_deploy.put("/{group}", dependencies=[requires("deploy", action="auto_deploy.put")])
 async def put_policy(group: str, body: AutoDeployPolicy, deployer: DeployerDep) -> AutoDeployPolicy:
-    return await asyncio.to_thread(deployer.put_policy, group, body)
+    return await asyncio.to_thread(deployer.policies.put, group, body)
 
 
 @auto_deploy.delete(
     "/{group}", status_code=204, dependencies=[requires("deploy", action="auto_deploy.delete")]
 )
 async def delete_policy(group: str, deployer: DeployerDep) -> Response:
-    await asyncio.to_thread(deployer.delete_policy, group)
+    await asyncio.to_thread(deployer.policies.delete, group)
     return Response(status_code=204)
 
 

@@ -45,7 +45,7 @@ MAX_REASONS = 20
 class FeatureGroup(BaseModel):
     """A feature group as stored at `featurestore/groups/<name>.json`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     feature_group_name: str
     record_identifier_feature_name: str
@@ -90,6 +90,20 @@ class FeatureGroup(BaseModel):
                 arrow_type = _ARROW_TYPES["Timestamp"]
             fields.append(pa.field(definition.name, arrow_type))
         return pa.schema(fields)
+
+
+def check_feature_names(group: FeatureGroup, names: Sequence[str] | None) -> None:
+    """Refuse a read naming features the group does not define, rather than leave them out."""
+    if names is None:
+        return
+    defined = group.types()
+    if unknown := [name for name in names if name not in defined]:
+        raise InvalidInput(
+            f"feature group {group.feature_group_name!r} has no feature "
+            + ", ".join(repr(name) for name in unknown),
+            feature_group_name=group.feature_group_name,
+            unknown_features=unknown,
+        )
 
 
 def check_definition(group: FeatureGroup) -> None:

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.featurestore import operations
 from services.featurestore.operations import FeatureStore
 
-ROUTE = "/feature-groups/{name}/records/{record_id}"
+ROUTE = "/feature-groups/{name}/records/{record_id:path}"
 _PREFIX = "/feature-groups/"
 _logger = logging.getLogger(__name__)
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -96,10 +96,10 @@ class GetRecordFastPath:
         path: str = scope["path"]
         if not path.startswith(_PREFIX):
             return None
-        parts = path[len(_PREFIX) :].split("/")
+        # The server hands over `path` already percent-decoded: an id's %2F is a `/` here.
+        parts = path[len(_PREFIX) :].split("/", 2)
         if len(parts) != 3 or parts[1] != "records" or not parts[2]:
             return None
-        # The server hands over `path` already percent-decoded.
         name, record_id = parts[0], parts[2]
         return (name, record_id) if fs.has_cached_group(name) else None
 

@@ -9,6 +9,10 @@ event is split: its valid records are stored, its invalid ones are dead-lettered
 records, reason in the `cairn-dlq-error` header) and counted, with their reasons, in
 FeatureIngestionCompleted. A bulk load counts and reports bad rows the same way. An event that is
 not a valid FeatureRecordsPut at all (or names no group) is dead-lettered whole by the bus.
+
+Training sets: a request that cannot be built (a 4xx: unknown group or column, no such dataset,
+a name taken by another request) is answered with TrainingSetFailed, from HTTP and the bus alike;
+over the bus that answer settles the request. Other failures are retried, then dead-lettered.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from cairn.contracts.events import (
     FeatureIngestionRequested,
     FeatureRecordsPut,
     TrainingSetBuilt,
+    TrainingSetFailed,
     TrainingSetRequested,
 )
-from cairn.errors import InvalidInput
+from cairn.errors import CairnError, InvalidInput
 from cairn.namespaces import DATASET_SCHEME, confine_channel
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel
@@ -80,6 +85,13 @@ def dataset_reference(location: str, *, field: str) -> str:
             field=field,
         )
     return reference
+
+
+def failure_event(request: TrainingSetRequested, error: CairnError) -> TrainingSetFailed:
+    """TrainingSetFailed for a request that cannot be built."""
+    return TrainingSetFailed(
+        training_set_name=request.training_set_name, reason=error.message, code=error.code
+    )
 
 
 class FeatureStoreHandlers:
@@ -239,9 +251,18 @@ class FeatureStoreHandlers:
     async def build_training_set(
         self, request: TrainingSetRequested, cause: Envelope[Any] | None = None
     ) -> TrainingSetDoc:
-        """Build a point-in-time correct training set; repeating the request reuses it."""
-        dataset_reference(request.entity_dataset_uri, field="entity_dataset_uri")
-        doc = await asyncio.to_thread(operations.build_training_set, self.fs, request)
+        """Build a point-in-time correct training set; repeating the request reuses it.
+
+        Raises:
+            CairnError: why it cannot be built; a 4xx is first announced as TrainingSetFailed.
+        """
+        try:
+            dataset_reference(request.entity_dataset_uri, field="entity_dataset_uri")
+            doc = await asyncio.to_thread(operations.build_training_set, self.fs, request)
+        except CairnError as exc:
+            if exc.http_status < 500:
+                await self._training_set_failed(request, exc, cause)
+            raise
         built = TrainingSetBuilt(
             training_set_name=request.training_set_name,
             dataset_uri=doc.dataset_uri,
@@ -254,9 +275,19 @@ class FeatureStoreHandlers:
         return await asyncio.to_thread(operations.describe_training_set, self.fs, name)
 
     async def on_training_set_requested(self, envelope: Envelope[TrainingSetRequested]) -> None:
-        await self.build_training_set(envelope.data, cause=envelope)
+        """A request that cannot be built is answered (TrainingSetFailed) and settled."""
+        try:
+            await self.build_training_set(envelope.data, cause=envelope)
+        except CairnError as exc:
+            if exc.http_status >= 500:
+                raise  # retried, then dead-lettered by the bus with the reason
 
     # Outcomes ----------------------------------------------------------------------------------
+
+    async def _training_set_failed(
+        self, request: TrainingSetRequested, error: CairnError, cause: Envelope[Any] | None
+    ) -> None:
+        await self.publish(failure_event(request, error), cause=cause)
 
     async def _report(
         self, group_name: str, source: str, result: IngestResult, cause: Envelope[Any] | None

@@ -1,14 +1,14 @@
 """Feature store operations: plain blocking functions over the stores, for handlers and tools.
 
 Every write goes offline first (create-only files named by a batch id, so a redelivered batch adds
-nothing), then online (newer event time wins, so replays and out-of-order records are harmless).
+nothing), then online with the offline write time, so both stores resolve equal event times alike:
+the later write wins, then the later record of a batch (offline/ties.py). Newer event times win, so
+replays and out-of-order records are harmless.
 These functions block on I/O; async callers run the heavy ones in a thread.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ from services.featurestore.domain import (
     RecordValidator,
     Rejection,
     ValidRecord,
+    check_feature_names,
     json_value,
     offline_table,
     parse_feature_refs,
@@ -47,7 +48,7 @@ TRAINING_SETS_PREFIX = "featurestore/training-sets"
 class TrainingSetDoc(BaseModel):
     """A built training set, at `featurestore/training-sets/<name>.json`: request and result."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     request: TrainingSetRequested
     dataset_uri: str
@@ -151,20 +152,32 @@ def list_groups(fs: FeatureStore) -> list[FeatureGroup]:
 
 
 def write_valid(
-    fs: FeatureStore, group: FeatureGroup, records: Sequence[ValidRecord], batch_id: str
+    fs: FeatureStore, group: FeatureGroup, records: Sequence[ValidRecord], batch_id: str | None
 ) -> int:
-    """Offline append (idempotent per batch id), then online newer-wins; returns stored online."""
+    """Offline append (idempotent per batch id), then online; returns how many were stored online.
+
+    Online records carry the write time of their offline rows (a redelivered batch: the first
+    delivery's), so a tie between equal event times goes the same way in both stores.
+    """
     if not records:
         return 0
+    appended = None
     if group.offline_enabled:
-        fs.offline.append(
-            group.feature_group_name, offline_table(group, records), batch_id=batch_id
-        )
+        table = offline_table(group, records)
+        appended = fs.offline.write(group.feature_group_name, table, batch_id=batch_id)
     if not group.online_enabled:
         return 0
     return fs.online.put_many(
         group.feature_group_name,
-        (OnlineRecord(r.record_id, r.event_time, r.values) for r in records),
+        (
+            OnlineRecord(
+                r.record_id,
+                r.event_time,
+                r.values,
+                appended.write_time_of(r.event_time) if appended else None,
+            )
+            for r in records
+        ),
     )
 
 
@@ -181,14 +194,12 @@ def ingest_records(
 def put_record(fs: FeatureStore, group_name: str, raw: dict[str, Any]) -> IngestResult:
     """PutRecord: one record, refused whole with its reason when invalid.
 
-    The batch id is the record's content hash, so a client retrying the same PUT writes nothing new.
+    Every PutRecord is a write of its own, even one repeating an earlier content: A, B, A at one
+    event time leaves A, offline as online.
     """
     validator = fs.validator(group_name)
     record = validator.validate(raw)
-    digest = hashlib.sha256(
-        json.dumps(record.values, sort_keys=True, default=str).encode()
-    ).hexdigest()
-    stored = write_valid(fs, validator.group, [record], f"put-{digest}")
+    stored = write_valid(fs, validator.group, [record], None)
     return IngestResult(1, stored)
 
 
@@ -230,6 +241,7 @@ def get_record(
     group = fs.group(group_name)
     if not group.online_enabled:
         raise InvalidInput(f"feature group {group_name!r} has no online store")
+    check_feature_names(group, features)
     record = fs.online.get(group_name, record_id, features=features, ttl_s=group.ttl_s)
     if record is None:
         raise NotFound(
@@ -250,11 +262,16 @@ class BatchGetItem:
 
 
 def batch_get(fs: FeatureStore, items: Iterable[BatchGetItem]) -> dict[str, Any]:
-    """BatchGetRecord: found records, and the identifiers with no live record."""
+    """BatchGetRecord: found records, and the identifiers with no live record.
+
+    Raises:
+        InvalidInput: an item names a feature its group does not define.
+    """
     found: list[dict[str, Any]] = []
     missing: list[dict[str, str]] = []
     for item in items:
         group = fs.group(item.feature_group_name)
+        check_feature_names(group, item.feature_names)
         records = fs.online.get_many(
             group.feature_group_name,
             item.record_identifiers,
@@ -272,18 +289,20 @@ def batch_get(fs: FeatureStore, items: Iterable[BatchGetItem]) -> dict[str, Any]
 
 
 def delete_record(fs: FeatureStore, group_name: str, record_id: str, event_time: datetime) -> bool:
-    """DeleteRecord: a tombstone offline (history kept) and online; True if online took it."""
+    """DeleteRecord: a tombstone offline (history kept) and online; True if online took it.
+
+    A tombstone is a write like a PutRecord: it wins over records written before it at its event
+    time, and a record written after it at that time wins over it.
+    """
     group = fs.group(group_name)
+    written_at = None
     if group.offline_enabled:
         typed_id = fs.validator(group_name).typed_id(record_id)
-        fs.offline.delete(
-            group_name,
-            typed_id,
-            event_time,
-            batch_id=f"delete-{record_id}-{event_time.isoformat()}",
+        written_at = fs.offline.write_tombstone(group_name, typed_id, event_time).write_time_of(
+            event_time
         )
     if group.online_enabled:
-        return fs.online.delete(group_name, record_id, event_time=event_time)
+        return fs.online.delete(group_name, record_id, event_time=event_time, written_at=written_at)
     return False
 
 

@@ -14,7 +14,7 @@ from cairn.auth import requires, set_audit_resource
 from cairn.contracts.events import FeatureGroupCreationRequested, TrainingSetRequested
 from cairn.errors import InvalidInput
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.featurestore.domain import FeatureGroup, parse_timestamp
 from services.featurestore.handlers import FeatureStoreHandlers
@@ -34,17 +34,21 @@ groups = APIRouter(tags=["featurestore"])
 training_sets = APIRouter(prefix="/training-sets", tags=["featurestore"])
 
 
-class IngestBody(BaseModel):
+class _Body(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class IngestBody(_Body):
     dataset_uri: str = Field(description="dataset://name@version")
 
 
-class BatchGetIdentifier(BaseModel):
+class BatchGetIdentifier(_Body):
     feature_group_name: str
     record_identifiers: list[str] = Field(min_length=1)
     feature_names: list[str] | None = None
 
 
-class BatchGetBody(BaseModel):
+class BatchGetBody(_Body):
     identifiers: list[BatchGetIdentifier] = Field(min_length=1)
 
 
@@ -103,7 +107,8 @@ async def put_record(name: str, body: dict[str, Any], fs: Features) -> dict[str,
     return await fs.put_record(name, body)
 
 
-@groups.get("/feature-groups/{name}/records/{record_id}", dependencies=[READ])
+# `:path`: a record id may hold `/` (sent as %2F), as PutRecord and BatchGet accept it.
+@groups.get("/feature-groups/{name}/records/{record_id:path}", dependencies=[READ])
 async def get_record(
     name: str, record_id: str, fs: Features, features: str | None = None
 ) -> Response:
@@ -112,7 +117,7 @@ async def get_record(
 
 
 @groups.delete(
-    "/feature-groups/{name}/records/{record_id}",
+    "/feature-groups/{name}/records/{record_id:path}",
     dependencies=[requires("data", action="feature_record.delete")],
 )
 async def delete_record(

@@ -22,6 +22,15 @@ import numpy.typing as npt
 from cairn.auth.principal import Principal
 from cairn.contracts.events import EndpointUpdated
 from cairn.errors import CairnError, Forbidden, InvalidInput
+from cairn.inference import (
+    CSV,
+    JSON,
+    JSONLINES,
+    explanation_records,
+    format_response,
+    media_type,
+    parse_body,
+)
 from cairn.service import Service
 from opentelemetry import trace
 from prometheus_client import Counter
@@ -40,15 +49,6 @@ from services.gateway.capture import Captured, CaptureWriter
 from services.gateway.config import GatewaySettings
 from services.gateway.domain import explanations_requested, resolve_target_model
 from services.gateway.metrics import VariantMeter
-from services.gateway.payloads import (
-    CSV,
-    JSON,
-    JSONLINES,
-    explanation_records,
-    format_response,
-    media_type,
-    parse_body,
-)
 from services.gateway.runtime import (
     EndpointRuntime,
     ModelCache,

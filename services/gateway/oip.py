@@ -15,8 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from cairn.artifacts import LoadedModel
 from cairn.errors import InvalidInput
-
-from services.gateway.payloads import split_outputs
+from cairn.inference import split_outputs
 
 NUMERIC_TYPES = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}

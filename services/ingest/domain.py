@@ -1,30 +1,46 @@
 """Turning CSV, JSON Lines and Parquet files into typed Parquet parts: infer or check the schema.
 
-Text sources are read as strings in batches and each column is parsed into its type with Arrow's
-vectorised casts; when a batch does not parse, bisection finds the offending rows, so a rejection
-names the first bad rows and columns without a row-by-row pass over good data.
+Text sources are read as strings in batches (readers.py) and each column is parsed into its type
+with Arrow's vectorised casts; when a batch does not parse, bisection finds the offending rows, so a
+rejection names the first bad rows and columns without a row-by-row pass over good data. Sources
+that hold no row at all are refused with `NoRows`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 from cairn.contracts.events import ColumnSchema
 from cairn.datasets import ARROW_TYPES, ParquetPartWriter, arrow_schema, column_schema_of
 from cairn.errors import InvalidInput
 
-SourceFormat = Literal["csv", "parquet", "jsonl"]
+from services.ingest.readers import (
+    NoRows,
+    SourceFile,
+    SourceFormat,
+    UnreadableSource,
+    parquet_schema,
+    read_batches,
+)
 
-BATCH_ROWS = 65_536
-CSV_BLOCK_BYTES = 4 << 20
+__all__ = [
+    "ConvertedDataset",
+    "DatasetSchemaViolation",
+    "NoRows",
+    "SourceFile",
+    "SourceFormat",
+    "UnreadableSource",
+    "Violation",
+    "convert_sources",
+    "format_from_content_type",
+    "format_from_name",
+    "infer_columns",
+]
+
 MAX_VIOLATIONS = 10
 # Text types tried in this order; the first that parses every value of a column wins.
 _INFERRED_ORDER = ("int", "float", "bool", "timestamp")
@@ -51,14 +67,6 @@ _SUFFIXES: dict[str, SourceFormat] = {
     ".json": "jsonl",
 }
 _COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
-
-
-@dataclass(frozen=True)
-class SourceFile:
-    """A local copy of one input file and the name to report it by (store key or `upload`)."""
-
-    path: Path
-    label: str
 
 
 @dataclass(frozen=True)
@@ -167,102 +175,31 @@ def bad_positions(array: pa.Array, dtype: str, limit: int = MAX_VIOLATIONS) -> l
     return left + [half + position for position in right]
 
 
-# Reading sources as batches --------------------------------------------------------------------
-
-
-def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """A CSV file as batches of string columns (the header names them)."""
-    read_options = pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES)
-    parse_options = pa_csv.ParseOptions(delimiter="\t" if ".tsv" in path.name.lower() else ",")
-    probe = pa_csv.open_csv(path, read_options=read_options, parse_options=parse_options)
-    names = probe.schema.names
-    probe.close()
-    convert = pa_csv.ConvertOptions(
-        column_types={name: pa.string() for name in names},
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=False,
-    )
-    reader = pa_csv.open_csv(
-        path, read_options=read_options, parse_options=parse_options, convert_options=convert
-    )
-    yield from reader
-
-
-def _json_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(value, separators=(",", ":"))
-
-
-def _jsonl_batches(path: Path, label: str) -> Iterator[pa.RecordBatch]:
-    """JSON Lines as batches of string columns; a key first seen late adds a column.
-
-    Parsed line by line because Arrow's JSON reader fixes each column's type from the first
-    block and cannot say which line broke it. Blank lines are skipped; rows count records.
-    """
-    rows: list[dict[str, str | None]] = []
-    names: dict[str, None] = {}
-    record_number = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            record_number += 1
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            if not isinstance(record, dict):
-                text = line.decode(errors="replace").strip()[:80]
-                raise DatasetSchemaViolation(
-                    [Violation(label, record_number, "*", text, "a JSON object")]
-                )
-            names.update(dict.fromkeys(record))
-            rows.append({key: _json_text(value) for key, value in record.items()})
-            if len(rows) >= BATCH_ROWS:
-                yield _string_batch(rows, list(names))
-                rows = []
-    if rows:
-        yield _string_batch(rows, list(names))
-
-
-def _string_batch(rows: list[dict[str, str | None]], names: list[str]) -> pa.RecordBatch:
-    arrays = [pa.array([row.get(name) for row in rows], pa.string()) for name in names]
-    return pa.RecordBatch.from_arrays(arrays, names=names)
-
-
-def read_batches(source: SourceFile, source_format: SourceFormat) -> Iterator[pa.RecordBatch]:
-    """The file's rows in batches: strings for CSV / JSON Lines, native types for Parquet."""
-    if source_format == "csv":
-        return _csv_batches(source.path)
-    if source_format == "jsonl":
-        return _jsonl_batches(source.path, source.label)
-    batches: Iterator[pa.RecordBatch] = pq.ParquetFile(source.path).iter_batches(BATCH_ROWS)
-    return batches
-
-
 # Inferring and checking ------------------------------------------------------------------------
 
 
 def infer_columns(sources: Sequence[SourceFile], source_format: SourceFormat) -> list[ColumnSchema]:
-    """The narrowest type every value of each column parses as (strings when nothing narrower)."""
+    """The narrowest type every value of each column parses as (strings when nothing narrower).
+
+    Raises:
+        NoRows: text sources that hold no row (a header alone, blank lines).
+    """
     if source_format == "parquet":
-        schema = pq.read_schema(sources[0].path)
-        return [column_schema_of(field) for field in schema]
+        return [column_schema_of(field) for field in parquet_schema(sources[0])]
     candidates: dict[str, list[str]] = {}
     seen_values: set[str] = set()
+    rows = 0
     for source in sources:
         for batch in read_batches(source, source_format):
+            rows += batch.num_rows
             for name, array in zip(batch.schema.names, batch.columns, strict=True):
                 remaining = candidates.setdefault(name, list(_INFERRED_ORDER))
                 if array.null_count == len(array):
                     continue
                 seen_values.add(name)
                 candidates[name] = [dtype for dtype in remaining if _converts(array, dtype)]
+    if rows == 0:
+        raise no_rows(sources, source_format)
     return [
         ColumnSchema(
             name=name,
@@ -270,6 +207,16 @@ def infer_columns(sources: Sequence[SourceFile], source_format: SourceFormat) ->
         )
         for name, remaining in candidates.items()
     ]
+
+
+def no_rows(sources: Sequence[SourceFile], source_format: SourceFormat) -> NoRows:
+    """The refusal of sources without a single row, in the words of their format."""
+    holds = {"csv": "a header but no rows", "jsonl": "no rows (no records)", "parquet": "no rows"}
+    where = sources[0].label if len(sources) == 1 else f"each of the {len(sources)} files"
+    return NoRows(
+        f"{where} has {holds[source_format]}: a dataset needs at least one row",
+        files=[source.label for source in sources[:10]],
+    )
 
 
 def _batch_violations(
@@ -321,6 +268,8 @@ def convert_sources(
 
     Raises:
         DatasetSchemaViolation: the first batch holding bad values, with up to 10 of them.
+        UnreadableSource: a file is not what its format says (empty, not UTF-8, not Parquet).
+        NoRows: no file holds a row.
     """
     if not sources:
         raise InvalidInput("no files to ingest")
@@ -341,6 +290,8 @@ def convert_sources(
             writer.write(pa.RecordBatch.from_arrays(arrays, schema=writer.schema))
             first_row += batch.num_rows
     paths = writer.close()
+    if writer.row_count == 0:
+        raise no_rows(sources, source_format)
     return ConvertedDataset(paths, columns, writer.row_count)
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     ColumnSchema,
+    DatasetFormat,
     DatasetIngested,
     DatasetRegistrationRequested,
     DatasetRejected,
@@ -34,10 +36,30 @@ from pydantic import BaseModel
 
 from services.ingest import operations
 from services.ingest.config import IngestSettings
-from services.ingest.domain import SourceFormat
+from services.ingest.domain import SourceFormat, format_from_name
 from services.ingest.operations import UPLOAD_LABEL
 
 REASON_LOCATION_REFUSED = "location-refused"
+# Presigned uploads land in the user namespace, one folder per ticket.
+UPLOADS_PREFIX = "uploads"
+
+
+class UploadUrlUnavailable(InvalidInput):
+    """The platform's store cannot hand out presigned upload URLs (a local folder, memory)."""
+
+    code = "upload_url_unavailable"
+
+
+class UploadTicket(BaseModel):
+    """Where to PUT a file too big to stream through the service, and how to register it then."""
+
+    upload_url: str
+    method: Literal["PUT"] = "PUT"
+    headers: dict[str, str]
+    source_uri: str
+    format: DatasetFormat
+    expires_s: int
+    register_path: str
 
 
 class Publish(Protocol):
@@ -128,6 +150,39 @@ class IngestHandlers:
                     work_dir=work_dir,
                 ),
             )
+
+    async def upload_url(self, dataset_name: str, filename: str) -> UploadTicket:
+        """A presigned URL to PUT a big file into `uploads/`, then register it as the dataset.
+
+        Raises:
+            InvalidInput: the file name names no format (.csv, .parquet, .jsonl ...).
+            UploadUrlUnavailable: the store cannot sign URLs; stream the file to /upload.
+        """
+        source_format = format_from_name(filename)
+        if source_format is None:
+            raise InvalidInput(
+                f"filename: {filename!r} names no format; end it in .csv, .tsv, .parquet or .jsonl",
+                field="filename",
+            )
+        key = f"{UPLOADS_PREFIX}/{dataset_name}/{uuid.uuid4().hex}/{filename}"
+        expires_s = self.config.upload_url_expires_s
+        try:
+            url = await asyncio.to_thread(self.store.presigned_put_url, key, expires_s)
+        except NotImplementedError:
+            raise UploadUrlUnavailable(
+                f"this platform's store ({self.store.url.split('://')[0]}://) cannot hand out "
+                f"upload URLs: stream the file to POST /datasets/{dataset_name}/upload instead "
+                f"(at most {self.config.max_upload_bytes} bytes)",
+                max_upload_bytes=self.config.max_upload_bytes,
+            ) from None
+        return UploadTicket(
+            upload_url=url,
+            headers={"Content-Type": "application/octet-stream"},
+            source_uri=key,
+            format=source_format,
+            expires_s=expires_s,
+            register_path=f"/datasets/{dataset_name}/register",
+        )
 
     async def register(
         self, request: DatasetRegistrationRequested, cause: Envelope[Any] | None = None

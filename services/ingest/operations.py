@@ -6,6 +6,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
 from cairn.contracts.events import ColumnSchema, DatasetIngested, DatasetRegistrationRequested
 from cairn.datasets import DatasetVersion, write_dataset_version
 from cairn.errors import InvalidInput
@@ -15,6 +16,7 @@ from cairn.store.base import ObjectStore
 from services.ingest.domain import (
     SourceFile,
     SourceFormat,
+    UnreadableSource,
     convert_sources,
     format_from_name,
 )
@@ -47,7 +49,13 @@ def ingest_files(
 ) -> DatasetIngested:
     """Convert local files to typed Parquet and commit them as a version (a no-op if stored)."""
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="cairn-ingest-") as scratch:
-        converted = convert_sources(sources, source_format, declared_schema, Path(scratch))
+        try:
+            converted = convert_sources(sources, source_format, declared_schema, Path(scratch))
+        except pa.ArrowException as exc:
+            # The readers name the usual problems; anything else Arrow refuses is the data's too.
+            raise UnreadableSource(
+                f"{source_uri}: cannot be read as {source_format}: {exc}"
+            ) from exc
         version, created = write_dataset_version(
             store,
             dataset_name,

@@ -18,7 +18,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from services.ingest.domain import format_from_content_type
-from services.ingest.handlers import DatasetSummary, IngestHandlers
+from services.ingest.handlers import DatasetSummary, IngestHandlers, UploadTicket
 
 DatasetName = Annotated[str, PathParam(pattern=DATASET_NAME_PATTERN)]
 VersionParam = Annotated[str, PathParam(pattern=r"^(latest|[1-9][0-9]*)$")]
@@ -48,6 +48,15 @@ class RegisterRequest(BaseModel):
     declared_schema: list[ColumnSchema] | None = None
 
 
+class UploadUrlRequest(BaseModel):
+    """Body of POST /datasets/{name}/upload-url."""
+
+    filename: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="The file's name; its suffix names the format (.csv, .parquet, .jsonl).",
+    )
+
+
 def _declared_schema(raw: str | None) -> list[ColumnSchema] | None:
     if not raw:
         return None
@@ -69,6 +78,8 @@ def _answer(ingested: DatasetIngested, response: Response) -> DatasetIngested:
     "/datasets/{name}/upload",
     status_code=201,
     summary="Upload a CSV / Parquet / JSON Lines file as the streamed body.",
+    description="Bodies over CAIRN_INGEST_MAX_UPLOAD_BYTES (default 2 GiB) are refused with "
+    "413; send bigger files through POST /datasets/{name}/upload-url.",
     dependencies=[requires("data", action="dataset.upload")],
     responses=_ALREADY_STORED,
 )
@@ -92,6 +103,18 @@ async def upload(
         )
     ingested = await ingest.upload(name, request.stream(), source_format, declared)
     return _answer(ingested, response)
+
+
+@router.post(
+    "/datasets/{name}/upload-url",
+    summary="A presigned URL to PUT a file bigger than the upload limit straight into the store.",
+    description="PUT the file to `upload_url`, then POST `register_path` with "
+    '`{"source_uri": ..., "format": ...}` from this answer. Only stores that sign URLs (S3, '
+    "MinIO: up to 5 GiB per PUT); others answer 400 upload_url_unavailable.",
+    dependencies=[requires("data", action="dataset.upload_url")],
+)
+async def upload_url(name: DatasetName, body: UploadUrlRequest, ingest: Ingest) -> UploadTicket:
+    return await ingest.upload_url(name, body.filename)
 
 
 @router.post(

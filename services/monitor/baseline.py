@@ -1,13 +1,17 @@
 """Baselines in the spirit of SageMaker Model Monitor: statistics.json and constraints.json.
 
 Computed once per model version from its training data. A numeric feature keeps a quantile
-sketch (`sketch_size` evenly spaced quantiles), which stands in for the reference sample of the
-KS test; a categorical feature keeps its domain and frequencies, which stand in for the reference
-counts of the chi-squared test. So a check never reads the training data again.
+sketch (`sketch_size` evenly spaced quantiles) for people to read, and its reference sample
+(`reference.npz`: the training values sorted, or beyond `max_values` that many quantiles), which
+is what the KS test compares against; a categorical feature keeps its domain and frequencies,
+which give the reference counts of the chi-squared test. So a check never reads the training
+data again.
 """
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -173,3 +177,69 @@ def reference_column(feature: FeatureStatistics, domain: list[str], size: int) -
     if not whole:
         return np.zeros(size)
     return np.repeat(np.array(list(whole), dtype=np.float64), list(whole.values()))
+
+
+@dataclass(frozen=True)
+class ReferenceSample:
+    """Per numeric feature: its training values sorted, and how many values they stand for.
+
+    Up to `max_values` values a feature's sample is exact (the KS test is then alibi-detect's on
+    the whole training data); beyond, it is `max_values` evenly spaced quantiles, whose empirical
+    distribution is within 1/max_values of the data's, and `counts` keeps the true sample size.
+    """
+
+    values: dict[str, npt.NDArray[np.float64]]
+    counts: dict[str, int]
+
+    def to_bytes(self) -> bytes:
+        """An `.npz` of plain arrays (read back without pickle)."""
+        names = list(self.values)
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "names": np.array(names, dtype=np.str_),
+            "counts": np.array([self.counts[name] for name in names], dtype=np.int64),
+        }
+        arrays.update({f"values_{index}": self.values[name] for index, name in enumerate(names)})
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ReferenceSample:
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            names = [str(name) for name in archive["names"]]
+            counts = [int(count) for count in archive["counts"]]
+            values = {
+                name: archive[f"values_{i}"].astype(np.float64) for i, name in enumerate(names)
+            }
+        return cls(values, dict(zip(names, counts, strict=True)))
+
+    @classmethod
+    def from_statistics(cls, statistics: Statistics) -> ReferenceSample:
+        """The quantile sketch as the sample: for baselines stored before reference samples."""
+        values = {
+            feature.name: np.asarray(feature.numerical_statistics.quantiles, dtype=np.float64)
+            for feature in statistics.features
+            if feature.numerical_statistics is not None
+        }
+        return cls(values, {name: len(sample) for name, sample in values.items()})
+
+
+def reference_sample(
+    frame: pd.DataFrame, statistics: Statistics, *, max_values: int
+) -> ReferenceSample:
+    """The sorted training values of each numeric feature (quantiles beyond `max_values`)."""
+    values: dict[str, npt.NDArray[np.float64]] = {}
+    counts: dict[str, int] = {}
+    for feature in statistics.features:
+        if feature.numerical_statistics is None:
+            continue
+        column = frame[feature.name] if feature.name in frame.columns else pd.Series([], float)
+        present = pd.to_numeric(column.dropna(), errors="coerce").dropna()
+        sample = np.sort(present.to_numpy(dtype=np.float64))
+        if len(sample) == 0:
+            sample = np.zeros(1)  # as the statistics do: an empty feature is all zeros
+        counts[feature.name] = len(sample)
+        if len(sample) > max_values:
+            sample = np.quantile(sample, np.linspace(0.0, 1.0, max_values))
+        values[feature.name] = sample
+    return ReferenceSample(values, counts)

@@ -1,19 +1,34 @@
-"""Baselines per model version (`monitor/baselines/<group>/<version>/`) and drift detectors."""
+"""Baselines per model version (`monitor/baselines/<group>/<version>/`) and drift detectors.
+
+A baseline is `constraints.json`, `reference.npz` (the KS reference sample) and, written last to
+mark it complete, `statistics.json`.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+import pandas as pd
 from cairn.artifacts import ModelManifest, read_manifest
 from cairn.errors import InvalidInput, ObjectNotFound, PreconditionFailed
 from cairn.store.base import ObjectStore
 
-from services.monitor.baseline import Constraints, Statistics, compute_baseline
-from services.monitor.checks import DriftDetector
+from services.monitor.baseline import (
+    Constraints,
+    ReferenceSample,
+    Statistics,
+    compute_baseline,
+    reference_sample,
+)
 from services.monitor.domain import BASELINES, Schedule
+from services.monitor.drift import DriftDetector
 from services.monitor.storage import read_table
 
+log = logging.getLogger("cairn.monitor.baselines")
+
 _JSON = "application/json"
+REFERENCE = "reference.npz"
 
 
 @dataclass(frozen=True)
@@ -24,6 +39,7 @@ class Baseline:
     version: int
     statistics: Statistics
     constraints: Constraints
+    reference: ReferenceSample
     statistics_key: str
     constraints_key: str
     task: str
@@ -37,9 +53,10 @@ def baseline_prefix(group: str, version: int) -> str:
 class Baselines:
     """Computed once per model version (by whichever replica gets there first), then cached."""
 
-    def __init__(self, store: ObjectStore, sketch_size: int) -> None:
+    def __init__(self, store: ObjectStore, sketch_size: int, reference_max_values: int) -> None:
         self.store = store
         self.sketch_size = sketch_size
+        self.reference_max_values = reference_max_values
         self._cache: dict[tuple[str, int], Baseline] = {}
         self._detectors: dict[tuple[str, int, float, str], DriftDetector] = {}
 
@@ -60,14 +77,16 @@ class Baselines:
             constraints = Constraints.model_validate_json(
                 self.store.get_bytes(prefix + "constraints.json")
             )
+            reference = self._stored_reference(group, version, manifest, statistics)
             created = False
         except ObjectNotFound:
-            statistics, constraints, created = self._store_new(group, version, manifest)
+            statistics, constraints, reference, created = self._store_new(group, version, manifest)
         baseline = Baseline(
             group,
             version,
             statistics,
             constraints,
+            reference,
             prefix + "statistics.json",
             prefix + "constraints.json",
             manifest.task,
@@ -76,17 +95,52 @@ class Baselines:
         self._cache[(group, version)] = baseline
         return baseline, created
 
+    def _stored_reference(
+        self, group: str, version: int, manifest: ModelManifest, statistics: Statistics
+    ) -> ReferenceSample:
+        """The stored reference sample; a baseline from before them gets one now (or, when its
+        training data is gone, falls back to its quantile sketch)."""
+        key = baseline_prefix(group, version) + REFERENCE
+        try:
+            return ReferenceSample.from_bytes(self.store.get_bytes(key))
+        except ObjectNotFound:
+            pass
+        try:
+            reference = reference_sample(
+                self._training_frame(group, version, manifest),
+                statistics,
+                max_values=self.reference_max_values,
+            )
+        except (InvalidInput, ObjectNotFound):
+            log.warning("no training data for %s v%s: KS on its quantile sketch", group, version)
+            return ReferenceSample.from_statistics(statistics)
+        self.store.put_bytes(key, reference.to_bytes(), content_type="application/octet-stream")
+        return reference
+
     def _store_new(
         self, group: str, version: int, manifest: ModelManifest
-    ) -> tuple[Statistics, Constraints, bool]:
+    ) -> tuple[Statistics, Constraints, ReferenceSample, bool]:
         """Compute and store a baseline; False when another replica stored it first."""
         prefix = baseline_prefix(group, version)
-        statistics, constraints = self._compute(group, version, manifest)
-        # constraints first, statistics last: statistics.json marks a complete baseline.
+        frame = self._training_frame(group, version, manifest)
+        statistics, constraints = compute_baseline(
+            frame,
+            manifest.signature.inputs,
+            group=group,
+            version=version,
+            label_column=manifest.label_column,
+            sketch_size=self.sketch_size,
+        )
+        reference = reference_sample(frame, statistics, max_values=self.reference_max_values)
+        # constraints and reference first, statistics last: statistics.json marks a complete
+        # baseline. Replicas racing here write identical bytes.
         self.store.put_bytes(
             prefix + "constraints.json",
             constraints.model_dump_json(indent=1).encode(),
             content_type=_JSON,
+        )
+        self.store.put_bytes(
+            prefix + REFERENCE, reference.to_bytes(), content_type="application/octet-stream"
         )
         try:
             self.store.put_bytes(
@@ -96,26 +150,17 @@ class Baselines:
                 if_none_match=True,
             )
         except PreconditionFailed:  # another replica won; use its (identical) baseline
-            return self.statistics(group, version), constraints, False
-        return statistics, constraints, True
+            return self.statistics(group, version), constraints, reference, False
+        return statistics, constraints, reference, True
 
-    def _compute(
-        self, group: str, version: int, manifest: ModelManifest
-    ) -> tuple[Statistics, Constraints]:
+    def _training_frame(self, group: str, version: int, manifest: ModelManifest) -> pd.DataFrame:
         datasets = manifest.lineage.datasets
         train = next((d for d in datasets if d.channel == "train"), None) or (
             datasets[0] if datasets else None
         )
         if train is None:
             raise InvalidInput(f"model {group} v{version} has no training data in its lineage")
-        return compute_baseline(
-            read_table(self.store, train.uri),
-            manifest.signature.inputs,
-            group=group,
-            version=version,
-            label_column=manifest.label_column,
-            sketch_size=self.sketch_size,
-        )
+        return read_table(self.store, train.uri)
 
     def detector(self, baseline: Baseline, schedule: Schedule) -> DriftDetector:
         """One detector per baseline and test settings (building one reads the sketches)."""
@@ -125,8 +170,8 @@ class Baselines:
             found = self._detectors[key] = DriftDetector(
                 baseline.statistics,
                 baseline.constraints,
+                baseline.reference,
                 p_value=schedule.drift_p_value,
                 correction=schedule.correction,
-                sketch_size=self.sketch_size,
             )
         return found

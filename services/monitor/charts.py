@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import numpy.typing as npt
 
-from services.monitor.checks import FeatureResult
+from services.monitor.drift import FeatureResult
 
 
 def drift_chart(

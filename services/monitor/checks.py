@@ -1,8 +1,6 @@
-"""Per-run checks on captured traffic: data quality, drift (alibi-detect), model quality.
+"""Per-run checks on captured traffic: data quality and model quality (drift is in `drift`).
 
-Pure computation: no store, bus or HTTP. The drift detector is built once per model version from
-the precomputed baseline (its quantile sketch is the KS reference, its frequencies the chi-squared
-reference), so a check costs one pass over the current batch.
+Pure computation: no store, bus or HTTP.
 """
 
 from __future__ import annotations
@@ -10,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,9 +17,7 @@ import pandas as pd
 from services.monitor.baseline import (
     Constraints,
     FeatureConstraint,
-    Statistics,
     category_key,
-    reference_column,
 )
 from services.monitor.capture import CapturedRow
 
@@ -145,94 +141,6 @@ def encode_batch(batch: CurrentBatch, constraints: Constraints) -> npt.NDArray[n
         else:
             matrix[:, index] = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
     return matrix
-
-
-# Drift ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeatureResult:
-    feature: str
-    test: Literal["ks", "chi2"]
-    statistic: float
-    p_value: float
-    threshold: float
-    drifted: bool
-
-
-class DriftDetector:
-    """alibi-detect's TabularDrift (KS per numeric, chi-squared per categorical feature) built
-    from a baseline's sketches, with Bonferroni or FDR correction across features."""
-
-    def __init__(
-        self,
-        statistics: Statistics,
-        constraints: Constraints,
-        *,
-        p_value: float,
-        correction: Literal["bonferroni", "fdr"],
-        sketch_size: int,
-    ) -> None:
-        self.names = [feature.name for feature in statistics.features]
-        domains = [c.string_domain for c in constraints.features]
-        self.categorical = [domain is not None for domain in domains]
-        self.reference = np.column_stack(
-            [
-                reference_column(feature, domain or [], sketch_size)
-                for feature, domain in zip(statistics.features, domains, strict=True)
-            ]
-        )
-        categories = {
-            index: max(len(domain), 1) for index, domain in enumerate(domains) if domain is not None
-        }
-        self.correction = correction
-        # Imported here: alibi-detect's import is slow and noisy, and only runs need it.
-        from alibi_detect.cd import TabularDrift
-
-        self.detector = TabularDrift(
-            self.reference,
-            p_val=p_value,
-            categories_per_feature=categories,
-            correction=correction,
-        )
-
-    def check(
-        self, current: npt.NDArray[np.float64], *, max_rows: int, seed: int = 0
-    ) -> list[FeatureResult]:
-        """Per-feature statistic, p-value, corrected threshold and decision for one batch.
-
-        Beyond `max_rows` a uniform sample is tested: the reference sketch bounds the test's
-        power, so more rows cost time without adding much. Missing cells (and unseen categories)
-        are filled from the reference, so they count for completeness, not for drift.
-        """
-        rng = np.random.default_rng(seed)
-        if len(current) > max_rows:
-            current = current[rng.choice(len(current), size=max_rows, replace=False)]
-        current = current.copy()
-        for column in range(current.shape[1]):
-            holes = np.isnan(current[:, column])
-            if holes.any():
-                current[holes, column] = rng.choice(self.reference[:, column], size=holes.sum())
-        result = self.detector.predict(
-            current, drift_type="batch", return_p_val=True, return_distance=True
-        )["data"]
-        p_values = np.asarray(result["p_val"], dtype=np.float64)
-        distances = np.asarray(result["distance"], dtype=np.float64)
-        threshold = float(np.min(result["threshold"]))
-        drifted = p_values <= threshold if self.correction == "fdr" else p_values < threshold
-        return [
-            FeatureResult(
-                feature=name,
-                test="chi2" if is_categorical else "ks",
-                statistic=float(distances[index]),
-                p_value=float(p_values[index]),
-                threshold=threshold,
-                drifted=bool(drifted[index]),
-            )
-            for index, (name, is_categorical) in enumerate(
-                zip(self.names, self.categorical, strict=True)
-            )
-        ]
 
 
 # Model quality ----------------------------------------------------------------------------------

@@ -17,7 +17,14 @@ class MonitorSettings(BaseSettings):
     consumer_group: str = "cairn.monitor"
     tick_s: float = Field(default=1.0, gt=0, description="How often due schedules are looked for.")
     sketch_size: int = Field(
-        default=1001, ge=11, le=100_001, description="Quantiles kept per numeric feature (KS ref)."
+        default=1001, ge=11, le=100_001, description="Quantiles in statistics.json per feature."
+    )
+    reference_max_values: int = Field(
+        default=100_000,
+        ge=1000,
+        le=10_000_000,
+        description="Training values kept per numeric feature as the KS reference: all of them "
+        "up to this many (the test is then the exact KS), else this many quantiles.",
     )
     max_current_rows: int = Field(
         default=10_000,

@@ -12,7 +12,7 @@ from cairn.contracts.events import (
     RolloutPolicy,
 )
 from cairn.errors import InvalidInput, NotFound
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEDULES = "monitor/schedules/"
 RUNS = "monitor/runs/"
@@ -25,9 +25,18 @@ RETRAIN_DATA = "monitor/retrain"
 # the user's own outputs go; its holdout, read by the monitor alone, stays private.
 RETRAIN_TRAINING_DATA = "outputs/monitor/retrain"
 HANDLED_RUNS_KEPT = 200
+# Longer intervals mean nothing to a drift check, and past ~8,000 years the next run's date
+# cannot be written down (datetime overflows).
+MAX_INTERVAL_S = 366 * 24 * 3600.0
 
 Metric = Literal["auc", "accuracy", "rmse"]
 HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "accuracy": True, "rmse": False}
+
+
+class Stored(BaseModel):
+    """Base of what the monitor stores or accepts: no inf or NaN (JSON cannot carry them)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
 
 class ScheduleNotFound(NotFound):
@@ -38,7 +47,7 @@ class PolicyNotFound(NotFound):
     code = "retrain_policy_not_found"
 
 
-class PendingRun(BaseModel):
+class PendingRun(Stored):
     """A run claimed for a window; a restarted monitor finishes it with the same id."""
 
     run_id: str
@@ -48,7 +57,7 @@ class PendingRun(BaseModel):
     claimed_at: datetime
 
 
-class Schedule(BaseModel):
+class Schedule(Stored):
     """`monitor/schedules/<endpoint>.json`: how often to check and what was checked so far."""
 
     endpoint_name: str
@@ -67,7 +76,7 @@ class Schedule(BaseModel):
     updated_at: datetime
 
 
-class RunSummary(BaseModel):
+class RunSummary(Stored):
     """`monitor/runs/<endpoint>/<run_id>.json`: one completed run (quality over time)."""
 
     endpoint_name: str
@@ -84,7 +93,7 @@ class RunSummary(BaseModel):
     completed_at: datetime
 
 
-class RetrainPolicyBody(BaseModel):
+class RetrainPolicyBody(Stored):
     """PUT /retrain-policies/{group}: when and how to retrain a model package group on drift."""
 
     endpoint_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
@@ -98,7 +107,7 @@ class RetrainPolicyBody(BaseModel):
     )
 
 
-class RetrainJob(BaseModel):
+class RetrainJob(Stored):
     """A retraining job this policy started, until its challenger is judged."""
 
     job_name: str
@@ -161,6 +170,11 @@ def changed_schedule(
     current: Schedule | None, request: MonitoringScheduleRequested, now: datetime
 ) -> Schedule:
     """The schedule a create/update request leaves; an update keeps the watermark and run state."""
+    if request.interval_s > MAX_INTERVAL_S:
+        raise InvalidInput(
+            f"interval_s must be at most {MAX_INTERVAL_S:.0f} (a year); got {request.interval_s:g}",
+            field="interval_s",
+        )
     fields = {
         "interval_s": request.interval_s,
         "drift_p_value": request.drift_p_value,

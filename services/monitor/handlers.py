@@ -99,7 +99,7 @@ class Monitor:
         self.authority = authority
         self.schedules: DocumentStore[Schedule] = DocumentStore(store, Schedule, SCHEDULES)
         self.runs: DocumentStore[RunSummary] = DocumentStore(store, RunSummary, RUNS)
-        self.baselines = Baselines(store, config.sketch_size)
+        self.baselines = Baselines(store, config.sketch_size, config.reference_max_values)
         self.executor = RunExecutor(store, self.baselines, self.runs, config)
         self._captured_rows: dict[str, int] = defaultdict(int)
         self._running: set[str] = set()

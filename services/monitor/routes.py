@@ -7,19 +7,27 @@ from typing import Annotated, Literal
 
 from cairn.auth import requires
 from cairn.contracts.events import MonitoringScheduleRequested
+from cairn.errors import InvalidInput
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field, ValidationError
 
 from services.monitor.baseline import Statistics
-from services.monitor.domain import RetrainPolicy, RetrainPolicyBody, RunSummary, Schedule
+from services.monitor.domain import (
+    MAX_INTERVAL_S,
+    RetrainPolicy,
+    RetrainPolicyBody,
+    RunSummary,
+    Schedule,
+    Stored,
+)
 from services.monitor.handlers import Monitor
 from services.monitor.retrain import Retrainer
 
 
-class ScheduleBody(BaseModel):
+class ScheduleBody(Stored):
     """POST /schedules/{endpoint}: the schedule (as MonitoringScheduleRequested, without action)."""
 
-    interval_s: float = Field(default=3600.0, ge=1)
+    interval_s: float = Field(default=3600.0, ge=1, le=MAX_INTERVAL_S)
     drift_p_value: float = Field(default=0.05, gt=0, lt=1)
     correction: Literal["bonferroni", "fdr"] = "bonferroni"
     min_rows: int = Field(default=100, ge=1)
@@ -57,7 +65,13 @@ async def list_schedules(monitor: MonitorDep) -> list[Schedule]:
     dependencies=[requires("deploy", action="monitoring_schedule.create")],
 )
 async def put_schedule(endpoint: str, body: ScheduleBody, monitor: MonitorDep) -> Schedule | None:
-    request = MonitoringScheduleRequested(endpoint_name=endpoint, **body.model_dump())
+    try:
+        request = MonitoringScheduleRequested(endpoint_name=endpoint, **body.model_dump())
+    except ValidationError as exc:  # the path's endpoint name: the body was validated already
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise InvalidInput(f"invalid request: {problems}", endpoint_name=endpoint) from exc
     return await asyncio.to_thread(monitor.apply_schedule, request)
 
 

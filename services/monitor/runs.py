@@ -20,7 +20,6 @@ from services.monitor.capture import CapturedRow
 from services.monitor.charts import drift_chart
 from services.monitor.checks import (
     CurrentBatch,
-    FeatureResult,
     check_quality,
     current_batch,
     encode_batch,
@@ -28,6 +27,7 @@ from services.monitor.checks import (
 )
 from services.monitor.config import MonitorSettings
 from services.monitor.domain import GROUND_TRUTH, REPORTS, PendingRun, RunSummary, Schedule
+from services.monitor.drift import FeatureResult
 from services.monitor.storage import readable
 from services.monitor.views import ServedModel
 
@@ -179,7 +179,7 @@ class RunExecutor:
                 continue
             png = drift_chart(
                 result,
-                detector.reference[:, index],
+                detector.reference_values(index),
                 checked.matrix[:, index],
                 baseline.constraints.features[index].string_domain,
             )

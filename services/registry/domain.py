@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from cairn.artifacts.manifest import ModelManifest
+from cairn.artifacts.manifest import FiniteJson, ModelManifest
 from cairn.contracts.events import ApprovalStatus, EndpointUpdated
 from cairn.errors import Conflict, InvalidInput, NotFound
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +19,12 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 # An alias must not look like a version number, so `{v}` in a URL is never ambiguous.
 ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 DecidedStatus = Literal["Approved", "Rejected"]
+
+
+class Stored(BaseModel):
+    """Base of what the registry stores or accepts: no inf or NaN (JSON cannot carry them)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
 
 class ModelPackageGroupNotFound(NotFound):
@@ -33,11 +39,23 @@ class AliasNotFound(NotFound):
     code = "alias_not_found"
 
 
+class ModelPackageGroupUnreadable(Conflict):
+    """The stored group no longer validates (written before a rule it breaks existed)."""
+
+    code = "model_package_group_unreadable"
+
+
+class ModelVersionUnreadable(Conflict):
+    """The stored version no longer validates (written before a rule it breaks existed)."""
+
+    code = "model_version_unreadable"
+
+
 class TrainingJobAlreadyRegistered(Conflict):
     code = "training_job_already_registered"
 
 
-class ApprovalRecord(BaseModel):
+class ApprovalRecord(Stored):
     """One approval decision: what, by whom, when and why."""
 
     status: ApprovalStatus
@@ -47,7 +65,7 @@ class ApprovalRecord(BaseModel):
     reason: str = ""
 
 
-class ModelPackageGroup(BaseModel):
+class ModelPackageGroup(Stored):
     """A model package group: the number of the latest version, aliases and registered jobs."""
 
     name: str
@@ -59,26 +77,26 @@ class ModelPackageGroup(BaseModel):
     updated_at: datetime
 
 
-class DatasetRef(BaseModel):
+class DatasetRef(Stored):
     """A dataset a model was trained on, as the package manifest names it."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     channel: str = ""
     uri: str
     sha256: str | None = None
 
 
-class Lineage(BaseModel):
+class Lineage(Stored):
     """Where a model version came from: datasets -> training job (-> version -> endpoints)."""
 
     training_job: str | None = None
     algorithm: str | None = None
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, FiniteJson] = Field(default_factory=dict)
     datasets: list[DatasetRef] = Field(default_factory=list)
 
 
-class EndpointRef(BaseModel):
+class EndpointRef(Stored):
     """An endpoint that serves this version, as of its `revision`."""
 
     endpoint_name: str
@@ -87,7 +105,7 @@ class EndpointRef(BaseModel):
     updated_at: datetime
 
 
-class ModelVersion(BaseModel):
+class ModelVersion(Stored):
     """One registered model version with its approval, metrics, lineage, tags and endpoints."""
 
     model_package_group: str
@@ -109,7 +127,7 @@ class ModelVersion(BaseModel):
     created_at: datetime
 
 
-class JobRegistration(BaseModel):
+class JobRegistration(Stored):
     """The create-only marker that makes a training job register exactly one version."""
 
     training_job: str
@@ -118,7 +136,7 @@ class JobRegistration(BaseModel):
     registered_at: datetime
 
 
-class EndpointLinks(BaseModel):
+class EndpointLinks(Stored):
     """Which versions an endpoint served at its latest revision seen (to unlink them later)."""
 
     endpoint_name: str
@@ -126,7 +144,7 @@ class EndpointLinks(BaseModel):
     models: list[tuple[str, int]] = Field(default_factory=list)
 
 
-class RegisterVersion(BaseModel):
+class RegisterVersion(Stored):
     """A registration: by hand (POST .../versions) or for a completed training job."""
 
     artifact_uri: str = Field(min_length=1)
@@ -138,7 +156,7 @@ class RegisterVersion(BaseModel):
     registered_by: str = Field(default="api", min_length=1)
 
 
-class ApprovalDecision(BaseModel):
+class ApprovalDecision(Stored):
     """Approve or reject a version; `by` is the authenticated principal that decided."""
 
     status: DecidedStatus
@@ -146,7 +164,7 @@ class ApprovalDecision(BaseModel):
     reason: str = ""
 
 
-class ManifestSummary(BaseModel):
+class ManifestSummary(Stored):
     """What the registry keeps from a model package's manifest.json."""
 
     framework: str | None = None

@@ -21,8 +21,10 @@ from services.registry.domain import (
     ManifestSummary,
     ModelPackageGroup,
     ModelPackageGroupNotFound,
+    ModelPackageGroupUnreadable,
     ModelVersion,
     ModelVersionNotFound,
+    ModelVersionUnreadable,
     RegisterVersion,
 )
 
@@ -48,7 +50,10 @@ class RegistryDocuments:
         return [found.doc for found in readable(self.groups, names)]
 
     def get_group(self, group_name: str) -> ModelPackageGroup:
-        found = self.groups.get_or_none(f"{group_name}.json")
+        try:
+            found = self.groups.get_or_none(f"{group_name}.json")
+        except CairnError as exc:
+            raise unreadable(exc, ModelPackageGroupUnreadable, f"group {group_name!r}") from exc
         return existing_group(found.doc if found else None, group_name)
 
     def list_versions(
@@ -63,7 +68,11 @@ class RegistryDocuments:
     def get_version(self, group_name: str, ref: str) -> ModelVersion:
         """A version by number or alias (`champion`)."""
         number = domain.resolve_version(self.get_group(group_name), ref)
-        found = self.versions.get_or_none(version_key(group_name, number))
+        try:
+            found = self.versions.get_or_none(version_key(group_name, number))
+        except CairnError as exc:
+            what = f"version {number} of {group_name!r}"
+            raise unreadable(exc, ModelVersionUnreadable, what) from exc
         return existing_version(found.doc if found else None, group_name, number)
 
     def lineage(self, group_name: str, ref: str) -> dict[str, Any]:
@@ -211,6 +220,18 @@ def readable(documents: DocumentStore[DocT], keys: list[str]) -> list[Versioned[
         if versioned is not None:
             found.append(versioned)
     return found
+
+
+def unreadable(exc: CairnError, error: type[CairnError], what: str) -> CairnError:
+    """`error` (logged) naming the invalid fields when `exc` is a failed validation, else `exc`."""
+    if not isinstance(exc.__cause__, ValidationError):
+        return exc
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
+        for detail in exc.__cause__.errors(include_url=False)
+    )
+    log.error("stored %s is unreadable: %s", what, problems)
+    return error(f"the stored {what} cannot be read ({problems})", key=exc.details.get("key"))
 
 
 def version_key(group_name: str, number: int) -> str:

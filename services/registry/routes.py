@@ -13,7 +13,7 @@ from cairn.auth import Principal, current_principal, requires
 from cairn.contracts.events import ApprovalStatus
 from cairn.errors import Forbidden
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from services.registry.domain import (
     ApprovalDecision,
@@ -21,11 +21,12 @@ from services.registry.domain import (
     ModelPackageGroup,
     ModelVersion,
     RegisterVersion,
+    Stored,
 )
 from services.registry.handlers import Registry
 
 
-class RegisterVersionBody(BaseModel):
+class RegisterVersionBody(Stored):
     """Body of POST /model-package-groups/{g}/versions: register a package by hand."""
 
     artifact_uri: str = Field(min_length=1)
@@ -36,20 +37,20 @@ class RegisterVersionBody(BaseModel):
     training_job: str | None = None
 
 
-class ApprovalBody(BaseModel):
+class ApprovalBody(Stored):
     """Body of POST .../versions/{v}/approval; who decided is the caller's key, not a field."""
 
     status: DecidedStatus
     reason: str = ""
 
 
-class AliasTarget(BaseModel):
+class AliasTarget(Stored):
     """Body of PUT .../aliases/{alias}."""
 
     version: int = Field(ge=1)
 
 
-class TagsBody(BaseModel):
+class TagsBody(Stored):
     tags: dict[str, str]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from cairn.contracts.events import TrainingJobRequested
+from cairn.contracts.tuner_events import TrainingJobStopRequested
 from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
@@ -36,6 +37,7 @@ def create_service(
         worker_pool=True,
         max_poll_interval_ms=config.max_poll_interval_ms,
     )(handlers.on_requested)
+    service.on(TrainingJobStopRequested)(handlers.on_stop_requested)
     for pool in TRAINER_POOLS:
         service.declare_worker_pool(pool)
     service.include_router(router)

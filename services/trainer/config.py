@@ -23,6 +23,9 @@ class TrainerSettings(BaseSettings):
     )
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     heartbeat_s: float = Field(default=2.0, gt=0, description="Job doc heartbeat + log flush.")
+    stop_poll_s: float = Field(
+        default=0.5, gt=0, description="How often a training job looks for a stop request."
+    )
     lease_s: float = Field(
         default=30.0, gt=0, description="A job whose heartbeat is older is taken over."
     )

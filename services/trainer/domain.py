@@ -10,17 +10,20 @@ from typing import Any, Literal
 
 from cairn.contracts.envelope import utc_now
 from cairn.contracts.events import TrainingJobFailed, TrainingJobRequested
+from cairn.contracts.tuner_events import TrainingJobStopped
+from cairn.errors import Conflict
 from pydantic import BaseModel, ConfigDict, Field
 
 JOBS_PREFIX = "trainer/jobs"
 REJECTIONS_PREFIX = "trainer/rejections"
 
-JobStatus = Literal["Pending", "InProgress", "Completed", "Failed"]
+JobStatus = Literal["Pending", "InProgress", "Stopping", "Completed", "Failed", "Stopped"]
 FailureCode = Literal[
     "invalid_hyperparameters", "invalid_input", "runtime_exceeded", "algorithm_error", "internal"
 ]
 Decision = Literal["create", "claim", "wait", "reject", "done", "republish"]
-TERMINAL: frozenset[str] = frozenset({"Completed", "Failed"})
+TERMINAL: frozenset[str] = frozenset({"Completed", "Failed", "Stopped"})
+RUNNING: frozenset[str] = frozenset({"InProgress", "Stopping"})
 
 
 class TrainingJob(BaseModel):
@@ -50,6 +53,9 @@ class TrainingJob(BaseModel):
     total_time_s: float | None = None
     failure_reason: str | None = None
     failure_code: FailureCode | None = None
+    stop_requested_at: datetime | None = None
+    stop_reason: str | None = None
+    keep_partial_model: bool = False
 
 
 class JobRejection(BaseModel):
@@ -73,6 +79,16 @@ class JobResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class JobStopped:
+    """A job stopped on request; `artifact_uri` is its partial model when one was kept."""
+
+    artifact_uri: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    training_time_s: float = 0.0
+    iteration: int | None = None
+
+
 class JobFailure(Exception):
     """A job outcome (not a handler bug): the job ends Failed with this code and reason."""
 
@@ -86,8 +102,9 @@ def job_key(job_name: str) -> str:
     return f"{job_name}.json"
 
 
-def logs_key(job_name: str) -> str:
-    return f"{JOBS_PREFIX}/{job_name}/logs.txt"
+def logs_key(job_name: str, attempt: int) -> str:
+    """One log per attempt: a taken-over attempt's log is kept, not overwritten."""
+    return f"{JOBS_PREFIX}/{job_name}/attempts/{attempt}/logs.txt"
 
 
 def package_prefix_for(request: TrainingJobRequested, models_prefix: str) -> str:
@@ -138,7 +155,7 @@ def claimed(
     """The job taken by this worker for a new attempt."""
     return job.model_copy(
         update={
-            "status": "InProgress",
+            "status": "Stopping" if job.stop_requested_at else "InProgress",
             "attempt": job.attempt + 1,
             "worker_id": worker_id,
             "request_event_id": event_id,
@@ -151,11 +168,45 @@ def claimed(
     )
 
 
+def request_stop(
+    job: TrainingJob, *, reason: str, keep_partial_model: bool, now: datetime
+) -> TrainingJob:
+    """The job once asked to stop: a Pending one is Stopped at once, a running one Stopping.
+
+    Raises:
+        Conflict: the job already Completed or Failed (there is nothing to stop).
+    """
+    if job.status in ("Completed", "Failed"):
+        raise Conflict(f"training job {job.job_name!r} already {job.status}; nothing to stop")
+    if job.status in ("Stopping", "Stopped"):
+        return job
+    update: dict[str, Any] = {
+        "stop_requested_at": now,
+        "stop_reason": reason or "stop requested",
+        "keep_partial_model": keep_partial_model,
+    }
+    if job.status == "Pending":
+        return job.model_copy(update=update | {"status": "Stopped", "ended_at": now})
+    return job.model_copy(update=update | {"status": "Stopping"})
+
+
 def finished(
-    job: TrainingJob, outcome: JobResult | JobFailure, device: str, total_s: float
+    job: TrainingJob,
+    outcome: JobResult | JobFailure | JobStopped,
+    device: str,
+    total_s: float,
 ) -> TrainingJob:
     """The job document once an attempt has ended with `outcome`."""
     common: dict[str, Any] = {"ended_at": utc_now(), "total_time_s": total_s, "device": device}
+    if isinstance(outcome, JobStopped):
+        stopped = {
+            "status": "Stopped",
+            "artifact_uri": outcome.artifact_uri,
+            "metrics": outcome.metrics or job.metrics,
+            "training_time_s": outcome.training_time_s,
+            "iteration": outcome.iteration if outcome.iteration is not None else job.iteration,
+        }
+        return job.model_copy(update=common | stopped)
     if isinstance(outcome, JobFailure):
         failure = {
             "status": "Failed",
@@ -180,6 +231,17 @@ def failed_event(job: TrainingJob) -> TrainingJobFailed:
         job_name=job.job_name,
         reason=job.failure_reason or "unknown",
         failure_code=job.failure_code or "internal",
+    )
+
+
+def stopped_event(job: TrainingJob) -> TrainingJobStopped:
+    return TrainingJobStopped(
+        job_name=job.job_name,
+        reason=job.stop_reason or "",
+        iteration=job.iteration,
+        metrics=job.metrics,
+        artifact_uri=job.artifact_uri,
+        training_time_s=job.training_time_s or 0.0,
     )
 
 

@@ -15,8 +15,10 @@ from services.trainer.algorithms import (
     InvalidHyperparameters,
     RuntimeExceeded,
     TrainingContext,
+    TrainingStopped,
     get_algorithm,
 )
+from services.trainer.algorithms.base import ensure_not_stopped
 from services.trainer.channels import ChannelFiles, read_channel, resolve_channel
 from services.trainer.domain import JobFailure, JobResult
 from services.trainer.features import prepare
@@ -98,13 +100,12 @@ def _run_builtin(
     started = time.monotonic()
     try:
         trained = algorithm.train(data, hyperparameters, ctx)
-    except (InvalidInput, RuntimeExceeded):
+    except (InvalidInput, RuntimeExceeded, TrainingStopped):
         raise
     except Exception as error:  # the algorithm's own error: the job fails, the worker lives
         raise JobFailure("algorithm_error", f"{type(error).__name__}: {error}") from error
     training_time_s = time.monotonic() - started
-    if ctx.should_stop():
-        raise RuntimeExceeded("max_runtime_s passed during training")
+    ensure_not_stopped(ctx)
     manifest = ModelManifest(
         framework=trained.framework,
         framework_version=trained.framework_version,

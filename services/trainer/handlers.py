@@ -12,6 +12,7 @@ from cairn.audit import AuditRecord, Outcome
 from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.contracts.events import TrainingJobFailed, TrainingJobRequested
+from cairn.contracts.tuner_events import TrainingJobStopRequested
 from cairn.documents import DocumentStore, Versioned
 from cairn.errors import (
     CairnError,
@@ -36,6 +37,8 @@ from services.trainer.domain import (
     job_key,
     logs_key,
     request_fingerprint,
+    request_stop,
+    stopped_event,
 )
 from services.trainer.locations import approval_allowed, confined_request
 from services.trainer.runner import JobRunner
@@ -43,6 +46,7 @@ from services.trainer.runner import JobRunner
 log = logging.getLogger(__name__)
 
 CREATE_ACTION = "training_job.create"
+STOP_ACTION = "training_job.stop"
 
 
 class Platform(Protocol):
@@ -117,14 +121,67 @@ class TrainerHandlers:
             raise NotFound(f"no training job {job_name!r}")
         return versioned.doc
 
-    async def logs(self, job_name: str) -> str:
-        """The job's log so far (empty before a worker wrote any)."""
+    async def logs(self, job_name: str, attempt: int | None = None) -> str:
+        """One attempt's log so far (default: the latest; empty before a worker wrote any)."""
+        job = await self.describe(job_name)
+        chosen = job.attempt if attempt is None else attempt
+        if attempt is not None and not 1 <= attempt <= max(job.attempt, 1):
+            raise NotFound(f"training job {job_name!r} has no attempt {attempt}")
         try:
-            text = await asyncio.to_thread(self.store.get_bytes, logs_key(job_name))
+            text = await asyncio.to_thread(self.store.get_bytes, logs_key(job_name, chosen))
         except ObjectNotFound:
-            await self.describe(job_name)
             return ""
         return text.decode(errors="replace")
+
+    async def stop(self, request: TrainingJobStopRequested) -> TrainingJob:
+        """StopTrainingJob: a Pending job is Stopped now, a running one within a poll interval.
+
+        Raises:
+            NotFound: no such job.
+            Conflict: the job already Completed or Failed.
+        """
+        key = job_key(request.job_name)
+        stopped_while_pending = False
+
+        def stopping(current: TrainingJob | None) -> TrainingJob:
+            nonlocal stopped_while_pending
+            if current is None:
+                raise NotFound(f"no training job {request.job_name!r}")
+            stopped_while_pending = current.status == "Pending"
+            return request_stop(
+                current,
+                reason=request.reason,
+                keep_partial_model=request.keep_partial_model,
+                now=utc_now(),
+            )
+
+        written = (await asyncio.to_thread(self.jobs.update, key, stopping)).doc
+        signal = self.runner.active.get(request.job_name)
+        if signal is not None:  # trained in this process: no need to wait for the poll
+            signal.request(written.keep_partial_model)
+        if stopped_while_pending:  # no worker will ever report it
+            await self.platform.publish(stopped_event(written))
+        return written
+
+    async def on_stop_requested(self, envelope: Envelope[TrainingJobStopRequested]) -> None:
+        """A stop request from the bus (the tuner's pruner): stopped and audited like the route."""
+        try:
+            job = await self.stop(envelope.data)
+        except (NotFound, Conflict) as error:
+            log.info("stop of %s: %s", envelope.data.job_name, error.message)
+            return
+        principal: Principal | str
+        try:
+            principal = await self.platform.principal_of(envelope)
+        except CairnError:
+            principal = f"unverified:{envelope.source}"
+        await self.platform.audit(
+            action=STOP_ACTION,
+            resource=f"/training-jobs/{job.job_name}/stop",
+            principal=principal,
+            correlation_id=envelope.correlation_id,
+            details={"event_id": str(envelope.event_id), "via": "bus", "status": job.status},
+        )
 
     async def list_jobs(self) -> list[TrainingJob]:
         return await asyncio.to_thread(self._list_jobs)

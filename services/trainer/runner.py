@@ -21,17 +21,20 @@ from cairn.documents import DocumentStore, Versioned
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel
 
-from services.trainer.algorithms import TrainingContext
+from services.trainer.algorithms import TrainingContext, TrainingStopped
 from services.trainer.config import TrainerSettings
 from services.trainer.domain import (
+    RUNNING,
     JobFailure,
     JobResult,
+    JobStopped,
     TrainingJob,
     failed_event,
     finished,
     job_key,
     logs_key,
     package_prefix_for,
+    stopped_event,
 )
 from services.trainer.execution import run_job
 from services.trainer.gpu import gpu_status
@@ -43,14 +46,15 @@ ABANDON_WAIT_S = 30
 
 Publish = Callable[[BaseModel, Envelope[Any] | None], Awaitable[Envelope[Any]]]
 Progress = collections.deque[TrainingJobProgressed]
+Outcome = JobResult | JobFailure | JobStopped
 
 
 class JobLog:
     """Timestamped job log lines, rewritten whole to the store (object stores do not append)."""
 
-    def __init__(self, store: ObjectStore, job_name: str) -> None:
+    def __init__(self, store: ObjectStore, job_name: str, attempt: int) -> None:
         self.store = store
-        self.key = logs_key(job_name)
+        self.key = logs_key(job_name, attempt)
         self._lines: list[str] = []
         self._lock = threading.Lock()
 
@@ -62,6 +66,35 @@ class JobLog:
         with self._lock:
             text = "\n".join(self._lines) + "\n"
         self.store.put_bytes(self.key, text.encode(), content_type="text/plain")
+
+
+class StopSignal:
+    """What ends an attempt early: the runtime limit, or a stop request (keeping the model?)."""
+
+    def __init__(self, job: TrainingJob) -> None:
+        self.runtime = threading.Event()
+        self.requested = threading.Event()
+        self.keep_partial_model = job.keep_partial_model
+        self.last_iteration: int | None = None
+        self.last_metrics: dict[str, float] = {}
+        if job.stop_requested_at is not None:  # a takeover of a job already asked to stop
+            self.requested.set()
+
+    def request(self, keep_partial_model: bool) -> None:
+        self.keep_partial_model = keep_partial_model
+        self.requested.set()
+
+    def progressed(
+        self, job: TrainingJob, iteration: int, total: int | None, metrics: dict[str, float]
+    ) -> TrainingJobProgressed:
+        """The progress event, remembered: a stopped job reports the rounds it used."""
+        self.last_iteration, self.last_metrics = iteration, metrics
+        return TrainingJobProgressed(
+            job_name=job.job_name, iteration=iteration, total_iterations=total, metrics=metrics
+        )
+
+    def any_set(self) -> bool:
+        return self.runtime.is_set() or self.requested.is_set()
 
 
 class JobRunner:
@@ -78,10 +111,11 @@ class JobRunner:
         self.settings = settings
         self.jobs = jobs
         self.publish = publish
+        self.active: dict[str, StopSignal] = {}  # jobs training in this process, by name
 
     async def run(self, versioned: Versioned[TrainingJob], envelope: Envelope[Any]) -> None:
         job = versioned.doc
-        job_log = JobLog(self.store, job.job_name)
+        job_log = JobLog(self.store, job.job_name, job.attempt)
         device, usable = self._device(job, job_log)
         await self.publish(
             TrainingJobStarted(
@@ -93,23 +127,44 @@ class JobRunner:
             envelope,
         )
         progress: Progress = collections.deque()
+        stop = StopSignal(job)
+        self.active[job.job_name] = stop
         started = time.monotonic()
-        heartbeat = asyncio.ensure_future(self._heartbeat(job, job_log, progress, envelope))
+        heartbeat = asyncio.ensure_future(self._heartbeat(job, job_log, progress, envelope, stop))
         try:
-            outcome = await self._train(job, job_log, progress, usable)
+            outcome = await self._train(job, job_log, progress, usable, stop)
         finally:
+            self.active.pop(job.job_name, None)
             heartbeat.cancel()
             with _suppress_all():
                 await heartbeat
         await self._drain_progress(progress, envelope)
-        final = finished(job, outcome, device, time.monotonic() - started)
+        await self._finish(job, outcome, device, time.monotonic() - started, job_log, envelope)
+
+    async def _finish(
+        self,
+        job: TrainingJob,
+        outcome: Outcome,
+        device: str,
+        total_s: float,
+        job_log: JobLog,
+        envelope: Envelope[Any],
+    ) -> None:
+        """Record the attempt's outcome on the job as it is now (keeping its stop request)."""
+
+        def final(current: TrainingJob | None) -> TrainingJob:
+            base = current if current is not None and current.attempt == job.attempt else job
+            return finished(base, outcome, device, total_s)
+
+        written = await asyncio.to_thread(self.jobs.update, job_key(job.job_name), final)
+        done = written.doc
         job_log.write(
-            f"job {final.status}"
-            + (f": {final.failure_reason}" if final.failure_reason else f" -> {final.artifact_uri}")
+            f"job {done.status}"
+            + (f": {done.failure_reason}" if done.failure_reason else "")
+            + (f" -> {done.artifact_uri}" if done.artifact_uri else "")
         )
         await asyncio.to_thread(job_log.flush)
-        written = await asyncio.to_thread(self.jobs.update, job_key(job.job_name), lambda _: final)
-        await self.publish_outcome(written.doc, envelope)
+        await self.publish_outcome(done, envelope)
 
     def _device(self, job: TrainingJob, job_log: JobLog) -> tuple[Literal["cpu", "gpu"], bool]:
         """The device this attempt trains on (a GPU only when asked for and usable here)."""
@@ -126,21 +181,25 @@ class JobRunner:
         return device, usable
 
     async def _train(
-        self, job: TrainingJob, job_log: JobLog, progress: Progress, usable: bool
-    ) -> JobResult | JobFailure:
-        """The job's outcome; the runtime limit stops the algorithm (or kills the script)."""
+        self,
+        job: TrainingJob,
+        job_log: JobLog,
+        progress: Progress,
+        usable: bool,
+        stop: StopSignal,
+    ) -> Outcome:
+        """The job's outcome; the runtime limit or a stop request ends the algorithm early."""
         request = job.request
-        stop = threading.Event()
         ctx = TrainingContext(
             device_requested=request.resources.device,
             gpu_available=usable,
             progress=lambda i, total, metrics: progress.append(
-                TrainingJobProgressed(
-                    job_name=job.job_name, iteration=i, total_iterations=total, metrics=metrics
-                )
+                stop.progressed(job, i, total, metrics)
             ),
-            should_stop=stop.is_set,
+            should_stop=stop.any_set,
             log=job_log.write,
+            stop_requested=stop.requested.is_set,
+            keep_partial_model=lambda: stop.keep_partial_model,
         )
         prefix = package_prefix_for(request, self.settings.models_prefix)
         work = asyncio.ensure_future(
@@ -148,22 +207,31 @@ class JobRunner:
         )
         limit_s = request.stopping_condition.max_runtime_s
         try:
-            return await asyncio.wait_for(asyncio.shield(work), timeout=limit_s)
+            result = await asyncio.wait_for(asyncio.shield(work), timeout=limit_s)
         except TimeoutError:
-            stop.set()  # the algorithm checks it each iteration; scripts are killed
+            stop.runtime.set()  # the algorithm checks it each iteration; scripts are killed
             with _suppress_all():
                 await asyncio.wait_for(work, timeout=ABANDON_WAIT_S)
             return JobFailure("runtime_exceeded", f"max_runtime_s={limit_s} passed")
+        except TrainingStopped:
+            return JobStopped(metrics=stop.last_metrics, iteration=stop.last_iteration)
         except JobFailure as failure:
             return failure
         except Exception as error:
             log.exception("job %s failed unexpectedly", job.job_name)
             return JobFailure("internal", f"{type(error).__name__}: {error}")
+        if stop.requested.is_set():
+            kept = result.artifact_uri if stop.keep_partial_model else None
+            return JobStopped(kept, result.metrics, result.training_time_s, stop.last_iteration)
+        return result
 
     async def publish_outcome(self, job: TrainingJob, envelope: Envelope[Any]) -> None:
-        """`TrainingJobCompleted` or `TrainingJobFailed` for a finished job."""
+        """The finished job's one outcome event: Completed, Failed or Stopped."""
         if job.status == "Failed":
             await self.publish(failed_event(job), envelope)
+            return
+        if job.status == "Stopped":
+            await self.publish(stopped_event(job), envelope)
             return
         await self.publish(
             TrainingJobCompleted(
@@ -180,29 +248,50 @@ class JobRunner:
         )
 
     async def _heartbeat(
-        self, job: TrainingJob, job_log: JobLog, progress: Progress, envelope: Envelope[Any]
+        self,
+        job: TrainingJob,
+        job_log: JobLog,
+        progress: Progress,
+        envelope: Envelope[Any],
+        stop: StopSignal,
     ) -> None:
-        """Keep the job's lease, flush logs and publish progress while it trains."""
+        """Keep the job's lease, flush logs, publish progress and notice a stop request."""
         latest: dict[str, Any] = {}
         next_beat = time.monotonic() + self.settings.heartbeat_s
+        next_stop_check = time.monotonic() + self.settings.stop_poll_s
         while True:
             await asyncio.sleep(min(self.settings.heartbeat_s, PROGRESS_POLL_S))
             last = await self._drain_progress(progress, envelope)
             if last is not None:
                 latest = {"iteration": last.iteration, "metrics": last.metrics}
-            if time.monotonic() < next_beat:
+            now = time.monotonic()
+            if now >= next_stop_check and not stop.requested.is_set():
+                next_stop_check = now + self.settings.stop_poll_s
+                await self._check_stop(job, job_log, stop)
+            if now < next_beat:
                 continue
-            next_beat = time.monotonic() + self.settings.heartbeat_s
+            next_beat = now + self.settings.heartbeat_s
             try:
                 await self._beat(job, {"heartbeat_at": utc_now(), **latest})
                 await asyncio.to_thread(job_log.flush)
             except Exception as error:  # a missed beat is retried on the next one
                 log.warning("heartbeat of %s failed: %r", job.job_name, error)
 
+    async def _check_stop(self, job: TrainingJob, job_log: JobLog, stop: StopSignal) -> None:
+        """A stop request written to the job document by any replica stops this attempt."""
+        try:
+            current = await asyncio.to_thread(self.jobs.get_or_none, job_key(job.job_name))
+        except Exception as error:  # looked at again on the next poll
+            log.warning("stop check of %s failed: %r", job.job_name, error)
+            return
+        if current is not None and current.doc.stop_requested_at is not None:
+            job_log.write(f"stop requested: {current.doc.stop_reason or ''}")
+            stop.request(current.doc.keep_partial_model)
+
     async def _beat(self, job: TrainingJob, update: dict[str, Any]) -> None:
         def beat(current: TrainingJob | None) -> TrainingJob:
             base = current or job
-            if base.worker_id != self.settings.worker_id or base.status != "InProgress":
+            if base.worker_id != self.settings.worker_id or base.status not in RUNNING:
                 return base  # taken over or finished: not ours to touch
             return base.model_copy(update=update)
 

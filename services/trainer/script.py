@@ -27,7 +27,7 @@ from cairn.contracts.events import TrainingJobRequested
 from cairn.errors import InvalidInput
 from cairn.store.base import ObjectStore
 
-from services.trainer.algorithms import RuntimeExceeded, TrainingContext
+from services.trainer.algorithms import RuntimeExceeded, TrainingContext, TrainingStopped
 from services.trainer.channels import ChannelFiles, download_channel, resolve_channel
 from services.trainer.domain import JobFailure, JobResult
 
@@ -58,11 +58,19 @@ def run_script_job(
             code = _run_subprocess(store, request, ml, env, args, ctx)
         training_time_s = time.monotonic() - started
         if ctx.should_stop():
-            raise RuntimeExceeded("max_runtime_s passed while the script ran")
-        if code != 0:
+            _stopped(ctx, ml)
+        elif code != 0:
             raise JobFailure("algorithm_error", _failure_reason(ml, code))
         uri, manifest = _package(store, request, ml, channels, package_prefix, ctx)
         return JobResult(uri, manifest.metrics, manifest.device, training_time_s)
+
+
+def _stopped(ctx: TrainingContext, ml: Path) -> None:
+    """A killed script: package what it left only when a stop request asked to keep it."""
+    if not ctx.stop_requested():
+        raise RuntimeExceeded("max_runtime_s passed while the script ran")
+    if not (ctx.keep_partial_model() and any((ml / "model").iterdir())):
+        raise TrainingStopped("stopped on request")
 
 
 def _package(

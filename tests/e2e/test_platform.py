@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ class Platform:
     env: dict[str, str]
     process: subprocess.Popen[bytes]
     output: Path
+    seen: dict[str, Any] = field(default_factory=dict)  # what later tests compare with
 
     def cli(self, *args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -225,6 +226,7 @@ class TestEmbeddedPlatform:
 
         published = platform.publish_echo(request_id, "hello cairn")
         completed = platform.completed(request_id)
+        platform.seen["request_id"] = request_id
 
         assert published["topic"] == "cairn.echo.echo-requested"
         assert published["key"] == request_id
@@ -271,6 +273,7 @@ class TestEmbeddedPlatform:
             *(s["pid"] for s in state["services"]),
         ]
 
+        platform.seen["state"] = state
         result = platform.cli("down", timeout_s=60)
 
         assert result.returncode == 0, result.stderr
@@ -279,6 +282,23 @@ class TestEmbeddedPlatform:
         assert not port_open(state["kafka_bootstrap_servers"])
         assert not (platform.home / "runtime.json").exists()
         assert platform.cli("status").returncode == 1
+
+    def test_up_again_keeps_the_ports_and_the_events(self, platform: Platform) -> None:
+        """The URLs a user saved still answer, and the events from before are still there."""
+        before = platform.seen["state"]
+        echo_before = next(s for s in before["services"] if s["name"] == "echo")
+        again = start_platform(platform.home)
+        try:
+            echo = again.wait_healthy("echo")
+            assert echo["url"] == echo_before["url"]
+            assert again.status()["kafka_bootstrap_servers"] == before["kafka_bootstrap_servers"]
+            answered = again.completed(platform.seen["request_id"])  # published before `down`
+            assert answered["data"]["message"] == "hello cairn"
+            request_id = f"r-{uuid.uuid4().hex[:8]}"
+            again.publish_echo(request_id, "after up")
+            assert again.completed(request_id)["data"]["message"] == "after up"
+        finally:
+            stop_platform(again)
 
 
 def test_up_runs_against_an_external_kafka_and_s3(

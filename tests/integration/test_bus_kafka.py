@@ -265,6 +265,43 @@ async def test_poison_messages_are_dead_lettered_and_raw_envelopes_are_handled(
         assert reasons[value][bus.DLQ_REASON] == b"undecodable"
 
 
+async def test_a_record_too_big_for_the_dlq_goes_there_truncated_and_the_next_is_handled(
+    consumer: Consumer, test_type: type[BaseModel], kafka_settings: CairnSettings
+) -> None:
+    spec = spec_for(test_type)
+    good = Envelope[Any](
+        type=spec.type, source="java-app", correlation_id="c-2", data={"item_id": "big"}
+    )
+    oversize = b"not json " + b"x" * (2 * 1024 * 1024)
+    # Tansu takes records far beyond the 1 MiB a default producer (and the DLQ's) allows.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_settings.kafka_bootstrap_servers, max_request_size=8 * 1024 * 1024
+    )
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(
+            spec.topic, oversize, key=b"big", headers=[("origin", b"java-app")]
+        )
+        await producer.send_and_wait(spec.topic, good.model_dump_json().encode(), key=b"big")
+    finally:
+        await producer.stop()
+
+    await wait_until(lambda: consumer.settled(1), what="the valid event behind the 2 MB record")
+
+    assert [str(e.event_id) for e in consumer.handled] == [str(good.event_id)]
+    (dead,) = await read_topic(kafka_settings, spec.dlq_topic, 1)
+    headers = {name: value.decode() for name, value in dead.headers}
+    assert dead.value is not None and oversize.startswith(dead.value)
+    assert len(dead.value) == bus.DLQ_TRUNCATED_VALUE_BYTES
+    assert headers[bus.DLQ_TRUNCATED] == "true"
+    assert headers[bus.DLQ_ORIGINAL_SIZE] == str(len(oversize))
+    assert headers[bus.DLQ_REASON] == "undecodable"
+    assert "invalid envelope" in headers[bus.DLQ_ERROR]
+    assert headers[bus.DLQ_ORIGINAL_OFFSET] == str(sent.offset)
+    assert headers[bus.DLQ_ORIGINAL_PARTITION] == str(sent.partition)
+    assert headers["origin"] == "java-app"
+
+
 async def test_the_same_event_delivered_twice_has_one_effect(
     consumer: Consumer, test_type: type[BaseModel], kafka_settings: CairnSettings
 ) -> None:

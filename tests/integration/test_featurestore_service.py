@@ -532,3 +532,136 @@ def test_group_creation_is_audited_and_record_writes_are_not(
         (r.action, r.resource, r.outcome) for r in list_audit_records(store, principal=engineer)
     ]
     assert audited == [("feature_group.create", f"/feature-groups/{name}", "success")]
+
+
+# Record ids, unknown features, ties and failed training sets (issue 18) ------------------------
+
+
+def test_record_ids_with_a_slash_are_read_and_deleted_by_their_encoded_path(
+    sqlite_fs: RunningService,
+) -> None:
+    name = new_name("slashed")
+    http = sqlite_fs.http
+    http.post("/feature-groups", json=group_body(name)).raise_for_status()
+    record = {"customer_id": "eu/c1", "event_time": "2026-05-01T00:00:00+00:00", "orders": 7}
+    path = f"/feature-groups/{name}/records/eu%2Fc1"
+
+    first = http.get(path)  # the group is not cached yet: the FastAPI route answers
+    http.put(f"/feature-groups/{name}/records", json={"record": record}).raise_for_status()
+    cached = http.get(path)  # cached now: the fast path answers
+    deleted = http.delete(path, params={"event_time": "2026-05-02T00:00:00+00:00"})
+
+    assert first.status_code == 404 and first.json()["details"]["record_identifier"] == "eu/c1"
+    assert cached.status_code == 200 and cached.json()["record_identifier"] == "eu/c1"
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    assert http.get(path).status_code == 404
+
+
+def test_batch_get_with_an_unknown_feature_names_it(sqlite_fs: RunningService) -> None:
+    name = new_name("batch")
+    http = sqlite_fs.http
+    http.post("/feature-groups", json=group_body(name)).raise_for_status()
+    record = {"customer_id": "c1", "event_time": "2026-05-01T00:00:00+00:00", "orders": 1}
+    http.put(f"/feature-groups/{name}/records", json={"record": record}).raise_for_status()
+    item = {"feature_group_name": name, "record_identifiers": ["c1"], "feature_names": ["order"]}
+
+    answer = http.post("/batch-get-record", json={"identifiers": [item]})
+
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["details"]["unknown_features"] == ["order"]
+    assert "'order'" in answer.json()["error"]
+
+
+def test_equal_event_times_resolve_alike_online_offline_and_in_training_sets(
+    sqlite_fs: RunningService, store: ObjectStore
+) -> None:
+    name = new_name("ties")
+    http = sqlite_fs.http
+    http.post("/feature-groups", json=group_body(name)).raise_for_status()
+    when = "2026-05-01T00:00:00+00:00"
+    for orders in (1, 2, 1):  # A, B, A
+        record = {"customer_id": "t1", "event_time": when, "orders": orders}
+        http.put(f"/feature-groups/{name}/records", json={"record": record}).raise_for_status()
+    entity = pa.table(
+        {
+            "customer_id": ["t1"],
+            "at": pa.array([datetime(2026, 5, 2, tzinfo=UTC)], pa.timestamp("us", "UTC")),
+        }
+    )
+    uri = write_dataset_version(store, new_name("tie-entities"), entity)[0].uri
+    built = http.post(
+        "/training-sets",
+        json={
+            "training_set_name": new_name("tie-set"),
+            "entity_dataset_uri": uri,
+            "entity_id_column": "customer_id",
+            "entity_time_column": "at",
+            "features": [f"{name}:orders"],
+        },
+    )
+    assert built.status_code == 201, built.text
+
+    online = http.get(f"/feature-groups/{name}/records/t1").json()["record"]["orders"]
+    offline = http.get(f"/feature-groups/{name}/as-of", params={"ts": "2026-05-02T00:00:00Z"})
+    training = read_dataset(store, built.json()["dataset_uri"]).column(f"{name}__orders")
+    assert online == offline.json()["records"][0]["orders"] == training.to_pylist()[0] == 1
+
+
+async def test_known_time_training_set_with_only_null_features_is_built(
+    sqlite_fs: RunningService, store: ObjectStore
+) -> None:
+    name = new_name("unknown-yet")
+    http = sqlite_fs.http
+    http.post("/feature-groups", json=group_body(name)).raise_for_status()
+    record = {"customer_id": "n1", "event_time": "2026-05-01T00:00:00+00:00", "spend_30d": 3.0}
+    http.put(f"/feature-groups/{name}/records", json={"record": record}).raise_for_status()
+    # Entity time before the record was written: as of known time, no value is known.
+    entity = pa.table(
+        {
+            "customer_id": ["n1"],
+            "at": pa.array([datetime(2026, 5, 2, tzinfo=UTC)], pa.timestamp("us", "UTC")),
+        }
+    )
+    uri = write_dataset_version(store, new_name("null-entities"), entity)[0].uri
+
+    answer = http.post(
+        "/training-sets",
+        json={
+            "training_set_name": new_name("nulls"),
+            "entity_dataset_uri": uri,
+            "entity_id_column": "customer_id",
+            "entity_time_column": "at",
+            "features": [f"{name}:spend_30d", f"{name}:orders"],
+            "as_of_known_time": True,
+        },
+    )
+
+    assert answer.status_code == 201, answer.text
+    table = read_dataset(store, answer.json()["dataset_uri"])
+    assert table.column(f"{name}__spend_30d").to_pylist() == [None]
+
+
+async def test_a_training_set_request_that_cannot_be_built_is_answered_on_the_bus(
+    sqlite_fs: RunningService, kafka_bootstrap: str
+) -> None:
+    training_set = new_name("doomed")
+    request = records_put("x", [{}]) | {"type": "TrainingSetRequested"}
+    request["data"] = {
+        "training_set_name": training_set,
+        "entity_dataset_uri": "dataset://no-such-entities@1",
+        "entity_id_column": "customer_id",
+        "entity_time_column": "at",
+        "features": ["no-such-group:orders"],
+        "as_of_known_time": True,
+    }
+    topic = spec_for("TrainingSetRequested").topic
+    await produce_raw(kafka_bootstrap, topic, training_set, signed_by(sqlite_fs.token, request))
+
+    failed, _ = await first_message(
+        kafka_bootstrap,
+        spec_for("TrainingSetFailed").topic,
+        lambda value, _: value["data"]["training_set_name"] == training_set,
+    )
+
+    assert failed["causation_id"] == request["event_id"]
+    assert failed["data"]["code"] == "not_found"

@@ -10,6 +10,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,8 @@ from cairn.contracts.catalogue import spec_for
 from cairn.contracts.events import DatasetRegistrationRequested
 from cairn.settings import CairnSettings
 from cairn.store import ObjectStore, open_store
+from cairn_cli import app
+from typer.testing import CliRunner
 
 from services.ingest.app import create_service
 from services.ingest.config import IngestSettings
@@ -281,3 +284,88 @@ async def test_a_registration_is_audited_with_the_callers_name(
     assert [(r.action, r.principal, r.outcome, r.status_code) for r in records] == [
         ("dataset.register", "data-engineer", "success", 201)
     ]
+
+
+# Bad input is a 400 with the reason, never a 500 ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "code", "says"),
+    [
+        (b"", "text/csv", "unreadable_source", "upload is empty (0 bytes)"),
+        (b"", "application/x-parquet", "unreadable_source", "upload is empty (0 bytes)"),
+        (b"x" * (50 << 20), "text/csv", "unreadable_source", "longer than 1 MiB"),
+        ("id,city\n1,Zürich\n".encode("latin-1"), "text/csv", "unreadable_source", "not UTF-8"),
+        ("id,city\n1,Zürich\n".encode("utf-16"), "text/csv", "unreadable_source", "not UTF-8"),
+        (
+            '{"city": "Zürich"}\n'.encode("latin-1"),
+            "application/jsonlines",
+            "unreadable_source",
+            "not UTF-8",
+        ),
+        (b"id,city\n", "text/csv", "no_rows", "a header but no rows"),
+    ],
+    ids=["empty-csv", "empty-parquet", "50mb-line", "latin1", "utf16", "latin1-jsonl", "header"],
+)
+async def test_unreadable_uploads_are_refused_with_the_reason(
+    http: httpx.AsyncClient, body: bytes, content_type: str, code: str, says: str
+) -> None:
+    name = new_name("bad")
+    answer = await http.post(
+        f"/datasets/{name}/upload", content=body, headers={"Content-Type": content_type}
+    )
+
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == code and says in answer.json()["error"]
+    assert (await http.get(f"/datasets/{name}")).status_code == 404
+
+
+async def test_registering_an_empty_source_is_refused_naming_the_field(
+    http: httpx.AsyncClient,
+) -> None:
+    answer = await http.post("/datasets/x/register", json={"source_uri": "", "format": "parquet"})
+
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["details"]["field"] == "source_uri"
+
+
+async def test_a_big_file_goes_through_a_presigned_url_then_registers(
+    http: httpx.AsyncClient,
+) -> None:
+    name = new_name("big")
+    ticket = await http.post(f"/datasets/{name}/upload-url", json={"filename": "big.csv"})
+    assert ticket.status_code == 200, ticket.text
+    body = ticket.json()
+    assert body["source_uri"].startswith(f"uploads/{name}/") and body["format"] == "csv"
+
+    async with httpx.AsyncClient(timeout=30) as direct:  # straight to the store, no credential
+        put = await direct.put(body["upload_url"], content=CSV.encode(), headers=body["headers"])
+    assert put.status_code == 200, put.text
+    registered = await http.post(
+        body["register_path"], json={"source_uri": body["source_uri"], "format": body["format"]}
+    )
+
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["row_count"] == 3
+
+
+def test_cli_upload_via_store_puts_the_file_in_the_store_and_registers_it(
+    base_url: str,
+    settings: CairnSettings,
+    store: ObjectStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAIRN_API_KEY", token_for(store, settings, ["data"], name="cli-user"))
+    name = new_name("cli-big")
+    path = tmp_path / "sales 2026.csv"
+    path.write_text(CSV)
+
+    result = CliRunner().invoke(
+        app, ["datasets", "upload", str(path), "--name", name, "--via-store", "--url", base_url]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"dataset://{name}@1 stored: 3 rows" in result.output
+    [uploaded] = [info.key for info in store.list(f"uploads/{name}/")]
+    assert uploaded.endswith("/sales_2026.csv")

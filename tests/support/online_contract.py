@@ -76,12 +76,44 @@ class OnlineStoreContract:
         assert record is not None
         assert (record.event_time, record.values) == (at(1), {"balance": 2})
 
-    def test_equal_event_time_keeps_the_first_write(self, store: OnlineStore, group: str):
+    # Ties: the later write wins, then the later record of a batch (as offline) ---------------
+
+    def test_equal_event_time_keeps_the_later_write(self, store: OnlineStore, group: str):
         assert store.put(group, "c1", at(0), {"v": "first"})
-        assert store.put(group, "c1", at(0), {"v": "second"}) is False
+        assert store.put(group, "c1", at(0), {"v": "second"}) is True
+        assert store.put(group, "c1", at(0), {"v": "first"}) is True  # A, B, A ends at A
 
         record = store.get(group, "c1")
         assert record is not None and record.values == {"v": "first"}
+
+    def test_an_earlier_write_arriving_late_loses_an_event_time_tie(
+        self, store: OnlineStore, group: str
+    ):
+        written = datetime(2026, 11, 2, tzinfo=UTC)
+        assert store.put(group, "c1", at(0), {"v": "later"}, written_at=written)
+        early = written - timedelta(microseconds=1)
+
+        assert store.put(group, "c1", at(0), {"v": "earlier"}, written_at=early) is False
+        assert store.put_many(group, [OnlineRecord("c1", at(0), {"v": "x"}, early)]) == 0
+        assert store.delete(group, "c1", event_time=at(0), written_at=early) is False
+        record = store.get(group, "c1")
+        assert record is not None and record.values == {"v": "later"}
+
+    def test_put_many_keeps_the_later_record_of_a_batch_for_equal_event_times(
+        self, store: OnlineStore, group: str
+    ):
+        written = datetime(2026, 11, 2, tzinfo=UTC)
+        batch = [
+            OnlineRecord("c1", at(0), {"v": "first"}, written),
+            OnlineRecord("c2", at(0), {"v": "other"}, written),
+            OnlineRecord("c1", at(0), {"v": "second"}, written),
+            OnlineRecord("c1", at(0), {"v": "last"}, written),
+        ]
+
+        store.put_many(group, batch)
+
+        records = store.get_many(group, ["c1", "c2"])
+        assert [r.values["v"] if r else None for r in records] == ["last", "other"]
 
     def test_groups_are_isolated_and_drop_group_removes_only_one(
         self, store: OnlineStore, group: str
@@ -153,12 +185,24 @@ class OnlineStoreContract:
         assert store.get(group, "c1") is None
         assert store.get_many(group, ["c1"]) == [None]
         assert store.put(group, "c1", at(5), {"v": "replayed"}) is False
-        assert store.put(group, "c1", at(10), {"v": "same time"}) is False
+        written_before_the_delete = datetime(2026, 1, 1, tzinfo=UTC)
+        late = OnlineRecord("c1", at(10), {"v": "same time"}, written_before_the_delete)
+        assert store.put_many(group, [late]) == 0
         assert store.get(group, "c1") is None
 
         assert store.put(group, "c1", at(11), {"v": "reborn"}) is True
         record = store.get(group, "c1")
         assert record is not None and record.values == {"v": "reborn"}
+
+    def test_a_put_written_after_a_delete_at_the_same_event_time_brings_the_record_back(
+        self, store: OnlineStore, group: str
+    ):
+        store.put(group, "c1", at(0), {"v": 1})
+        assert store.delete(group, "c1", event_time=at(0)) is True
+
+        assert store.put(group, "c1", at(0), {"v": "again"}) is True
+        record = store.get(group, "c1")
+        assert record is not None and record.values == {"v": "again"}
 
     def test_delete_older_than_the_record_is_refused(self, store: OnlineStore, group: str):
         store.put(group, "c1", at(10), {"v": 1})

@@ -94,7 +94,7 @@ async def test_approval_auto_deploys_then_canaries_and_a_restarted_driver_finish
     recorder, clock = Recorder(), Clock()
     deployer = Deployer(store, recorder, DeployerSettings(), clock)
     await known(deployer, 1, 2, status="PendingManualApproval")
-    deployer.put_policy(
+    deployer.policies.put(
         "credit",
         AutoDeployPolicy(
             endpoint_name="live",

@@ -14,7 +14,7 @@ from cairn.contracts.events import (
     TrainingSetRequested,
 )
 from cairn.datasets import resolve_dataset_uri, write_dataset_version
-from cairn.errors import Conflict, NotFound
+from cairn.errors import Conflict, InvalidInput, NotFound
 from cairn.store import InMemoryObjectStore
 
 from services.featurestore import operations
@@ -177,3 +177,62 @@ def test_training_set_is_point_in_time_correct_and_stored_as_a_dataset(fs: Featu
     assert operations.build_training_set(fs, request).dataset_uri == doc.dataset_uri
     with pytest.raises(Conflict):
         operations.build_training_set(fs, request.model_copy(update={"as_of_known_time": True}))
+
+
+def test_reads_naming_an_unknown_feature_are_refused_naming_it(fs: FeatureStore) -> None:
+    operations.put_record(fs, "cards", {"card_id": "a", "ts": at(0), "spend": 1.0})
+
+    with pytest.raises(InvalidInput) as batch:
+        operations.batch_get(fs, [BatchGetItem("cards", ["a"], ["spend", "spnd"])])
+    with pytest.raises(InvalidInput) as single:
+        operations.get_record(fs, "cards", "a", ["limit"])
+
+    assert batch.value.http_status == 400 and "'spnd'" in batch.value.message
+    assert batch.value.details["unknown_features"] == ["spnd"]
+    assert single.value.details["unknown_features"] == ["limit"]
+    found = operations.batch_get(fs, [BatchGetItem("cards", ["a"], ["spend", "card_id"])])
+    assert found["records"][0]["record"] == {"spend": 1.0, "card_id": "a"}
+
+
+def test_record_ids_with_a_slash_are_stored_read_and_deleted(fs: FeatureStore) -> None:
+    operations.put_record(fs, "cards", {"card_id": "eu/4242", "ts": at(0), "spend": 1.0})
+
+    assert operations.get_record(fs, "cards", "eu/4242", None)["record"]["spend"] == 1.0
+    assert operations.delete_record(fs, "cards", "eu/4242", T0 + timedelta(hours=1))
+    with pytest.raises(NotFound):
+        operations.get_record(fs, "cards", "eu/4242", None)
+
+
+@pytest.mark.parametrize(
+    "entity_times",
+    [[], [None, None]],
+    ids=["zero-rows", "all-null-times"],
+)
+def test_known_time_training_sets_with_no_feature_values_are_built_with_nulls(
+    fs: FeatureStore, entity_times: list[datetime | None]
+) -> None:
+    # Written now, so unknown at any entity time in June: every feature value is null.
+    operations.put_record(fs, "cards", {"card_id": "a", "ts": at(0), "spend": 1.0})
+    for label, times in (("late", [T0 + timedelta(hours=1)]), ("odd", entity_times)):
+        entity = pa.table(
+            {
+                "card_id": pa.array(["a"] * len(times), pa.string()),
+                "at": pa.array(times, pa.timestamp("us", tz="UTC")),
+            }
+        )
+        uri = write_dataset_version(fs.store, f"entities-{label}", entity)[0].uri
+        request = TrainingSetRequested(
+            training_set_name=f"known-{label}",
+            entity_dataset_uri=uri,
+            entity_id_column="card_id",
+            entity_time_column="at",
+            features=["cards:spend", "cards:txns"],
+            as_of_known_time=True,
+        )
+
+        doc = operations.build_training_set(fs, request)
+
+        table = read_dataset(fs.store, doc.dataset_uri)
+        assert doc.row_count == len(times) == table.num_rows
+        assert table.column("cards__spend").to_pylist() == [None] * len(times)
+        assert table.schema.field("cards__txns").type == pa.int64()

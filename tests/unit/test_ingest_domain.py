@@ -12,8 +12,13 @@ from cairn.contracts.events import ColumnSchema, DatasetRegistrationRequested
 from cairn.datasets import resolve_dataset_uri
 from cairn.store.memory import InMemoryObjectStore
 
-from services.ingest import domain
-from services.ingest.domain import DatasetSchemaViolation, SourceFile, convert_sources
+from services.ingest import readers
+from services.ingest.domain import (
+    DatasetSchemaViolation,
+    SourceFile,
+    UnreadableSource,
+    convert_sources,
+)
 from services.ingest.operations import ingest_upload, register_from_store
 
 
@@ -30,7 +35,7 @@ def test_csv_types_are_inferred_over_the_whole_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small blocks: the float and the bad timestamp arrive in later batches than the first.
-    monkeypatch.setattr(domain, "CSV_BLOCK_BYTES", 64)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 64)
     lines = ["id,amount,when,ok,label"]
     lines += [f"{i},{i},2024-01-{i % 28 + 1:02d}T00:00:00,true,x{i}" for i in range(200)]
     lines += ["200,2.5,not a time,false,"]
@@ -53,7 +58,7 @@ def test_csv_types_are_inferred_over_the_whole_file(
 def test_declared_schema_rejects_with_the_first_bad_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(domain, "CSV_BLOCK_BYTES", 64)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 64)
     lines = ["id,age"] + [f"{i},{20 + i}" for i in range(100)]
     lines[51] = "50,fifty"  # data row 51
     lines[80] = "79,"  # a missing age further down: the report stops at the first bad batch
@@ -96,7 +101,7 @@ def test_jsonl_keys_and_types_and_bad_lines(tmp_path: Path) -> None:
     assert pq.read_table(converted.paths).column("price").to_pylist() == [None, 9.5, 1.0]
 
     bad = write(tmp_path / "b.jsonl", '{"id": 1}\n[1, 2]\n')
-    with pytest.raises(DatasetSchemaViolation, match="row 2"):
+    with pytest.raises(UnreadableSource, match=r"line 2 of b\.jsonl is not a JSON object"):
         convert_sources([bad], "jsonl", None, tmp_path / "out2")
 
 

@@ -15,7 +15,7 @@ from cairn.store import InMemoryObjectStore
 from pydantic import BaseModel
 
 from services.ingest.config import IngestSettings
-from services.ingest.handlers import IngestHandlers
+from services.ingest.handlers import IngestHandlers, UploadUrlUnavailable
 
 
 class Recorder:
@@ -92,3 +92,62 @@ async def test_a_registration_over_http_names_the_field_and_announces_the_reject
     assert refused.value.details["field"] == "source_uri" and refused.value.http_status == 400
     assert [type(event) for event in recorder.published] == [DatasetRejected]
     assert recorder.dead == []
+
+
+class CountingStore(InMemoryObjectStore):
+    """Counts listings and reads, to show a refused request touched nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def list(self, prefix: str = "", **kwargs: Any) -> Any:
+        self.reads += 1
+        return super().list(prefix, **kwargs)
+
+    def get_file(self, key: str, path: Path) -> Any:
+        self.reads += 1
+        return super().get_file(key, path)
+
+
+@pytest.mark.parametrize("source_uri", ["", "   ", "/", "."])
+async def test_an_empty_source_is_refused_naming_source_uri_and_nothing_is_read(
+    tmp_path: Path, source_uri: str
+) -> None:
+    """It used to list and read the whole store as one dataset."""
+    store = CountingStore()
+    store.put_bytes("data/a.parquet", b"x")
+    recorder = Recorder()
+    request = DatasetRegistrationRequested(
+        dataset_name="x", source_uri=source_uri, format="parquet"
+    )
+
+    with pytest.raises(InvalidInput) as refused:
+        await handlers(store, recorder, tmp_path).register(request)
+
+    assert refused.value.http_status == 400 and refused.value.details["field"] == "source_uri"
+    assert refused.value.message.startswith("source_uri:")
+    assert store.reads == 0
+
+
+async def test_a_store_that_cannot_sign_urls_says_to_stream_the_upload(tmp_path: Path) -> None:
+    config = IngestSettings(work_dir=tmp_path, max_upload_bytes=1000)
+    recorder = Recorder()
+    ingest = IngestHandlers(InMemoryObjectStore(), config, recorder.publish, recorder.dead_letter)
+
+    with pytest.raises(UploadUrlUnavailable) as refused:
+        await ingest.upload_url("big", "big.csv")
+
+    assert refused.value.http_status == 400
+    assert "stream the file to POST /datasets/big/upload" in refused.value.message
+    assert refused.value.details["max_upload_bytes"] == 1000
+    with pytest.raises(InvalidInput, match="names no format"):
+        await ingest.upload_url("big", "big.xlsx")
+
+
+def test_the_upload_limit_is_a_setting_of_two_gib_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert IngestSettings().max_upload_bytes == 2 * 1024**3
+    monkeypatch.setenv("CAIRN_INGEST_MAX_UPLOAD_BYTES", "1048576")
+    assert IngestSettings().max_upload_bytes == 1048576

@@ -35,10 +35,11 @@ from cairn.store.base import ObjectStore
 from cairn.store.memory import InMemoryObjectStore
 from pydantic import BaseModel
 
-from services.monitor.baseline import compute_baseline
+from services.monitor.baseline import compute_baseline, reference_sample
 from services.monitor.capture import parse_capture
-from services.monitor.checks import DriftDetector, check_quality, current_batch
+from services.monitor.checks import check_quality, current_batch
 from services.monitor.config import MonitorSettings
+from services.monitor.drift import DriftDetector
 from services.monitor.handlers import Monitor
 
 FEATURES = 20
@@ -55,11 +56,23 @@ def normal_frame(rows: int, seed: int, shift: dict[int, float] | None = None) ->
     return pd.DataFrame(values, columns=[f"f{i}" for i in range(FEATURES)])
 
 
-def detector_for(train: pd.DataFrame, correction: str = "bonferroni") -> DriftDetector:
+def detector_for(
+    train: pd.DataFrame,
+    correction: str = "bonferroni",
+    inputs: list[InputColumn] | None = None,
+    max_values: int = 100_000,
+) -> DriftDetector:
+    """The monitor's detector for a training frame (its baseline and reference sample)."""
     stats, constraints = compute_baseline(
-        train, numeric_inputs(), group="g", version=1, label_column=None, sketch_size=1001
+        train,
+        inputs or numeric_inputs(train.shape[1]),
+        group="g",
+        version=1,
+        label_column=None,
+        sketch_size=1001,
     )
-    return DriftDetector(stats, constraints, p_value=0.05, correction=correction, sketch_size=1001)  # type: ignore[arg-type]
+    reference = reference_sample(train, stats, max_values=max_values)
+    return DriftDetector(stats, constraints, reference, p_value=0.05, correction=correction)  # type: ignore[arg-type]
 
 
 def test_baseline_describes_numeric_and_categorical_features() -> None:
@@ -140,14 +153,9 @@ def test_shift_of_a_tenth_of_the_features_is_flagged_with_statistics() -> None:
 
 
 def test_drift_check_is_fast_at_100k_rows_and_100_features() -> None:
-    values = np.random.default_rng(0).normal(size=(20_000, 100))
-    frame = pd.DataFrame(values, columns=[f"f{i}" for i in range(100)])
-    stats, constraints = compute_baseline(
-        frame, numeric_inputs(100), group="g", version=1, label_column=None, sketch_size=1001
-    )
-    detector = DriftDetector(
-        stats, constraints, p_value=0.05, correction="bonferroni", sketch_size=1001
-    )
+    """The whole reference at its cap (100k values per feature) against a 100k-row batch."""
+    values = np.random.default_rng(0).normal(size=(100_000, 100))
+    detector = detector_for(pd.DataFrame(values, columns=[f"f{i}" for i in range(100)]))
     current = np.random.default_rng(1).normal(size=(100_000, 100))
     started = time.perf_counter()
     detector.check(current, max_rows=10_000)

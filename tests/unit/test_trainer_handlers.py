@@ -134,7 +134,7 @@ async def test_a_job_trains_packages_and_reports_once(store: InMemoryObjectStore
     job = harness.handlers.jobs.get(job_key("job-1")).doc
     assert (job.status, job.attempt, job.device) == ("Completed", 1, "cpu")
     assert job.correlation_id == "c"  # what `cairn trace` needs, from the request's envelope
-    logs = store.get_bytes("trainer/jobs/job-1/logs.txt").decode()
+    logs = store.get_bytes("trainer/jobs/job-1/attempts/1/logs.txt").decode()
     assert "requested gpu, using cpu" in logs and "Completed" in logs
 
 
@@ -258,7 +258,9 @@ async def test_a_byo_script_runs_with_the_sagemaker_contract(store: InMemoryObje
         "sm_hp": "3",
         "channels": ["train"],
     }
-    assert "trained on 600 rows" in store.get_bytes("trainer/jobs/job-1/logs.txt").decode()
+    assert (
+        "trained on 600 rows" in store.get_bytes("trainer/jobs/job-1/attempts/1/logs.txt").decode()
+    )
 
     failing = request(
         job_name="job-2",

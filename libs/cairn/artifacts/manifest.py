@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cairn.contracts.envelope import utc_now
 
@@ -25,8 +26,25 @@ Task = Literal[
 InputDtype = Literal["float", "int", "category"]
 
 
+def _finite(value: Any) -> Any:
+    """Refuse inf and NaN anywhere inside a free-form JSON value (JSON cannot carry them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("Input should be a finite number")
+    if isinstance(value, dict):
+        for item in value.values():
+            _finite(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _finite(item)
+    return value
+
+
+FiniteJson = Annotated[Any, AfterValidator(_finite)]
+"""A free-form JSON value (hyperparameters, lineage) with no non-finite number in it."""
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class InputColumn(_Model):
@@ -59,7 +77,7 @@ class DatasetLineage(_Model):
 class Lineage(_Model):
     training_job: str | None = None
     algorithm: str
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, FiniteJson] = Field(default_factory=dict)
     datasets: list[DatasetLineage] = Field(default_factory=list)
 
 
@@ -81,6 +99,6 @@ class ModelManifest(_Model):
     lineage: Lineage
     created_at: datetime = Field(default_factory=utc_now)
     device: Literal["cpu", "gpu"] = "cpu"
-    details: dict[str, Any] = Field(
+    details: dict[str, FiniteJson] = Field(
         default_factory=dict, description="Algorithm specifics (e.g. which anomaly detector)."
     )

@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -24,6 +23,23 @@ from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from pydantic import BaseModel
 
+from cairn.bus.deadletter import (
+    DLQ_ATTEMPTS,
+    DLQ_ERROR,
+    DLQ_ERROR_TYPE,
+    DLQ_FAILED_AT,
+    DLQ_GROUP,
+    DLQ_HEADER_PREFIX,
+    DLQ_ORIGINAL_OFFSET,
+    DLQ_ORIGINAL_PARTITION,
+    DLQ_ORIGINAL_SIZE,
+    DLQ_ORIGINAL_TOPIC,
+    DLQ_REASON,
+    DLQ_TRUNCATED,
+    DLQ_TRUNCATED_VALUE_BYTES,
+    dead_letter_headers,
+    publish_dead_letter,
+)
 from cairn.bus.ledger import ProcessedLedger
 from cairn.contracts import Envelope, EventSpec, decode_envelope, spec_for
 from cairn.errors import EventValidationError, Forbidden, InvalidInput, Unauthenticated
@@ -32,18 +48,32 @@ from cairn.telemetry import correlation_context
 
 log = logging.getLogger("cairn.bus")
 
-EventHandler = Callable[[Envelope[Any]], Awaitable[None]]
+__all__ = [
+    "DLQ_ATTEMPTS",
+    "DLQ_ERROR",
+    "DLQ_ERROR_TYPE",
+    "DLQ_FAILED_AT",
+    "DLQ_GROUP",
+    "DLQ_HEADER_PREFIX",
+    "DLQ_ORIGINAL_OFFSET",
+    "DLQ_ORIGINAL_PARTITION",
+    "DLQ_ORIGINAL_SIZE",
+    "DLQ_ORIGINAL_TOPIC",
+    "DLQ_REASON",
+    "DLQ_TRUNCATED",
+    "DLQ_TRUNCATED_VALUE_BYTES",
+    "REASON_HANDLER_FAILED",
+    "REASON_UNAUTHORISED",
+    "REASON_UNDECODABLE",
+    "EnvelopeConsumer",
+    "RetryPolicy",
+    "consumer_options",
+    "dead_letter_headers",
+    "decode_for",
+    "subscribe",
+]
 
-DLQ_HEADER_PREFIX = "cairn-dlq-"
-DLQ_REASON = DLQ_HEADER_PREFIX + "reason"
-DLQ_ERROR = DLQ_HEADER_PREFIX + "error"
-DLQ_ERROR_TYPE = DLQ_HEADER_PREFIX + "error-type"
-DLQ_ORIGINAL_TOPIC = DLQ_HEADER_PREFIX + "original-topic"
-DLQ_ORIGINAL_PARTITION = DLQ_HEADER_PREFIX + "original-partition"
-DLQ_ORIGINAL_OFFSET = DLQ_HEADER_PREFIX + "original-offset"
-DLQ_ATTEMPTS = DLQ_HEADER_PREFIX + "attempts"
-DLQ_GROUP = DLQ_HEADER_PREFIX + "group"
-DLQ_FAILED_AT = DLQ_HEADER_PREFIX + "failed-at"
+EventHandler = Callable[[Envelope[Any]], Awaitable[None]]
 
 REASON_UNDECODABLE = "undecodable"
 REASON_HANDLER_FAILED = "handler-failed"
@@ -51,8 +81,6 @@ REASON_UNAUTHORISED = "unauthorised"
 
 # Checks a privileged request's signature and scope; raises Unauthenticated / Forbidden.
 RequestAuthoriser = Callable[[EventSpec, bytes], Awaitable[None]]
-
-_MAX_ERROR_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -82,40 +110,6 @@ class RetryPolicy:
     def should_retry(self, error: Exception, attempt: int) -> bool:
         """Retry transient failures only: InvalidInput means the event can never succeed."""
         return attempt < self.max_attempts and not isinstance(error, InvalidInput)
-
-
-def dead_letter_headers(
-    record: ConsumerRecord[Any, Any],
-    error: BaseException,
-    *,
-    reason: str,
-    attempts: int,
-    group_id: str,
-) -> dict[str, str]:
-    """The original message's headers plus why, where from and after how many attempts it failed."""
-    headers: dict[str, str] = {}
-    for name, value in record.headers or ():
-        if name.startswith(DLQ_HEADER_PREFIX):
-            continue
-        try:
-            headers[name] = value.decode() if value is not None else ""
-        except UnicodeDecodeError:
-            continue
-    message = str(error) or type(error).__name__
-    headers.update(
-        {
-            DLQ_REASON: reason,
-            DLQ_ERROR: message[:_MAX_ERROR_CHARS],
-            DLQ_ERROR_TYPE: f"{type(error).__module__}.{type(error).__qualname__}",
-            DLQ_ORIGINAL_TOPIC: record.topic,
-            DLQ_ORIGINAL_PARTITION: str(record.partition),
-            DLQ_ORIGINAL_OFFSET: str(record.offset),
-            DLQ_ATTEMPTS: str(attempts),
-            DLQ_GROUP: group_id,
-            DLQ_FAILED_AT: datetime.now(UTC).isoformat(),
-        }
-    )
-    return headers
 
 
 def decode_for(spec: EventSpec, value: bytes | None) -> Envelope[Any] | None:
@@ -282,8 +276,12 @@ class EnvelopeConsumer:
             headers[DLQ_ERROR],
         )
         try:
-            await self.broker.publish(
-                record.value or b"", self.spec.dlq_topic, key=record.key, headers=headers
+            await publish_dead_letter(
+                self.broker,
+                self.spec.dlq_topic,
+                record.value or b"",
+                key=record.key,
+                headers=headers,
             )
         except Exception as publish_error:
             await self._read_again(message, publish_error)

@@ -400,6 +400,15 @@ class TrainingSetBuilt(_Data):
     row_count: int = Field(ge=0)
 
 
+@event(owner="featurestore", key="training_set_name")
+class TrainingSetFailed(_Data):
+    """A requested training set was not built; `reason` says why. Nothing was stored."""
+
+    training_set_name: str
+    reason: str
+    code: str = Field(description="The error code, as in HTTP error bodies: invalid_input, ...")
+
+
 # Monitoring and the closed loop ----------------------------------------------------------------
 
 

@@ -119,7 +119,8 @@ def _validate(model: type[ViewT], key: str, raw: bytes) -> ViewT | None:
 
 
 class _View(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # A non-finite float has no JSON form: a document holding one is skipped like any invalid one.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
 
 @state_contract(owner="deployer", prefix="deployer/endpoints/")
@@ -196,7 +197,7 @@ def capture_file_key(endpoint: str, variant: str, at: datetime, name: str) -> st
 class WorkerPoolDeclaration(BaseModel):
     """A worker pool its owning service declares; the autoscaler sizes it on its group's lag."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     service: str = Field(description="The service that declared (and owns) the pool.")

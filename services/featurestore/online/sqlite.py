@@ -1,8 +1,8 @@
 """SQLite online store (`sqlite:///path.db`), the embedded default.
 
 One WITHOUT ROWID table keyed by (group, record id). Writes are single upsert statements whose
-`WHERE excluded.event_us > event_us` makes newer-wins atomic even across processes; WAL mode lets
-readers go on while a bulk load writes, and `put_many` commits in short chunks so other writers
+`WHERE (event_us, written_us) >= ...` makes the ordering rule atomic even across processes; WAL mode
+lets readers go on while a bulk load writes, and `put_many` commits in short chunks so other writers
 interleave. Each thread gets its own connection (sqlite3 connections must not be shared mid-query),
 kept until `close()`: use the store from a bounded pool of threads, not one new thread per call.
 `synchronous=NORMAL` is enough here: WAL stays consistent on a crash, only the last commits before a
@@ -61,7 +61,8 @@ VALUES (?, ?, ?, ?, 0, ?)
 ON CONFLICT (group_name, record_id) DO UPDATE SET
     event_us = excluded.event_us, written_us = excluded.written_us,
     deleted = 0, payload = excluded.payload
-WHERE excluded.event_us > online_records.event_us
+WHERE (excluded.event_us, excluded.written_us)
+   >= (online_records.event_us, online_records.written_us)
 """
 
 _TOMBSTONE = """
@@ -70,8 +71,9 @@ VALUES (?, ?, ?, ?, 1, '{}')
 ON CONFLICT (group_name, record_id) DO UPDATE SET
     event_us = excluded.event_us, written_us = excluded.written_us,
     deleted = 1, payload = '{}'
-WHERE excluded.event_us > online_records.event_us
-   OR (excluded.event_us = online_records.event_us AND online_records.deleted = 0)
+WHERE (excluded.event_us, excluded.written_us)
+   >= (online_records.event_us, online_records.written_us)
+  AND NOT (online_records.deleted = 1 AND online_records.event_us = excluded.event_us)
 """
 
 _SELECT = (
@@ -222,11 +224,18 @@ class SqliteOnlineStore(OnlineStore):
             for record_id in record_ids
         ]
 
-    def delete(self, group: str, record_id: str, *, event_time: datetime) -> bool:
+    def delete(
+        self,
+        group: str,
+        record_id: str,
+        *,
+        event_time: datetime,
+        written_at: datetime | None = None,
+    ) -> bool:
         check_group(group)
         check_record(record_id, {})
         cursor = self._connection().execute(
-            _TOMBSTONE, (group, record_id, to_epoch_us(event_time), now_us(None))
+            _TOMBSTONE, (group, record_id, to_epoch_us(event_time), now_us(written_at))
         )
         return cursor.rowcount == 1
 

@@ -12,6 +12,7 @@ from services.trainer.algorithms.base import (
     RuntimeExceeded,
     TrainedModel,
     TrainingContext,
+    TrainingStopped,
 )
 from services.trainer.algorithms.kmeans import KMeansAlgorithm
 from services.trainer.algorithms.knn import KNNAlgorithm
@@ -54,6 +55,7 @@ __all__ = [
     "RuntimeExceeded",
     "TrainedModel",
     "TrainingContext",
+    "TrainingStopped",
     "UnknownAlgorithm",
     "get_algorithm",
 ]

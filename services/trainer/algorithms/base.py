@@ -31,6 +31,10 @@ class RuntimeExceeded(Exception):
     """The job's max_runtime_s passed while the algorithm was still training."""
 
 
+class TrainingStopped(Exception):
+    """A stop request ended the job and no partial model is wanted."""
+
+
 class Hyperparameters(BaseModel):
     """Base of each algorithm's hyperparameters: unknown names are errors, strings are coerced."""
 
@@ -49,6 +53,8 @@ class TrainingContext:
     progress: ProgressFn = lambda iteration, total, metrics: None
     should_stop: Callable[[], bool] = lambda: False
     log: Callable[[str], None] = lambda line: None
+    stop_requested: Callable[[], bool] = lambda: False
+    keep_partial_model: Callable[[], bool] = lambda: False
 
     @property
     def use_gpu(self) -> bool:
@@ -192,5 +198,10 @@ def sklearn_model(
 
 
 def ensure_not_stopped(ctx: TrainingContext) -> None:
+    """After a stopped loop: go on to package the partial model only when that was asked for."""
+    if ctx.stop_requested():
+        if not ctx.keep_partial_model():
+            raise TrainingStopped("stopped on request")
+        return
     if ctx.should_stop():
         raise RuntimeExceeded("max_runtime_s passed during training")

@@ -62,14 +62,15 @@ class _ProgressCallback(xgboost.callback.TrainingCallback):
         self, model: Any, epoch: int, evals_log: xgboost.callback.TrainingCallback.EvalsLog
     ) -> bool:
         done = epoch + 1
-        if done % self.every == 0 or done == self.total:
+        stop = self.ctx.should_stop()
+        if stop or done % self.every == 0 or done == self.total:  # a stop reports rounds used
             metrics = {
                 f"{data}:{metric}": _score(values[-1])
                 for data, by_metric in evals_log.items()
                 for metric, values in by_metric.items()
             }
             self.ctx.progress(done, self.total, metrics)
-        return self.ctx.should_stop()
+        return stop
 
 
 def _score(value: float | tuple[float, float]) -> float:

@@ -1,0 +1,1 @@
+"""batch: batch transform jobs, sharded over an autoscaled worker pool."""

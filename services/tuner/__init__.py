@@ -1,0 +1,1 @@
+"""The tuner: hyperparameter tuning jobs whose trials are the trainer's training jobs."""
