@@ -173,10 +173,11 @@ async def test_early_stopping_stops_a_real_trial(tuner: Service, s3_store: Objec
                 }
             ]
         },
-        resource_limits={"max_number_of_training_jobs": 5, "max_parallel_training_jobs": 1},
+        resource_limits={"max_number_of_training_jobs": 4, "max_parallel_training_jobs": 1},
+        random_seed=3,  # etas 0.16, 0.25 (the baseline), then 0.0007 and 0.005 (pruned)
     )
     body["training_job_definition"]["static_hyperparameters"] = {
-        "num_round": 1000,
+        "num_round": 600,
         "max_depth": 4,
         "progress_every": 25,
     }
@@ -187,7 +188,7 @@ async def test_early_stopping_stops_a_real_trial(tuner: Service, s3_store: Objec
     stopped = [t for t in done["trials"] if t["status"] == "Stopped"]
     assert stopped, [(t["status"], t["parameters"]) for t in done["trials"]]
     for trial in stopped:
-        assert trial["early_stopped"] and trial["rounds_used"] < 1000
+        assert trial["early_stopped"] and trial["rounds_used"] < 600
         view = read_state(s3_store, TrainingJobView, trial["training_job_name"])
         assert view is not None and view.status == "Stopped"
 

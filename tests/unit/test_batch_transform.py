@@ -293,3 +293,18 @@ def test_parquet_rows_are_scored_by_column_name_and_joined(model: LoadedModel) -
     assert rows == 3 and errors == [] and out.column_names == ["id", "probability"]
     assert out.column("id").to_pylist() == [1, 2, 3]
     assert np.allclose(out.column("probability").to_numpy(), expected)
+
+
+def test_inputs_are_listed_under_a_prefix_with_or_without_a_slash_but_not_the_output() -> None:
+    from services.batch.inputs import list_inputs
+
+    store = InMemoryObjectStore()
+    store.put_bytes("data/in/a.csv", b"1\n")
+    store.put_bytes("data/in/sub/b.csv", b"2\n")
+    store.put_bytes("data/in/out/a.csv.out", b"x\n")
+    for location in ("data/in", "data/in/"):
+        files = list_inputs(store, location, "data/in/out")
+        assert [f.relative for f in files] == ["a.csv", "sub/b.csv"]
+    assert [f.relative for f in list_inputs(store, "data/in/a.csv", "outputs/x")] == ["a.csv"]
+    with pytest.raises(InvalidInput, match=r"transform_input\.data_source"):
+        list_inputs(store, "data/none/", "outputs/x")

@@ -149,3 +149,9 @@ def test_reference_sample_is_stored_with_the_baseline_and_read_back_without_pick
     again, created = Baselines(store, 101, 100_000).ensure("credit", 1, uri)
     assert not created and again.reference.counts["f0"] == len(train)
     assert store.exists("monitor/baselines/credit/1/reference.npz")
+
+    # ... and when its training data is gone too, the KS test falls back to the quantile sketch.
+    store.delete("monitor/baselines/credit/1/reference.npz")
+    store.delete("data/job-1/train.csv")
+    fallback, _ = Baselines(store, 101, 100_000).ensure("credit", 1, uri)
+    assert fallback.reference.counts["f0"] == 101

@@ -30,6 +30,7 @@ def test_up_help_documents_every_option() -> None:
         "--only",
         "--broker-port",
         "--grace-period",
+        "--broker-log",
     ):
         assert option in result.output
 

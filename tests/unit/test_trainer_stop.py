@@ -88,6 +88,7 @@ async def test_a_running_job_stops_within_a_second(store: InMemoryObjectStore, k
     job = harness.handlers.jobs.get(job_key("job-1")).doc
     assert (job.status, job.stop_reason) == ("Stopped", "pruned")
     assert stopped.reason == "pruned"
+    assert stopped.iteration is not None and 0 < stopped.iteration < LONG["num_round"]
     if keep:
         assert stopped.artifact_uri == "models/job-1/"
         rounds = read_manifest(store, "models/job-1/").details["num_round"]
