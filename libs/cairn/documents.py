@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from cairn.errors import CairnError, ObjectNotFound, PreconditionFailed
+from cairn.errors import DocumentUnreadable, ObjectNotFound, PreconditionFailed
 from cairn.store.base import ObjectStore
 
 T = TypeVar("T", bound=BaseModel)
@@ -55,10 +55,14 @@ class DocumentStore(Generic[T]):
         try:
             return self.model.model_validate_json(raw)
         except ValidationError as exc:
-            raise CairnError(
+            fields = [
+                {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
+                for error in exc.errors(include_url=False)
+            ]
+            raise DocumentUnreadable(
                 f"stored document {self.prefix}{key} is not a valid {self.model.__name__}",
                 key=key,
-                errors=exc.errors(include_url=False),
+                errors=fields,
             ) from exc
 
     def get(self, key: str) -> Versioned[T]:

@@ -10,6 +10,7 @@ CairnError                      500  (only ever a bug when it reaches a client)
 ├── NotFound                    404
 │   └── ObjectNotFound          404  no object under that key in the store
 ├── Conflict                    409
+│   ├── DocumentUnreadable      409  a stored document no longer matches its model
 │   └── PreconditionFailed      412  a conditional write lost (ETag changed / key exists)
 ├── PayloadTooLarge             413
 └── Unavailable                 503  a dependency (broker, store) cannot be reached
@@ -78,6 +79,10 @@ class ObjectNotFound(NotFound):
 class Conflict(CairnError):
     http_status = 409
     code = "conflict"
+
+
+class DocumentUnreadable(Conflict):
+    code = "document_unreadable"
 
 
 class PreconditionFailed(Conflict):

@@ -105,7 +105,20 @@ def _error_body(message: str, code: str, **details: Any) -> dict[str, Any]:
     return body
 
 
-async def _send_json(send: Send, status: int, body: Mapping[str, Any]) -> None:
+_MISSING_CREDENTIALS = {
+    "error": "missing credentials: send Authorization: Bearer <key_id>:<secret> "
+    "(`cairn keys create`), X-API-Key, or sign with SigV4",
+    "code": "unauthenticated",
+}
+_BEARER_CHALLENGE = ((b"www-authenticate", b"Bearer"),)
+
+
+async def _send_json(
+    send: Send,
+    status: int,
+    body: Mapping[str, Any],
+    extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -114,6 +127,7 @@ async def _send_json(send: Send, status: int, body: Mapping[str, Any]) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *extra_headers,
             ],
         }
     )
@@ -167,6 +181,9 @@ class _EdgeMiddleware:
             elif name == CORRELATION_HEADER.encode():
                 correlation_id = value.decode("latin-1")
         try:
+            if self._anonymous(scope):
+                await _send_json(send_observed, 401, _MISSING_CREDENTIALS, _BEARER_CHALLENGE)
+                return
             if content_length is not None and content_length > self.max_body_bytes:
                 await _send_json(send_observed, 413, self._too_large())
                 return
@@ -186,6 +203,15 @@ class _EdgeMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", None) or _UNMATCHED_ROUTE
             self._observe(method, route, status, time.perf_counter() - started)
+
+    def _anonymous(self, scope: Scope) -> bool:
+        """No credential at all on a guarded path: 401 before the body is read or validated."""
+        authenticator = getattr(self.app_state, "authenticator", None)
+        if authenticator is None or not authenticator.enabled:
+            return False
+        if scope["path"] in UNAUTHENTICATED_PATHS:
+            return False
+        return not any(name in (b"authorization", b"x-api-key") for name, _ in scope["headers"])
 
     async def _audit(self, scope: Scope, status: int) -> None:
         """Complete and store the route's audit draft before its response starts."""

@@ -23,6 +23,7 @@ from cairn.errors import InvalidInput, NotFound, Unavailable
 
 from cairn_sdk.admin import AdminCalls
 from cairn_sdk.base import RECONNECT_TIMEOUT_S
+from cairn_sdk.batch import BatchCalls
 from cairn_sdk.credentials import bearer_headers, resolve_token
 from cairn_sdk.errors import EndpointFailed
 from cairn_sdk.gateway import ACCESS_KEY_ENV, GatewayCalls
@@ -39,7 +40,7 @@ CONTENT_TYPES = {
 }
 
 
-class Client(GatewayCalls, AdminCalls):
+class Client(GatewayCalls, AdminCalls, BatchCalls):
     """One object for every control-plane verb, the gateway's invocations, keys and audit."""
 
     def __init__(

@@ -219,3 +219,11 @@ def test_a_key_revoked_elsewhere_stops_working_after_one_background_refresh(
     assert ring.get(issued.key.key_id) is not None  # served from the cache, refresh scheduled
     ring._refresher.submit(lambda: None).result(timeout=5)  # the refresh has run (FIFO worker)
     assert ring.get(issued.key.key_id) is None
+
+
+def test_an_anonymous_malformed_body_is_401_not_a_validation_error(client: TestClient) -> None:
+    response = client.post(
+        "/admin/keys", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"

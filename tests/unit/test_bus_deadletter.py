@@ -1,4 +1,4 @@
-"""Dead letters too big for the DLQ producer go as truncated copies, so a consumer always moves on."""
+"""Dead letters too big for the DLQ producer go truncated, so a consumer always moves on."""
 
 from __future__ import annotations
 

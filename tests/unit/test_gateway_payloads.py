@@ -18,9 +18,7 @@ from cairn.artifacts import (
     write_model_package,
 )
 from cairn.errors import InvalidInput
-from cairn.store import InMemoryObjectStore, ObjectStore
-
-from services.gateway.payloads import (
+from cairn.inference.payloads import (
     CSV,
     JSON,
     JSONLINES,
@@ -30,6 +28,7 @@ from services.gateway.payloads import (
     media_type,
     parse_body,
 )
+from cairn.store import InMemoryObjectStore, ObjectStore
 
 COLUMNS = [
     InputColumn(name="income", dtype="float"),
