@@ -72,22 +72,20 @@ async def platform_per_trial(trials: int, parallel: int) -> float:
 async def _run(handlers: object, trials: int, parallel: int) -> float:
     data = datasets()[0]
     request = request_for(data, "Random", 1, trials)
-    definition = request.training_job_definition.model_copy(
-        update={
-            "input_channels": [
-                {"name": "train", "uri": "data/bench/train.csv", "label_column": "label"},
-                {"name": "validation", "uri": "data/bench/validation.csv", "label_column": "label"},
-            ],
-            "static_hyperparameters": {"num_round": ROUNDS, "progress_every": 10},
-        }
-    )
-    request = request.model_copy(
-        update={
+    definition = request.training_job_definition.model_dump() | {
+        "input_channels": [
+            {"name": "train", "uri": "data/bench/train.csv", "label_column": "label"},
+            {"name": "validation", "uri": "data/bench/validation.csv", "label_column": "label"},
+        ],
+        "static_hyperparameters": {"num_round": ROUNDS, "progress_every": 10},
+    }
+    request = type(request).model_validate(
+        request.model_dump()
+        | {
             "tuning_job_name": f"bench-p{parallel}",
-            "training_job_definition": type(definition).model_validate(definition.model_dump()),
-            "resource_limits": request.resource_limits.model_copy(
-                update={"max_parallel_training_jobs": parallel}
-            ),
+            "training_job_definition": definition,
+            "resource_limits": request.resource_limits.model_dump()
+            | {"max_parallel_training_jobs": parallel},
         }
     )
     started = time.monotonic()

@@ -5,7 +5,7 @@
 # service), limited by the ACLs generated from the event catalogue (contracts/kafka-acls.txt).
 locals {
   namespace = var.create_namespace ? kubernetes_namespace_v1.cairn[0].metadata[0].name : var.namespace
-  services  = ["gateway", "ingest", "featurestore", "registry", "deployer", "monitor", "autoscaler", "trainer"]
+  services  = ["gateway", "ingest", "featurestore", "registry", "deployer", "monitor", "autoscaler", "trainer", "batch", "tuner"]
   sasl      = var.kafka_security_protocol == "SASL_PLAINTEXT" || var.kafka_security_protocol == "SASL_SSL"
   settings = merge(
     {
@@ -160,4 +160,29 @@ module "trainer" {
   keda_enabled               = var.keda_enabled
   gpu_enabled                = var.gpu_enabled
   gpu_image                  = var.gpu_image
+}
+
+module "batch" {
+  source = "./modules/batch"
+
+  namespace                  = local.common.namespace
+  image                      = local.common.image
+  settings                   = local.common.settings
+  s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "batch", null)
+  bootstrap_servers          = var.kafka_bootstrap_servers
+  kafka_sasl_mechanism       = var.kafka_sasl_mechanism
+  keda_enabled               = var.keda_enabled
+}
+
+module "tuner" {
+  source = "./modules/tuner"
+
+  namespace                  = local.common.namespace
+  image                      = local.common.image
+  settings                   = local.common.settings
+  s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "tuner", null)
 }

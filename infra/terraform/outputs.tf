@@ -14,10 +14,17 @@ output "service_urls" {
     monitor      = module.monitor.url
     autoscaler   = module.autoscaler.url
     trainer      = module.trainer.url
+    batch        = module.batch.url
+    tuner        = module.tuner.url
   }
 }
 
 output "trainer_pools" {
   description = "Worker pool Deployments KEDA scales."
   value       = module.trainer.pools
+}
+
+output "batch_pools" {
+  description = "Batch worker pool Deployments KEDA scales."
+  value       = module.batch.pools
 }

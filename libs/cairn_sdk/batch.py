@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from cairn.errors import Unavailable
 
 from cairn_sdk.base import ServiceCaller
 from cairn_sdk.urls import ServiceName
 
-BATCH = cast(ServiceName, "batch")
+BATCH: ServiceName = "batch"
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 

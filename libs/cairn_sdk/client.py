@@ -27,9 +27,10 @@ from cairn_sdk.batch import BatchCalls
 from cairn_sdk.credentials import bearer_headers, resolve_token
 from cairn_sdk.errors import EndpointFailed
 from cairn_sdk.gateway import ACCESS_KEY_ENV, GatewayCalls
+from cairn_sdk.tuning import TuningCalls
 from cairn_sdk.urls import service_urls
 
-TERMINAL_JOB_STATUSES = frozenset({"Completed", "Failed"})
+TERMINAL_JOB_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 UPLOAD_CHUNK_BYTES = 1 << 20
 CONTENT_TYPES = {
     ".csv": "text/csv",
@@ -40,7 +41,7 @@ CONTENT_TYPES = {
 }
 
 
-class Client(GatewayCalls, AdminCalls, BatchCalls):
+class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls):
     """One object for every control-plane verb, the gateway's invocations, keys and audit."""
 
     def __init__(
@@ -50,6 +51,8 @@ class Client(GatewayCalls, AdminCalls, BatchCalls):
         deployer_url: str | None = None,
         gateway_url: str | None = None,
         ingest_url: str | None = None,
+        batch_url: str | None = None,
+        tuner_url: str | None = None,
         *,
         api_key: str | None = None,
         access_key: str | None = None,
@@ -58,7 +61,8 @@ class Client(GatewayCalls, AdminCalls, BatchCalls):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """Args:
-        trainer_url, registry_url, deployer_url, gateway_url, ingest_url: base URLs.
+        trainer_url, registry_url, deployer_url, gateway_url, ingest_url, batch_url, tuner_url:
+            base URLs.
         api_key: the credential `KEY_ID:SECRET`, sent as `Authorization: Bearer` on every call;
             default CAIRN_API_KEY, else `<home>/credentials.json` (made by `cairn up`).
         access_key: another credential for gateway invocations only (a narrow `invoke` key);
@@ -73,6 +77,8 @@ class Client(GatewayCalls, AdminCalls, BatchCalls):
             "deployer": deployer_url,
             "gateway": gateway_url,
             "ingest": ingest_url,
+            "batch": batch_url,
+            "tuner": tuner_url,
         }
         self.urls = {name: url.rstrip("/") for name, url in given.items() if url}
         self.api_key = (api_key if api_key is not None else resolve_token(home)) or None
@@ -116,6 +122,8 @@ class Client(GatewayCalls, AdminCalls, BatchCalls):
             deployer_url=urls.get("deployer"),
             gateway_url=urls.get("gateway"),
             ingest_url=urls.get("ingest"),
+            batch_url=urls.get("batch"),
+            tuner_url=urls.get("tuner"),
             **options,
         )
 

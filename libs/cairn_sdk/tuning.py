@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from cairn.errors import Unavailable
 
 from cairn_sdk.base import ServiceCaller
 from cairn_sdk.urls import ServiceName
 
-TUNER = cast(ServiceName, "tuner")
+TUNER: ServiceName = "tuner"
 TERMINAL_TUNING_STATUSES = frozenset({"Completed", "Failed", "Stopped"})
 
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-SERVICES = ("trainer", "registry", "deployer", "gateway", "ingest", "batch")
-ServiceName = Literal["trainer", "registry", "deployer", "gateway", "ingest", "batch"]
+SERVICES = ("trainer", "registry", "deployer", "gateway", "ingest", "batch", "tuner")
+ServiceName = Literal["trainer", "registry", "deployer", "gateway", "ingest", "batch", "tuner"]
 TARGET_ENV = "CAIRN_TARGET"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cairn.contracts.events import EndpointUpdated, ModelApprovalRequested, TrainingJobCompleted
+from cairn.contracts.tuner_events import HyperParameterTuningJobCompleted
 from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
@@ -27,6 +28,9 @@ def create_service(
     group = config.consumer_group
     service.on(TrainingJobCompleted, group=f"{group}.training-job-completed")(
         registry.on_training_job_completed
+    )
+    service.on(HyperParameterTuningJobCompleted, group=f"{group}.tuning-job-completed")(
+        registry.on_tuning_job_completed
     )
     service.on(EndpointUpdated, group=f"{group}.endpoint-updated")(linker.on_endpoint_updated)
     service.on(ModelApprovalRequested, group=f"{group}.model-approval-requested")(

@@ -18,6 +18,7 @@ from cairn.contracts.events import (
     ModelPackageRegistered,
     TrainingJobCompleted,
 )
+from cairn.contracts.tuner_events import HyperParameterTuningJobCompleted
 from cairn.errors import ConfigError
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel
@@ -118,6 +119,32 @@ class Registry(RegistryDocuments):
                 version.model_package_group,
             )
         # Published again on a redelivery: the first attempt may have died before publishing.
+        await self._announce(version, cause=envelope)
+
+    async def on_tuning_job_completed(
+        self, envelope: Envelope[HyperParameterTuningJobCompleted]
+    ) -> None:
+        """Register a tuning job's best model when it asked for it (like a training job's)."""
+        done = envelope.data
+        best = done.best_training_job
+        if done.registration is None or best is None or best.artifact_uri is None:
+            return
+        request = RegisterVersion(
+            artifact_uri=best.artifact_uri,
+            approval_status=done.registration.approval_status,
+            metrics={"objective": best.objective_value},
+            description=done.registration.description
+            or f"best of tuning job {done.tuning_job_name}",
+            training_job=best.training_job_name,
+            registered_by=f"tuning-job:{done.tuning_job_name}",
+        )
+        version, _ = await asyncio.to_thread(
+            self.register,
+            done.registration.model_package_group,
+            request,
+            algorithm=done.algorithm,
+            require_manifest=False,
+        )
         await self._announce(version, cause=envelope)
 
     async def _announce(self, version: ModelVersion, cause: Envelope[Any] | None) -> None:

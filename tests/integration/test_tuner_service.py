@@ -4,8 +4,6 @@ training jobs; early stopping stops real trials; a restarted tuner duplicates no
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import importlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,16 +24,6 @@ from tests.support.tansu import unique_name
 from tests.support.trainer_data import credit_frame, to_csv_bytes
 
 pytestmark = pytest.mark.integration
-_catalogue = importlib.import_module("cairn.contracts.catalogue")
-
-
-@pytest.fixture
-def tuner_may_request_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until the catalogue lists the tuner among TrainingJobRequested's senders."""
-    spec = _catalogue._CATALOGUE["TrainingJobRequested"]
-    if "tuner" not in spec.senders:
-        patched = dataclasses.replace(spec, senders=(*spec.senders, "tuner"))
-        monkeypatch.setitem(_catalogue._CATALOGUE, "TrainingJobRequested", patched)
 
 
 @pytest.fixture
@@ -51,9 +39,7 @@ def settings(kafka_settings: CairnSettings, s3_settings: CairnSettings) -> Cairn
 
 
 @pytest.fixture
-async def trainer(
-    settings: CairnSettings, s3_store: ObjectStore, tuner_may_request_training: None
-) -> AsyncIterator[Service]:
+async def trainer(settings: CairnSettings, s3_store: ObjectStore) -> AsyncIterator[Service]:
     config = TrainerSettings(worker_id="it-trainer", heartbeat_s=0.2, stop_poll_s=0.1)
     service = create_trainer(settings, s3_store, config)
     async with service.api.router.lifespan_context(service.api):

@@ -98,7 +98,7 @@ def test_event_schema_is_the_full_envelope(tmp_path: Path) -> None:
         "description": "A user or service asks for a training job (CreateTrainingJob).",
         "schema": "events/TrainingJobRequested.json",
         "required_scope": "train",
-        "senders": ["monitor"],
+        "senders": ["monitor", "tuner"],
     }
 
     asyncapi = yaml.safe_load((tmp_path / "asyncapi.yaml").read_text())

@@ -479,3 +479,35 @@ async def test_approval_request_event_approves_in_the_signers_name_chained_to_it
         ("service:monitor", "model.approve", "model-package-groups/credit/versions/7", "failed"),
     ]
     assert {r.correlation_id for r in authority.records} == {"drift-1"}
+
+
+async def test_a_tuning_jobs_best_model_is_registered_once(
+    registry: Registry, store: InMemoryObjectStore, recorder: Recorder
+) -> None:
+    from cairn.contracts.events import RegistrationSpec
+    from cairn.contracts.tuner_events import BestTrainingJob, HyperParameterTuningJobCompleted
+
+    write_manifest(store, "models/tune-3/")
+    best = BestTrainingJob(
+        training_job_name="tune-3",
+        tuning_job_name="tune",
+        objective_value=0.12,
+        parameters={"eta": 0.1},
+        artifact_uri="models/tune-3/",
+    )
+    done = HyperParameterTuningJobCompleted(
+        tuning_job_name="tune",
+        best_training_job=best,
+        algorithm="xgboost",
+        registration=RegistrationSpec(model_package_group="credit"),
+    )
+    envelope = Envelope[HyperParameterTuningJobCompleted](
+        type="HyperParameterTuningJobCompleted", source="tuner", correlation_id="c", data=done
+    )
+    await registry.on_tuning_job_completed(envelope)
+    await registry.on_tuning_job_completed(envelope)  # redelivered
+    [version] = registry.list_versions("credit")
+    assert version.lineage.training_job == "tune-3" and version.metrics["objective"] == 0.12
+    without = done.model_copy(update={"registration": None, "tuning_job_name": "other"})
+    await registry.on_tuning_job_completed(envelope.model_copy(update={"data": without}))
+    assert len(registry.list_versions("credit")) == 1

@@ -53,7 +53,11 @@ class RegistrationSpec(_Data):
 
 
 @event(
-    owner="trainer", key="job_name", partitions=8, required_scope="train", senders=("monitor",)
+    owner="trainer",
+    key="job_name",
+    partitions=8,
+    required_scope="train",
+    senders=("monitor", "tuner"),
 )
 class TrainingJobRequested(_Data):
     """A user or service asks for a training job (CreateTrainingJob)."""
