@@ -120,17 +120,18 @@ def _follow(calls: BatchCalls, job_name: str, as_json: bool) -> dict[str, Any]:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f} shards"),
+        TextColumn("{task.completed:.0f}/{task.fields[shards]} shards"),
         TextColumn("{task.fields[rate]} rec/s  {task.fields[failed]} failed"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), disable=as_json) as progress:
-        task = progress.add_task(job_name, total=None, rate="0", failed=0)
+        task = progress.add_task(job_name, total=None, rate="0", failed=0, shards="?")
 
         def show(job: dict[str, Any]) -> None:
             progress.update(
                 task,
                 total=job["shards_total"] or None,
+                shards=job["shards_total"] or "?",
                 completed=job["shards_done"],
                 rate=f"{job['records_per_s']:,.0f}",
                 failed=job["records_failed"],
