@@ -10,8 +10,11 @@ framework `script`; serving them is out of scope for now (`load_model` refuses t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cairn.artifacts import Lineage, ModelManifest, Signature, write_model_package
-from cairn.contracts.events import TrainingJobRequested
+from cairn.contracts.events import MetricDefinition, TrainingJobRequested
 from cairn.errors import InvalidInput
 from cairn.store.base import ObjectStore
 
@@ -49,19 +52,22 @@ def run_script_job(
         channels = _prepare_tree(store, request, ml)
         env = sagemaker_env(request, ml, channels, gpu=ctx.use_gpu)
         args = hyperparameter_args(request.hyperparameters)
+        log_metrics = LogMetrics(request.metric_definitions, ctx)
         started = time.monotonic()
         if request.image:
             from services.trainer.container import run_container
 
             code = run_container(request.image, ml, env, args, ctx)
         else:
-            code = _run_subprocess(store, request, ml, env, args, ctx)
+            code = _run_subprocess(store, request, ml, env, args, ctx, log_metrics)
         training_time_s = time.monotonic() - started
         if ctx.should_stop():
             _stopped(ctx, ml)
         elif code != 0:
             raise JobFailure("algorithm_error", _failure_reason(ml, code))
-        uri, manifest = _package(store, request, ml, channels, package_prefix, ctx)
+        uri, manifest = _package(
+            store, request, ml, channels, package_prefix, ctx, log_metrics.latest
+        )
         return JobResult(uri, manifest.metrics, manifest.device, training_time_s)
 
 
@@ -80,6 +86,7 @@ def _package(
     channels: list[ChannelFiles],
     package_prefix: str,
     ctx: TrainingContext,
+    log_metrics: dict[str, float],
 ) -> tuple[str, ModelManifest]:
     """Write what the script left in SM_MODEL_DIR as a model package of framework `script`."""
     from services.trainer.execution import lineage
@@ -97,7 +104,7 @@ def _package(
         algorithm=request.algorithm,
         task="custom",
         signature=Signature(),
-        metrics=_metrics(ml),
+        metrics={**log_metrics, **_metrics(ml)},
         lineage=Lineage.model_validate(lineage(request, channels).model_dump()),
         device="gpu" if ctx.use_gpu else "cpu",
         details={"entry_point": request.entry_point, "image": request.image},
@@ -189,6 +196,7 @@ def _run_subprocess(
     env: dict[str, str],
     args: list[str],
     ctx: TrainingContext,
+    metrics: LogMetrics,
 ) -> int:
     if not request.entry_point:
         raise InvalidInput("algorithm 'script' needs an entry_point (a store key of a .py or tar)")
@@ -204,7 +212,7 @@ def _run_subprocess(
         text=True,
         start_new_session=True,  # its own process group, so a timeout kills its children too
     )
-    reader = threading.Thread(target=_pump, args=(process, ctx), daemon=True)
+    reader = threading.Thread(target=_pump, args=(process, ctx, metrics), daemon=True)
     reader.start()
     while process.poll() is None:
         if ctx.should_stop():
@@ -216,10 +224,36 @@ def _run_subprocess(
     return code
 
 
-def _pump(process: subprocess.Popen[str], ctx: TrainingContext) -> None:
+class LogMetrics:
+    """SageMaker's MetricDefinitions: a matching log line reports the latest values as progress."""
+
+    def __init__(self, definitions: list[MetricDefinition], ctx: TrainingContext) -> None:
+        self.patterns = [(d.name, re.compile(d.regex)) for d in definitions]
+        self.ctx = ctx
+        self.latest: dict[str, float] = {}
+        self.reports = 0
+
+    def read(self, line: str) -> None:
+        found = False
+        for name, pattern in self.patterns:
+            match = pattern.search(line)
+            if match is None:
+                continue
+            with contextlib.suppress(TypeError, ValueError):
+                value = float(match.group(1))
+                if math.isfinite(value):
+                    self.latest[name] = value
+                    found = True
+        if found:
+            self.reports += 1
+            self.ctx.progress(self.reports, None, dict(self.latest))
+
+
+def _pump(process: subprocess.Popen[str], ctx: TrainingContext, metrics: LogMetrics) -> None:
     assert process.stdout is not None
     for line in process.stdout:
         ctx.log(line.rstrip("\n"))
+        metrics.read(line)
 
 
 def _failure_reason(ml: Path, code: int) -> str:

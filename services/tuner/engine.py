@@ -244,6 +244,7 @@ def trial_request(job: TuningJob, trial: Trial) -> TrainingJobRequested:
         resources=ResourceConfig(device=definition.device),
         stopping_condition=StoppingCondition(max_runtime_s=definition.max_runtime_s),
         entry_point=definition.entry_point,
+        metric_definitions=definition.metric_definitions,
         tags={
             **request.tags,
             "cairn:tuning-job": job.tuning_job_name,

@@ -417,3 +417,44 @@ async def test_an_unreadable_job_document_is_skipped_when_listing(
     store.put_bytes("trainer/jobs/broken.json", b"{not json")
     store.put_bytes("trainer/jobs/old.json", b'{"job_name": "old"}')
     assert [job.job_name for job in await harness.handlers.list_jobs()] == ["job-1"]
+
+
+EPOCH_SCRIPT = b"""
+import os
+for epoch in range(1, 4):
+    print(f"epoch {epoch}: train-loss={1.0 / epoch:.3f} val-rmse={2.0 / epoch:.3f}", flush=True)
+print("noise line val-rmse=not-a-number")
+open(os.path.join(os.environ["SM_MODEL_DIR"], "model.txt"), "w").write("m")
+"""
+
+
+async def test_metric_definitions_turn_log_lines_into_progress_and_final_metrics(
+    store: InMemoryObjectStore,
+) -> None:
+    store.put_bytes("code/epochs.py", EPOCH_SCRIPT)
+    harness = Harness(store)
+    job = request(
+        algorithm="script",
+        entry_point="code/epochs.py",
+        hyperparameters={},
+        input_channels=[InputChannel(name="train", uri="data/credit/train/")],
+        metric_definitions=[
+            {"name": "validation:rmse", "regex": r"val-rmse=([0-9.]+)"},
+            {"name": "train:loss", "regex": r"train-loss=([0-9.]+)"},
+        ],
+    )
+    await harness.handlers.on_requested(envelope(job))
+    progressed = harness.of(TrainingJobProgressed)
+    assert [p.metrics["validation:rmse"] for p in progressed] == [2.0, 1.0, 0.667]
+    (done,) = harness.of(TrainingJobCompleted)
+    assert read_manifest(store, done.artifact_uri).metrics == {
+        "validation:rmse": 0.667,
+        "train:loss": 0.333,
+    }
+
+
+def test_a_metric_definition_without_a_capture_group_is_refused() -> None:
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="capture group"):
+        request(metric_definitions=[{"name": "m", "regex": "loss=[0-9.]+"}])

@@ -6,9 +6,10 @@ from any service or a user. `contracts/` is generated from this module; CI fails
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cairn.contracts.catalogue import event
 
@@ -52,6 +53,24 @@ class RegistrationSpec(_Data):
     description: str = ""
 
 
+class MetricDefinition(_Data):
+    """Script mode: a metric read from the job's log lines (the regex's first group is the value)."""
+
+    name: str = Field(min_length=1, max_length=255)
+    regex: str = Field(min_length=1, max_length=500)
+
+    @field_validator("regex")
+    @classmethod
+    def _one_group(cls, regex: str) -> str:
+        try:
+            compiled = re.compile(regex)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from error
+        if compiled.groups < 1:
+            raise ValueError("needs a capture group around the metric's value")
+        return regex
+
+
 @event(
     owner="trainer",
     key="job_name",
@@ -75,6 +94,11 @@ class TrainingJobRequested(_Data):
     entry_point: str | None = Field(default=None, description="Script key for bring-your-own.")
     image: str | None = Field(default=None, description="Container image for the Docker backend.")
     tags: dict[str, str] = Field(default_factory=dict)
+    metric_definitions: list[MetricDefinition] = Field(
+        default_factory=list,
+        max_length=40,
+        description="Script and image jobs: metrics read from log lines, reported as progress.",
+    )
 
 
 @event(owner="trainer", key="job_name")

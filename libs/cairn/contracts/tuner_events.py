@@ -12,7 +12,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from cairn.contracts.catalogue import event
-from cairn.contracts.events import HyperparameterValue, InputChannel, RegistrationSpec
+from cairn.contracts.events import (
+    HyperparameterValue,
+    InputChannel,
+    MetricDefinition,
+    RegistrationSpec,
+)
 
 TUNING_JOB_NAME = r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$"
 
@@ -83,13 +88,6 @@ class ParameterRanges(_Data):
 class TuningObjective(_Data):
     metric_name: str = Field(description="e.g. validation:auc (as the trial reports it).")
     type: Literal["Maximize", "Minimize"] = "Maximize"
-
-
-class MetricDefinition(_Data):
-    """Script mode: a metric read from the job's log lines (the first group is the value)."""
-
-    name: str
-    regex: str
 
 
 class ResourceLimits(_Data):
