@@ -159,3 +159,18 @@ def test_explanations_sum_to_the_margin_and_force_json(model: LoadedModel):
         assert set(contributions) == {"income", "age", "debt", "region"}
         margin = sum(contributions.values()) + explanation["bias"]
         assert 1 / (1 + np.exp(-margin)) == pytest.approx(probability, abs=1e-5)
+
+
+@pytest.mark.parametrize("digits", [400, 5000])
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{"instances": [[{n}, 41, 3.2, "south"]]}}',
+        '[[{n}, 41, 3.2, "south"]]',
+        '{{"inputs": [[{n}, 41, 3.2, "south"]]}}',
+    ],
+)
+def test_a_huge_integer_is_a_400_not_a_500(model: LoadedModel, digits: int, template: str) -> None:
+    body = template.format(n="9" * digits).encode()
+    with pytest.raises(InvalidInput):
+        parse_body(model, "application/json", body)

@@ -82,21 +82,30 @@ class SignatureEncoder:
             return codes.get(key, math.nan)
         if isinstance(value, bool):
             return float(value)
-        if isinstance(value, int | float):
-            return float(value)
-        text = str(value).strip()
-        if text == "":
-            return math.nan
         try:
-            return float(text)
-        except ValueError:
-            column = self.inputs[column_index]
-            raise SignatureMismatch(
-                f"row {row_index}, column {column_index} ({column.name!r}): "
-                f"{text[:50]!r} is not a number",
-                row=row_index,
-                column=column.name,
-            ) from None
+            number = float(value) if isinstance(value, int | float) else self._parse(value)
+        except (ValueError, OverflowError):
+            raise self._not_a_number(value, row_index, column_index, "is not a number") from None
+        if math.isinf(number):
+            raise self._not_a_number(value, row_index, column_index, "is not a finite number")
+        return number
+
+    @staticmethod
+    def _parse(value: Cell) -> float:
+        text = str(value).strip()
+        return math.nan if text == "" else float(text)
+
+    def _not_a_number(
+        self, value: Cell, row_index: int, column_index: int, problem: str
+    ) -> SignatureMismatch:
+        column = self.inputs[column_index]
+        shown = str(value).strip()
+        shown = shown if len(shown) <= 50 else f"{shown[:20]}...({len(shown)} characters)"
+        return SignatureMismatch(
+            f"row {row_index}, column {column_index} ({column.name!r}): {shown!r} {problem}",
+            row=row_index,
+            column=column.name,
+        )
 
 
 def _category_key(value: Cell) -> str:

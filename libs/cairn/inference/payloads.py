@@ -77,6 +77,8 @@ def _loads(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidInput(f"the request body is not valid JSON: {error}") from None
+    except ValueError:  # Python refuses integers of more than 4,300 digits
+        raise InvalidInput("the request body holds a number with too many digits") from None
 
 
 def _unwrap_features(item: Any) -> Any:
