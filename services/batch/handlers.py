@@ -27,6 +27,7 @@ from cairn.contracts.batch_events import (
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.documents import DocumentStore, Versioned
 from cairn.errors import CairnError, Conflict, InvalidInput, NotFound, PreconditionFailed
+from cairn.ports import Platform
 from cairn.store.base import ObjectStore
 
 from services.batch.config import BatchSettings
@@ -43,7 +44,6 @@ from services.batch.domain import (
 )
 from services.batch.inputs import LocalCopies, list_inputs
 from services.batch.planning import ModelNotFound, assemble, plan_shards, resolve_model
-from services.batch.ports import Platform
 from services.batch.validation import Plan, checked
 
 log = logging.getLogger("cairn.batch")

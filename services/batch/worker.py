@@ -16,6 +16,7 @@ from cairn.contracts.batch_events import TransformShardCompleted, TransformShard
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.documents import DocumentStore
 from cairn.errors import PreconditionFailed
+from cairn.ports import Platform
 from cairn.store.base import ObjectStore
 
 from services.batch.columnar import ParquetTransformer
@@ -33,7 +34,6 @@ from services.batch.domain import (
     shard_key,
 )
 from services.batch.inputs import LocalCopies, Models
-from services.batch.ports import Platform
 from services.batch.records import read_row_groups, read_text_file_shard
 from services.batch.transform import RecordError, TextTransformer
 from services.batch.validation import checked

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol, get_args
+from typing import Any, get_args
 from uuid import UUID
 
-from cairn.audit import AuditRecord, Outcome
-from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope, RawEnvelope, utc_now
 from cairn.contracts.events import (
     ApprovalStatus,
@@ -24,8 +22,8 @@ from cairn.contracts.events import (
 from cairn.contracts.state import ModelVersionView, read_state
 from cairn.documents import DocumentStore, Versioned
 from cairn.errors import CairnError, ConfigError, Unavailable
+from cairn.ports import Authority, Publish
 from cairn.store.base import ObjectStore
-from pydantic import BaseModel
 
 from services.deployer import domain, rollout
 from services.deployer.config import DeployerSettings
@@ -44,30 +42,6 @@ from services.deployer.policies import AutoDeployPolicies
 log = logging.getLogger("cairn.deployer")
 
 EndpointChange = Callable[[EndpointDoc | None], EndpointDoc]
-
-
-class Publish(Protocol):
-    """Publishes one event (the service's `publish`), chaining ids from `cause`."""
-
-    def __call__(
-        self, data: BaseModel, cause: Envelope[Any] | None = None
-    ) -> Awaitable[Envelope[Any]]: ...
-
-
-class Authority(Protocol):
-    """Who signed a privileged request, and the audit trail (the service's own methods)."""
-
-    async def principal_of(self, envelope: Envelope[Any]) -> Principal: ...
-
-    async def audit(
-        self,
-        *,
-        action: str,
-        resource: str,
-        principal: Principal,
-        outcome: Outcome = "success",
-        correlation_id: str | None = None,
-    ) -> AuditRecord: ...
 
 
 class Deployer:

@@ -18,10 +18,10 @@ over the bus that answer settles the request. Other failures are retried, then d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from cairn.bus import envelope_for
 from cairn.contracts.envelope import Envelope
@@ -36,8 +36,8 @@ from cairn.contracts.events import (
 )
 from cairn.errors import CairnError, InvalidInput
 from cairn.namespaces import DATASET_SCHEME, confine_channel
+from cairn.ports import DeadLetter, Publish
 from cairn.store.base import ObjectStore
-from pydantic import BaseModel
 
 from services.featurestore import operations
 from services.featurestore.config import FeatureStoreSettings
@@ -54,22 +54,6 @@ from services.featurestore.operations import (
 SOURCE = "featurestore"
 REASON_INVALID_RECORDS = "invalid-records"
 MAX_DLQ_ERROR_CHARS = 2000
-
-
-class Publish(Protocol):
-    """`Service.publish`: sends an event this service owns, chained to its cause."""
-
-    def __call__(
-        self, data: BaseModel, cause: Envelope[Any] | None = None
-    ) -> Awaitable[Envelope[Any]]: ...
-
-
-class DeadLetter(Protocol):
-    """`Service.dead_letter`: sends an envelope to its event type's dead-letter topic."""
-
-    def __call__(
-        self, envelope: Envelope[Any], reason: str, *, error: str
-    ) -> Awaitable[object]: ...
 
 
 def dataset_reference(location: str, *, field: str) -> str:

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
@@ -31,6 +31,7 @@ from cairn.datasets import (
 )
 from cairn.errors import InvalidInput
 from cairn.namespaces import confine
+from cairn.ports import DeadLetter, Publish
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel
 
@@ -60,14 +61,6 @@ class UploadTicket(BaseModel):
     format: DatasetFormat
     expires_s: int
     register_path: str
-
-
-class Publish(Protocol):
-    """`Service.publish`: sends an event this service owns, chained to its cause."""
-
-    def __call__(
-        self, data: BaseModel, cause: Envelope[Any] | None = None
-    ) -> Awaitable[Envelope[Any]]: ...
 
 
 class DatasetSummary(BaseModel):
@@ -101,14 +94,6 @@ async def spool(chunks: AsyncIterator[bytes], path: Path) -> int:
             handle.write(chunk)
             received += len(chunk)
     return received
-
-
-class DeadLetter(Protocol):
-    """`Service.dead_letter`: sends an envelope to its event type's dead-letter topic."""
-
-    def __call__(
-        self, envelope: Envelope[Any], reason: str, *, error: str
-    ) -> Awaitable[object]: ...
 
 
 class IngestHandlers:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from cairn.audit import AuditRecord, Outcome
 from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
@@ -24,6 +23,7 @@ from cairn.contracts.events import (
 )
 from cairn.documents import DocumentStore
 from cairn.errors import CairnError, PreconditionFailed
+from cairn.ports import Authority
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel
 
@@ -61,23 +61,6 @@ class Publisher(Protocol):
         cause: Envelope[Any] | None = None,
         correlation_id: str | None = None,
     ) -> Envelope[Any]: ...
-
-
-class Authority(Protocol):
-    """Who signed a privileged request, and the audit trail (the kernel's `Service` methods)."""
-
-    async def principal_of(self, envelope: Envelope[Any]) -> Principal: ...
-
-    async def audit(
-        self,
-        *,
-        action: str,
-        resource: str,
-        principal: Principal | str,
-        outcome: Outcome = "success",
-        correlation_id: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> AuditRecord: ...
 
 
 Claim = tuple[Schedule, PendingRun, ServedModel, list[CapturedRow]]

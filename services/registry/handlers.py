@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from cairn.audit import AuditRecord, Outcome
-from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.contracts.events import (
     ApprovalStatus,
@@ -20,8 +18,8 @@ from cairn.contracts.events import (
 )
 from cairn.contracts.tuner_events import HyperParameterTuningJobCompleted
 from cairn.errors import ConfigError
+from cairn.ports import Authority, Publish
 from cairn.store.base import ObjectStore
-from pydantic import BaseModel
 
 from services.registry import domain
 from services.registry.domain import (
@@ -37,30 +35,6 @@ from services.registry.repository import RegistryDocuments, existing_version, ve
 log = logging.getLogger("cairn.registry")
 
 APPROVE_ACTION = "model.approve"
-
-
-class Publish(Protocol):
-    """Publishes one event (the service's `publish`), chaining ids from `cause`."""
-
-    def __call__(
-        self, data: BaseModel, cause: Envelope[Any] | None = None
-    ) -> Awaitable[Envelope[Any]]: ...
-
-
-class Authority(Protocol):
-    """Who signed a privileged request, and the audit trail (the service's own methods)."""
-
-    async def principal_of(self, envelope: Envelope[Any]) -> Principal: ...
-
-    async def audit(
-        self,
-        *,
-        action: str,
-        resource: str,
-        principal: Principal,
-        outcome: Outcome = "success",
-        correlation_id: str | None = None,
-    ) -> AuditRecord: ...
 
 
 class Registry(RegistryDocuments):

@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from cairn.audit import AuditRecord, Outcome
 from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.contracts.events import TrainingJobFailed, TrainingJobRequested
@@ -23,8 +22,8 @@ from cairn.errors import (
     ObjectNotFound,
     PreconditionFailed,
 )
+from cairn.ports import Platform
 from cairn.store.base import ObjectStore
-from pydantic import BaseModel
 
 from services.trainer.config import TrainerSettings
 from services.trainer.domain import (
@@ -47,34 +46,6 @@ log = logging.getLogger(__name__)
 
 CREATE_ACTION = "training_job.create"
 STOP_ACTION = "training_job.stop"
-
-
-class Platform(Protocol):
-    """What the trainer asks of the kernel's `Service` (tests pass a fake)."""
-
-    async def publish(
-        self,
-        data: BaseModel,
-        cause: Envelope[Any] | None = None,
-        correlation_id: str | None = None,
-    ) -> Envelope[Any]: ...
-
-    async def dead_letter(
-        self, envelope: Envelope[Any], reason: str, *, error: str = "", group: str = ""
-    ) -> None: ...
-
-    async def principal_of(self, envelope: Envelope[Any]) -> Principal: ...
-
-    async def audit(
-        self,
-        *,
-        action: str,
-        resource: str,
-        principal: Principal | str,
-        outcome: Outcome = "success",
-        correlation_id: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> AuditRecord: ...
 
 
 @dataclass(frozen=True)

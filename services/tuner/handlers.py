@@ -8,9 +8,8 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from cairn.audit import AuditRecord, Outcome
 from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.contracts.events import (
@@ -26,8 +25,8 @@ from cairn.contracts.tuner_events import (
 from cairn.documents import DocumentStore
 from cairn.errors import CairnError, Conflict, InvalidInput, NotFound, PreconditionFailed
 from cairn.namespaces import confine, confine_channel
+from cairn.ports import Platform
 from cairn.store.base import ObjectStore
-from pydantic import BaseModel
 
 from services.tuner.config import TunerSettings
 from services.tuner.domain import (
@@ -47,34 +46,6 @@ log = logging.getLogger(__name__)
 
 CREATE_ACTION = "tuning_job.create"
 STOP_ACTION = "tuning_job.stop"
-
-
-class Platform(Protocol):
-    """What the tuner asks of the kernel's `Service` (tests pass a fake)."""
-
-    async def publish(
-        self,
-        data: BaseModel,
-        cause: Envelope[Any] | None = None,
-        correlation_id: str | None = None,
-    ) -> Envelope[Any]: ...
-
-    async def dead_letter(
-        self, envelope: Envelope[Any], reason: str, *, error: str = "", group: str = ""
-    ) -> None: ...
-
-    async def principal_of(self, envelope: Envelope[Any]) -> Principal: ...
-
-    async def audit(
-        self,
-        *,
-        action: str,
-        resource: str,
-        principal: Principal | str,
-        outcome: Outcome = "success",
-        correlation_id: str | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> AuditRecord: ...
 
 
 @dataclass(frozen=True)
