@@ -7,7 +7,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope
@@ -23,9 +23,8 @@ from cairn.contracts.events import (
 )
 from cairn.documents import DocumentStore
 from cairn.errors import CairnError, PreconditionFailed
-from cairn.ports import Authority
+from cairn.ports import Authority, Publish
 from cairn.store.base import ObjectStore
-from pydantic import BaseModel
 
 from services.monitor.baseline import Statistics
 from services.monitor.baseline_store import Baselines
@@ -54,15 +53,6 @@ log = logging.getLogger("cairn.monitor")
 SELF = "service:monitor"  # the principal of changes the monitor decides on its own
 
 
-class Publisher(Protocol):
-    async def __call__(
-        self,
-        data: BaseModel,
-        cause: Envelope[Any] | None = None,
-        correlation_id: str | None = None,
-    ) -> Envelope[Any]: ...
-
-
 Claim = tuple[Schedule, PendingRun, ServedModel, list[CapturedRow]]
 
 
@@ -72,7 +62,7 @@ class Monitor:
     def __init__(
         self,
         store: ObjectStore,
-        publish: Publisher,
+        publish: Publish,
         config: MonitorSettings,
         authority: Authority | None = None,
     ) -> None:
