@@ -7,16 +7,10 @@ and SageMaker-style protocols agree, the printed curl command works, and the CLI
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import stat
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -26,78 +20,31 @@ from cairn.artifacts import load_model
 from cairn.store import open_store
 
 from tests.support.auth import home_headers
+from tests.support.demo_platform import DemoPlatform, cli
 
 pytestmark = pytest.mark.e2e
 
-CAIRN = str(Path(sys.executable).with_name("cairn"))
-SERVICES = ["ingest", "trainer", "registry", "deployer", "gateway"]
+
+@pytest.fixture
+def platform(demo_platform: DemoPlatform) -> DemoPlatform:
+    return demo_platform
 
 
-def cli(env: dict[str, str], *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CAIRN, *args], env=env, capture_output=True, text=True, timeout=timeout_s
-    )
-
-
-def all_healthy(env: dict[str, str]) -> dict[str, Any] | None:
-    state = json.loads(cli(env, "status", "--json").stdout or "{}")
-    if not state.get("running"):
-        return None
-    statuses = {service["name"]: service["status"] for service in state["services"]}
-    return state if all(statuses.get(name) == "healthy" for name in SERVICES) else None
-
-
-def start_platform(
-    env: dict[str, str], log: Path
-) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    """`cairn up` for the golden-path services, once every one of them is healthy."""
-    only = [arg for name in SERVICES for arg in ("--only", name)]
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            [CAIRN, "up", *only], env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    deadline = time.monotonic() + 60
-    while (state := all_healthy(env)) is None:
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, f"services not healthy:\n{log.read_text()}"
-        time.sleep(0.3)
-    return process, state
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    home = tmp_path_factory.mktemp("golden") / "home"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CAIRN_")}
-    env.update(CAIRN_HOME=str(home), CAIRN_OTEL_EXPORTER="none")
-    log = home.parent / "up.log"
-    process, state = start_platform(env, log)
-    running: dict[str, Any] = {"home": home, "env": env, "state": state, "process": process}
-    try:
-        demo = cli(env, "demo", "--rows", "8000", "--num-round", "30", "--no-start", timeout_s=120)
-        assert demo.returncode == 0, demo.stdout + demo.stderr
-        summary = json.loads((home / "demo" / "summary.json").read_text())
-        yield {**running, "log": log, "demo": demo, "summary": summary, "running": running}
-    finally:
-        down = cli(env, "down", "--timeout", "20")
-        running["process"].wait(timeout=30)
-        assert down.returncode == 0, down.stderr
-
-
-def gateway_url(platform: dict[str, Any]) -> str:
+def gateway_url(platform: DemoPlatform) -> str:
     """From runtime.json: port 8080 may be taken, the runtime then picks another one."""
-    return next(s["url"] for s in platform["state"]["services"] if s["name"] == "gateway")
+    return next(s["url"] for s in platform.state["services"] if s["name"] == "gateway")
 
 
-def validation_rows(platform: dict[str, Any], count: int) -> tuple[list[str], pd.DataFrame]:
-    summary = platform["summary"]
+def validation_rows(platform: DemoPlatform, count: int) -> tuple[list[str], pd.DataFrame]:
+    summary = platform.summary
     frame = pd.read_csv(summary["validation_csv"]).head(count)
     features = frame[summary["feature_columns"]]
     lines = [",".join(str(cell) for cell in row) for row in features.itertuples(index=False)]
     return lines, features
 
 
-def test_demo_prints_every_step_and_the_event_trail(platform: dict[str, Any]) -> None:
-    output = platform["demo"].stdout
+def test_demo_prints_every_step_and_the_event_trail(platform: DemoPlatform) -> None:
+    output = platform.demo.stdout
     for expected in (
         "Train XGBoost",
         "Approve version",
@@ -110,15 +57,15 @@ def test_demo_prints_every_step_and_the_event_trail(platform: dict[str, Any]) ->
         "cairn down",
     ):
         assert expected in output, f"{expected!r} missing from the demo output:\n{output}"
-    assert platform["summary"]["gateway_url"] == gateway_url(platform)
+    assert platform.summary["gateway_url"] == gateway_url(platform)
 
 
 def test_served_predictions_equal_the_trained_models_offline_predictions(
-    platform: dict[str, Any],
+    platform: DemoPlatform,
 ) -> None:
-    summary = platform["summary"]
+    summary = platform.summary
     lines, features = validation_rows(platform, 25)
-    store = open_store((platform["home"] / "store").resolve().as_uri())
+    store = open_store((platform.home / "store").resolve().as_uri())
     model = load_model(store, summary["artifact_uri"])
     offline = model.predict(
         model.encode_rows([list(row) for row in features.itertuples(index=False)])
@@ -135,12 +82,12 @@ def test_served_predictions_equal_the_trained_models_offline_predictions(
     assert len(set(np.round(served, 4))) > 5, "a constant model would pass the check above"
 
 
-def test_v2_and_sagemaker_requests_give_the_same_numbers(platform: dict[str, Any]) -> None:
+def test_v2_and_sagemaker_requests_give_the_same_numbers(platform: DemoPlatform) -> None:
     from cairn_sdk import Client
 
-    summary = platform["summary"]
+    summary = platform.summary
     lines, features = validation_rows(platform, 10)
-    with Client.from_runtime(platform["home"], access_key=summary["bearer_token"]) as client:
+    with Client.from_runtime(platform.home, access_key=summary["bearer_token"]) as client:
         sagemaker = client.invoke("credit-risk", "\n".join(lines), "text/csv")
         rows = [
             [cell.item() if hasattr(cell, "item") else cell for cell in row]
@@ -152,10 +99,10 @@ def test_v2_and_sagemaker_requests_give_the_same_numbers(platform: dict[str, Any
     assert summary["answers"]["csv"] == summary["answers"]["v2"] == summary["answers"]["json"]
 
 
-def test_the_printed_curl_command_works(platform: dict[str, Any]) -> None:
-    summary = platform["summary"]
+def test_the_printed_curl_command_works(platform: DemoPlatform) -> None:
+    summary = platform.summary
     curl = summary["curl"]
-    assert curl in platform["demo"].stdout.replace("\n", "")
+    assert curl in platform.demo.stdout.replace("\n", "")
     argv = shlex.split(curl)
     if shutil.which("curl"):
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -167,8 +114,8 @@ def test_the_printed_curl_command_works(platform: dict[str, Any]) -> None:
     assert answer == pytest.approx(summary["answers"]["csv"][0], rel=1e-6)
 
 
-def test_the_cli_sees_the_model_and_the_endpoint(platform: dict[str, Any]) -> None:
-    env, summary = platform["env"], platform["summary"]
+def test_the_cli_sees_the_model_and_the_endpoint(platform: DemoPlatform) -> None:
+    env, summary = platform.env, platform.summary
     models = cli(env, "models", "list", "credit-risk", "--json")
     assert models.returncode == 0, models.stderr
     assert [v["approval_status"] for v in json.loads(models.stdout)] == ["Approved"]
@@ -200,20 +147,20 @@ def test_the_cli_sees_the_model_and_the_endpoint(platform: dict[str, Any]) -> No
     assert missing.returncode == 1 and "no training job" in missing.stderr
 
 
-def service_url(platform: dict[str, Any], name: str) -> str:
-    return next(s["url"] for s in platform["running"]["state"]["services"] if s["name"] == name)
+def service_url(platform: DemoPlatform, name: str) -> str:
+    return next(s["url"] for s in platform.state["services"] if s["name"] == name)
 
 
-def admin(platform: dict[str, Any]) -> dict[str, str]:
-    return home_headers(platform["home"])
+def admin(platform: DemoPlatform) -> dict[str, str]:
+    return home_headers(platform.home)
 
 
 def test_a_fresh_platform_is_locked_and_its_admin_credential_is_private(
-    platform: dict[str, Any],
+    platform: DemoPlatform,
 ) -> None:
-    credential = platform["home"] / "credentials.json"
+    credential = platform.home / "credentials.json"
     assert stat.S_IMODE(credential.stat().st_mode) == 0o600
-    assert "Admin credential created" in platform["log"].read_text()
+    assert "Admin credential created" in platform.log.read_text()
     anonymous = [
         ("ingest", "POST", "/datasets/keysdump/register"),
         ("trainer", "POST", "/training-jobs"),
@@ -228,7 +175,7 @@ def test_a_fresh_platform_is_locked_and_its_admin_credential_is_private(
         assert response.status_code == 401, (name, path, response.text)
 
 
-def test_user_locations_cannot_reach_platform_data(platform: dict[str, Any]) -> None:
+def test_user_locations_cannot_reach_platform_data(platform: DemoPlatform) -> None:
     ingest, trainer = service_url(platform, "ingest"), service_url(platform, "trainer")
     for source in ("gateway/keys/", "platform/keys/", "data/../platform/keys/"):
         body = {"source_uri": source, "format": "jsonl"}
@@ -253,8 +200,8 @@ def test_user_locations_cannot_reach_platform_data(platform: dict[str, Any]) -> 
     assert keys.status_code == 200 and "secret" not in keys.text
 
 
-def test_keys_are_scoped_and_a_bare_secret_is_not_a_credential(platform: dict[str, Any]) -> None:
-    env, summary = platform["env"], platform["summary"]
+def test_keys_are_scoped_and_a_bare_secret_is_not_a_credential(platform: DemoPlatform) -> None:
+    env, summary = platform.env, platform.summary
     gateway = service_url(platform, "gateway")
     lines, _ = validation_rows(platform, 1)
     invoke = f"{gateway}/endpoints/credit-risk/invocations"
@@ -294,8 +241,8 @@ def test_keys_are_scoped_and_a_bare_secret_is_not_a_credential(platform: dict[st
     assert {k["key_id"]: k["status"] for k in listed}[key_id] == "Inactive"
 
 
-def test_changes_are_audited_under_the_authenticated_principal(platform: dict[str, Any]) -> None:
-    env = platform["env"]
+def test_changes_are_audited_under_the_authenticated_principal(platform: DemoPlatform) -> None:
+    env = platform.env
     versions = json.loads(cli(env, "models", "list", "credit-risk", "--json").stdout)
     assert versions[0]["approved_by"] == "admin"
     audit = cli(env, "audit", "--json", "--limit", "500")
@@ -306,15 +253,3 @@ def test_changes_are_audited_under_the_authenticated_principal(platform: dict[st
     assert ("key.create", "admin", "success") in done and ("key.revoke", "admin", "success") in done
     assert any(r["action"].startswith("endpoint.") and r["principal"] == "admin" for r in records)
     assert all(r["correlation_id"] for r in records)
-
-
-def test_after_the_probes_a_restart_brings_every_service_back(platform: dict[str, Any]) -> None:
-    env, running = platform["env"], platform["running"]
-    down = cli(env, "down", "--timeout", "20")
-    assert down.returncode == 0, down.stderr
-    running["process"].wait(timeout=30)
-    running["process"], running["state"] = start_platform(env, platform["log"])
-    lines, _ = validation_rows(platform, 1)
-    invoked = cli(env, "invoke", "credit-risk", "--body", lines[0], "--json")
-    assert invoked.returncode == 0, invoked.stderr
-    assert json.loads(invoked.stdout)["body"] == [platform["summary"]["answers"]["csv"][0]]
