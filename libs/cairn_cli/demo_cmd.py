@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -117,6 +117,13 @@ def demo(
     start: Annotated[
         bool, typer.Option("--start/--no-start", help="Start the platform when none runs.")
     ] = True,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Then score the whole validation set with explanations in a transform job.",
+        ),
+    ] = False,
     drift: Annotated[
         bool,
         typer.Option(
@@ -144,8 +151,10 @@ def demo(
 
     Runs against the platform on --home (starting it in the background if none runs, and leaving
     it running: stop it with `cairn down`), or against --target / CAIRN_<SERVICE>_URL (compose).
-    With --drift it reuses the served credit model (running the golden path first when there is
-    none) and closes the loop on the embedded platform: monitoring, retraining, canary, promotion.
+    With --batch it then scores the validation set in a batch transform job, each row joined with
+    its probability and per-feature contributions. With --drift it reuses the served credit model
+    (running the golden path first when there is none) and closes the loop on the embedded
+    platform: monitoring, retraining, canary, promotion.
     """
     with service_errors():
         require_modules("`cairn demo`", DEMO_MODULES, "platform")
@@ -166,11 +175,17 @@ def demo(
         link = (
             _remote_platform(settings, target, kafka)
             if remote
-            else _local_platform(settings, kafka, start=start, drift=drift, console=console)
+            else _local_platform(
+                settings, kafka, start=start, needs=_needs(drift, batch), console=console
+            )
         )
         with link.client:
             if not drift or not _serves(link.client, ENDPOINT):
-                _golden_path(link, settings, console, rows=rows, num_round=num_round, seed=seed)
+                summary = _golden_path(
+                    link, settings, console, rows=rows, num_round=num_round, seed=seed
+                )
+                if batch:
+                    _batch_step(link, settings, console, summary)
             if drift:
                 _drift_loop(link, settings, console, drift_options)
     if not remote:
@@ -188,6 +203,7 @@ class _Link:
     client: Client
     monitor_url: str | None
     trail_settings: CairnSettings | None
+    store_url: str | None = None  # set on the embedded platform: the demo previews outputs
 
 
 def _with_kafka(settings: CairnSettings, bootstrap: str | None) -> CairnSettings | None:
@@ -204,8 +220,18 @@ def _remote_platform(settings: CairnSettings, target: str | None, kafka: str | N
     return _Link(client, monitor_url, _with_kafka(settings, bootstrap))
 
 
+def _needs(drift: bool, batch: bool) -> tuple[str, ...]:
+    """The services the chosen steps call."""
+    return (*(DEMO_SERVICES if drift else GOLDEN_SERVICES), *(("batch",) if batch else ()))
+
+
 def _local_platform(
-    settings: CairnSettings, kafka: str | None, *, start: bool, drift: bool, console: Console
+    settings: CairnSettings,
+    kafka: str | None,
+    *,
+    start: bool,
+    needs: tuple[str, ...],
+    console: Console,
 ) -> _Link:
     """The platform on the home: the admin credential first, then started if none runs."""
     home_path = settings.home
@@ -215,19 +241,20 @@ def _local_platform(
     ensure_credential(settings, console, state.store_url if state is not None else None)
     if state is None:
         _start_platform(home_path, console)
-    urls = _wait_healthy(home_path, console, DEMO_SERVICES if drift else GOLDEN_SERVICES)
+    urls = _wait_healthy(home_path, console, needs)
     state = running_state(home_path)
     bootstrap = kafka or settings.kafka_bootstrap_servers or None
     if state is not None:
         bootstrap = bootstrap or state.kafka_bootstrap_servers
     monitor_url = os.environ.get("CAIRN_MONITOR_URL") or urls.get("monitor")
     client = Client.from_runtime(home_path, timeout_s=60.0)
-    return _Link(client, monitor_url, _with_kafka(settings, bootstrap))
+    store_url = state.store_url if state is not None else None
+    return _Link(client, monitor_url, _with_kafka(settings, bootstrap), store_url)
 
 
 def _golden_path(
     link: _Link, settings: CairnSettings, console: Console, *, rows: int, num_round: int, seed: int
-) -> None:
+) -> dict[str, Any]:
     """Data -> training -> registry -> approval -> endpoint -> invocations, with its events."""
     from cairn_cli.demo.flow import (
         CreditRiskDemo,
@@ -247,6 +274,19 @@ def _golden_path(
         trail.stop()
     write_summary(work_dir / "summary.json", summary)
     console.print(f"\n[dim]summary: {work_dir / 'summary.json'}[/]")
+    return summary
+
+
+def _batch_step(
+    link: _Link, settings: CairnSettings, console: Console, summary: dict[str, Any]
+) -> None:
+    """The validation set scored with explanations by a transform job; added to the summary."""
+    from cairn_cli.demo.batch import score_validation_set
+    from cairn_cli.demo.flow import write_summary
+
+    console.rule("[bold]Batch: score the whole validation set, with explanations", align="left")
+    summary["batch"] = score_validation_set(link.client, console, summary, link.store_url)
+    write_summary(settings.home / "demo" / "summary.json", summary)
 
 
 def _drift_loop(

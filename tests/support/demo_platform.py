@@ -23,7 +23,7 @@ import pytest
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
 SERVICES = ["ingest", "trainer", "registry", "deployer", "gateway", "batch"]
-DEMO_ARGS = ["--rows", "8000", "--num-round", "30", "--no-start"]
+DEMO_ARGS = ["--rows", "8000", "--num-round", "30", "--no-start", "--batch"]
 
 
 def cli(env: dict[str, str], *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
