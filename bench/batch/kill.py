@@ -142,7 +142,7 @@ def main(rows: int, kills: int) -> None:
             job = describe(http)
         wall = time.perf_counter() - started
         out = store.get_bytes("outputs/kill/rows.csv.out").decode().splitlines()
-        out_ids = [line.split(",", 1)[0] for line in out]
+        out_ids = [line.split(",", 1)[0].strip('"') for line in out]  # pyarrow quotes strings
         print(f"rows={rows} shards={job['shards_total']} status={job['status']} wall={wall:.1f}s")
         for kill in killed:
             print(f"  kill -9 {kill}")

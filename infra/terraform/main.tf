@@ -171,9 +171,11 @@ module "batch" {
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
   platform_secret_name       = local.common.platform_secret_name
   kafka_sasl_secret_name     = lookup(local.kafka_secret, "batch", null)
-  bootstrap_servers          = var.kafka_bootstrap_servers
-  kafka_sasl_mechanism       = var.kafka_sasl_mechanism
-  keda_enabled               = var.keda_enabled
+  # Jobs with an endpoint_name call the gateway's Service in the same namespace.
+  extra_settings       = { CAIRN_BATCH_GATEWAY_URL = "http://gateway.${local.common.namespace}.svc:8080" }
+  bootstrap_servers    = var.kafka_bootstrap_servers
+  kafka_sasl_mechanism = var.kafka_sasl_mechanism
+  keda_enabled         = var.keda_enabled
 }
 
 module "tuner" {

@@ -45,9 +45,15 @@ def batch_calls(client: Client, target: str | None, home: Path | None) -> BatchC
 @transform_app.command("create")
 def create(
     job_name: Annotated[str, typer.Argument(help="Job name; the same name resumes a job.")],
-    model: Annotated[str, typer.Option("--model", help="GROUP:VERSION of a registered model.")],
     input_uri: Annotated[str, typer.Option("--input", help="dataset://d@v or a store prefix.")],
     output_uri: Annotated[str, typer.Option("--output", help="Output prefix under outputs/.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="GROUP:VERSION of a registered model.")
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", help="Or score against this live endpoint (needs invoke)."),
+    ] = None,
     content_type: Annotated[str, typer.Option("--content-type")] = "text/csv",
     accept: Annotated[str | None, typer.Option("--accept")] = None,
     split_type: Annotated[str, typer.Option("--split-type", help="None or Line.")] = "Line",
@@ -71,7 +77,11 @@ def create(
     target: TargetOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Start a batch transform job (CreateTransformJob)."""
+    """Start a batch transform job (CreateTransformJob) with a model or a live endpoint."""
+    if (model is None) == (endpoint is None):
+        raise typer.BadParameter(
+            "give --model GROUP:VERSION or --endpoint NAME", param_hint="--model"
+        )
     count, percent = _failure_limit(max_failed)
     with service_errors(), client_for(target, home) as client:
         calls = batch_calls(client, target, home)
@@ -95,6 +105,7 @@ def create(
             max_failed_percent=percent,
             explain=explain,
             shard_size_mb=shard_size,
+            endpoint_name=endpoint,
         )
         if not wait:
             verb = "resumed" if created.get("resumed") else "requested"

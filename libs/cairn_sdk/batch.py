@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cairn.errors import Unavailable
+from cairn.errors import InvalidInput, Unavailable
 
 from cairn_sdk.base import ServiceCaller
 from cairn_sdk.urls import ServiceName
@@ -21,7 +21,7 @@ class BatchCalls(ServiceCaller):
     def create_transform_job(
         self,
         job_name: str,
-        model: str,
+        model: str | None,
         input_uri: str,
         output_uri: str,
         *,
@@ -42,13 +42,31 @@ class BatchCalls(ServiceCaller):
         explain: bool = False,
         environment: dict[str, str] | None = None,
         shard_size_mb: float | None = None,
+        endpoint_name: str | None = None,
     ) -> dict[str, Any]:
-        """Start a job (or resume the job of that name); `model` is `GROUP:VERSION`."""
-        group, _, version = model.partition(":")
+        """Start a job (or resume the job of that name).
+
+        Args:
+            job_name: the job; the same name and request resumes it.
+            model: `GROUP:VERSION` of a registered model, loaded by the batch workers; or None
+                with `endpoint_name`.
+            input_uri: `dataset://name@version` or a store prefix.
+            output_uri: a store prefix under `outputs/`.
+            endpoint_name: score against this live endpoint through the gateway instead (your
+                key needs `invoke` on it).
+        """
+        if (model is None) == (endpoint_name is None):
+            raise InvalidInput("give a model (GROUP:VERSION) or an endpoint name, not both")
+        target: dict[str, Any] = {"endpoint_name": endpoint_name}
+        if model is not None:
+            group, _, version = model.partition(":")
+            target = {
+                "model_package_group": group,
+                "model_version": int(version) if version.isdigit() else version,
+            }
         body = {
             "job_name": job_name,
-            "model_package_group": group,
-            "model_version": int(version) if version.isdigit() else version,
+            **target,
             "transform_input": {
                 "data_source": input_uri,
                 "content_type": content_type,
@@ -94,10 +112,15 @@ class BatchCalls(ServiceCaller):
         poll_s: float = 1.0,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll until the job completes, fails or stops; `on_progress` sees every description."""
+        """Poll until the job completes, fails or stops; `on_progress` sees every description.
+
+        A batch service that restarts meanwhile is waited for (on its new URL if it moved): the
+        job goes on without it, so its real outcome is what this returns.
+        """
         deadline = time.monotonic() + timeout_s
+        path = f"/transform-jobs/{job_name}"
         while True:
-            job = self.describe_transform_job(job_name)
+            job = dict(self._json_through_restarts("GET", BATCH, path))
             if on_progress is not None:
                 on_progress(job)
             if job["status"] in TERMINAL:

@@ -1,7 +1,9 @@
 """Transforming one shard of Parquet rows: select columns, mini-batch, score, join, write.
 
-Rows are records of named columns; filters select columns. The output is Parquet (the inputs'
-columns when joined, then the model's outputs and contributions), or CSV / JSON Lines rows.
+Rows are records of named columns; filters select columns. A scorer (the loaded model or a live
+endpoint) turns the selected columns of a slice of rows into output columns (the model's outputs,
+then contributions); the output is Parquet (the inputs' columns when joined, then those), or CSV /
+JSON Lines rows.
 """
 
 from __future__ import annotations
@@ -9,16 +11,12 @@ from __future__ import annotations
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from cairn.artifacts import LoadedModel
-from cairn.errors import CairnError
-from cairn.inference import encode_items, encode_table, split_outputs
 
 from services.batch.domain import CSV, PARQUET
 from services.batch.jsonpath import JsonPath
@@ -26,11 +24,28 @@ from services.batch.transform import MB, RecordError
 from services.batch.validation import Plan
 
 
-class ParquetTransformer:
-    """Transforms Parquet row groups of one job with one loaded model."""
+@dataclass(frozen=True)
+class ScoredColumns:
+    """The output columns of the rows that were scored; `keep` marks them when some failed."""
 
-    def __init__(self, model: LoadedModel, plan: Plan) -> None:
-        self.model = model
+    columns: dict[str, pa.Array]
+    keep: list[bool] | None = None
+
+
+class ColumnScorer(Protocol):
+    """Scores a slice of rows (the columns the input filter selected); failures go to `errors`,
+    each with its file row number (`first_row` is the slice's)."""
+
+    def score(
+        self, selected: pa.Table, first_row: int, errors: list[RecordError]
+    ) -> ScoredColumns | None: ...
+
+
+class ParquetTransformer:
+    """Transforms Parquet row groups of one job with one scorer."""
+
+    def __init__(self, scorer: ColumnScorer, plan: Plan) -> None:
+        self.scorer = scorer
         self.plan = plan
         self.request = plan.request
 
@@ -40,11 +55,14 @@ class ParquetTransformer:
         outputs: list[pa.Table] = []
         errors: list[RecordError] = []
         workers = self.request.max_concurrent_transforms
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cairn-batch") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cairn-batch")
+        try:
             for out, failed in pool.map(lambda s: self._slice(table, s, first_row), slices):
                 if out is not None:
                     outputs.append(out)
                 errors.extend(failed)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         rows = sum(out.num_rows for out in outputs)
         return self._write(outputs), rows, errors
 
@@ -63,76 +81,33 @@ class ParquetTransformer:
         self, table: pa.Table, where: tuple[int, int], first_row: int
     ) -> tuple[pa.Table | None, list[RecordError]]:
         rows = table.slice(*where)
+        start = where[0] + first_row
         errors: list[RecordError] = []
         try:
-            selected = _columns(rows, self.plan.input_filter)
+            selected = columns_of(rows, self.plan.input_filter)
         except KeyError as error:
             reason = f"input_filter: no column {error.args[0]!r}"
-            return None, [_error(where[0] + first_row + i, reason) for i in range(rows.num_rows)]
-        try:
-            matrix = self._encode(selected)
-        except CairnError:
-            keep, matrix = self._encode_one_by_one(selected, where[0] + first_row, errors)
-            rows = rows.filter(pa.array(keep, type=pa.bool_()))
+            return None, [row_error(start + i, reason) for i in range(rows.num_rows)]
+        scored = self.scorer.score(selected, start, errors)
+        if scored is None:
+            return None, errors
+        if scored.keep is not None:
+            rows = rows.filter(pa.array(scored.keep, type=pa.bool_()))
         if rows.num_rows == 0:
             return None, errors
         try:
-            output = self.model.predict(matrix)
-            contributions = self.model.explain(matrix) if self.request.explain else None
-        except (CairnError, ValueError, NotImplementedError) as error:
-            for index in range(rows.num_rows):
-                errors.append(_error(where[0] + first_row + index, f"scoring failed: {error}"))
-            return None, errors
-        try:
-            return self._joined(rows, output, contributions), errors
+            return self._joined(rows, scored.columns), errors
         except KeyError as error:
             reason = f"output_filter: no column {error.args[0]!r}"
-            return None, [_error(where[0] + first_row + i, reason) for i in range(rows.num_rows)]
+            return None, [row_error(start + i, reason) for i in range(rows.num_rows)]
 
-    def _encode(self, selected: pa.Table) -> npt.NDArray[np.float32]:
-        by_name = set(self.model.input_names) <= set(selected.column_names)
-        if by_name:
-            selected = selected.select(self.model.input_names)
-        return encode_table(self.model, selected, by_name=by_name)
-
-    def _encode_one_by_one(
-        self, selected: pa.Table, first_row: int, errors: list[RecordError]
-    ) -> tuple[list[bool], npt.NDArray[np.float32]]:
-        keep: list[bool] = []
-        encoded: list[npt.NDArray[np.float32]] = []
-        by_name = set(self.model.input_names) <= set(selected.column_names)
-        for index, record in enumerate(selected.to_pylist()):
-            item = (
-                {n: record[n] for n in self.model.input_names} if by_name else list(record.values())
-            )
-            try:
-                encoded.append(encode_items(self.model, [item]))
-                keep.append(True)
-            except CairnError as error:
-                errors.append(_error(first_row + index, error.message, json.dumps(record)[:200]))
-                keep.append(False)
-        matrix = np.vstack(encoded) if encoded else np.empty((0, self.model.n_inputs), np.float32)
-        return keep, matrix
-
-    def _joined(
-        self, rows: pa.Table, output: npt.NDArray[Any], contributions: npt.NDArray[Any] | None
-    ) -> pa.Table:
-        columns: dict[str, pa.Array] = {}
-        for name, values in split_outputs(np.asarray(output), self.model.output_names):
-            columns[name] = pa.array(values.tolist() if values.ndim > 1 else values)
-        if contributions is not None:
-            flat = np.asarray(contributions).reshape(rows.num_rows, -1)
-            names = [*self.model.input_names, "bias"]
-            if flat.shape[1] != len(names):  # one row of contributions per class
-                names = [str(index) for index in range(flat.shape[1])]
-            for index, label in enumerate(names):
-                columns[f"contribution_{label}"] = pa.array(flat[:, index])
+    def _joined(self, rows: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
         out = pa.table(columns)
         if self.plan.join:
             for name in reversed(rows.column_names):
                 if name not in out.column_names:
                     out = out.add_column(0, name, rows.column(name))
-        return _columns(out, self.plan.output_filter)
+        return columns_of(out, self.plan.output_filter)
 
     def _write(self, outputs: list[pa.Table]) -> bytes:
         if not outputs:
@@ -149,7 +124,7 @@ class ParquetTransformer:
         return sink.getvalue()
 
 
-def _columns(table: pa.Table, path: JsonPath) -> pa.Table:
+def columns_of(table: pa.Table, path: JsonPath) -> pa.Table:
     """The columns a Parquet filter selects ($, $.name or $['a','b'])."""
     if path.is_identity:
         return table
@@ -160,5 +135,5 @@ def _columns(table: pa.Table, path: JsonPath) -> pa.Table:
     return table.select(names)
 
 
-def _error(row: int, reason: str, record: str = "") -> RecordError:
+def row_error(row: int, reason: str, record: str = "") -> RecordError:
     return RecordError(position={"row": row}, reason=reason, record=record)

@@ -29,3 +29,15 @@ class BatchSettings(BaseSettings):
     max_poll_interval_ms: int = Field(
         default=3600 * 1000, ge=60_000, description="Longest a worker may hold one shard."
     )
+    gateway_url: str | None = Field(
+        default=None,
+        description="The gateway jobs with `endpoint_name` invoke; empty: the gateway of the "
+        "embedded runtime (`cairn up`) on CAIRN_HOME.",
+    )
+    gateway_timeout_s: float = Field(default=60.0, gt=0, description="One invocation's limit.")
+    gateway_attempts: int = Field(
+        default=4, ge=1, description="Tries of an invocation the platform fails (5xx, refused)."
+    )
+    gateway_backoff_s: float = Field(
+        default=0.5, ge=0, description="Wait after the first failed try; doubles, up to 10 s."
+    )

@@ -186,6 +186,7 @@ def summary(job: TransformJob) -> dict[str, object]:
         "status": job.status,
         "attempt": job.attempt,
         "model_uri": job.model_uri,
+        "endpoint_name": job.request.endpoint_name,
         "output_path": job.request.transform_output.output_path,
         "shards_total": job.shards_total,
         "shards_done": len(job.done),

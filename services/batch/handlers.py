@@ -1,9 +1,8 @@
-"""The batch service layer: create, describe, list and stop jobs; plan them; assemble them.
+"""The batch service layer: create, describe, list and stop jobs; plan them.
 
 `TransformJobRequested` (HTTP or straight on the bus) is planned into shard documents, then one
-`TransformShardRequested` per unfinished shard goes to the worker pool. Every
-`TransformShardCompleted` adds its counts to the job; when all shards are done the outputs are
-assembled and `TransformJobCompleted` published. The same request again resumes the job.
+`TransformShardRequested` per unfinished shard goes to the worker pool; the `Assembler`
+(`assembler.py`) counts their completions in and ends the job. The same request again resumes it.
 """
 
 from __future__ import annotations
@@ -16,42 +15,51 @@ from typing import Any, Literal
 
 from cairn.auth import Principal
 from cairn.contracts.batch_events import (
-    TransformJobCompleted,
     TransformJobFailed,
     TransformJobRequested,
     TransformJobStarted,
     TransformJobStopped,
-    TransformShardCompleted,
     TransformShardRequested,
 )
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.documents import DocumentStore, Versioned
-from cairn.errors import CairnError, Conflict, InvalidInput, NotFound, PreconditionFailed
+from cairn.errors import (
+    CairnError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+)
 from cairn.ports import Platform
 from cairn.store.base import ObjectStore
 
+from services.batch.assembler import Assembler
 from services.batch.config import BatchSettings
 from services.batch.domain import (
     JOBS_PREFIX,
     TERMINAL,
     Shard,
-    ShardCounts,
     TransformJob,
     job_key,
     request_fingerprint,
     shard_key,
-    too_many_failures,
 )
-from services.batch.inputs import LocalCopies, list_inputs
-from services.batch.planning import ModelNotFound, assemble, plan_shards, resolve_model
-from services.batch.validation import Plan, checked
+from services.batch.inputs import list_inputs
+from services.batch.planning import (
+    EndpointNotFound,
+    ModelNotFound,
+    check_endpoint,
+    plan_shards,
+    resolve_model,
+)
+from services.batch.validation import Plan, check_invoke, checked
 
 log = logging.getLogger("cairn.batch")
 
 CREATE_ACTION = "transform_job.create"
 STOP_ACTION = "transform_job.stop"
 MB = 1024 * 1024
-RefusalCode = Literal["invalid_input", "model_not_found"]
+RefusalCode = Literal["invalid_input", "model_not_found", "endpoint_not_found", "forbidden"]
 
 
 @dataclass(frozen=True)
@@ -64,31 +72,35 @@ class Accepted:
 class BatchHandlers:
     """Transform jobs with CreateTransformJob semantics, plus resume and per-record errors."""
 
-    def __init__(
-        self, store: ObjectStore, settings: BatchSettings, platform: Platform, copies: LocalCopies
-    ) -> None:
+    def __init__(self, store: ObjectStore, settings: BatchSettings, platform: Platform) -> None:
         self.store = store
         self.settings = settings
         self.platform = platform
-        self.copies = copies
+        self.assembler = Assembler(store, platform)
         self.jobs: DocumentStore[TransformJob] = DocumentStore(store, TransformJob, JOBS_PREFIX)
         self.shards: DocumentStore[Shard] = DocumentStore(store, Shard, JOBS_PREFIX)
 
     # HTTP ------------------------------------------------------------------------------------
 
-    async def create(self, request: TransformJobRequested) -> Accepted:
+    async def create(self, request: TransformJobRequested, principal: Principal) -> Accepted:
         """Check everything a user can get wrong, then store the job and publish the request.
 
         Raises:
             InvalidInput: a bad field (named), or an input location holding nothing.
+            Forbidden: scoring against an endpoint the principal may not invoke (403).
             ModelNotFound: the model version is not registered.
+            EndpointNotFound: the endpoint does not exist.
             Conflict: the name belongs to a different or completed job.
         """
         plan = checked(request, self.store)
-        assert request.model_package_group is not None and request.model_version is not None
-        await asyncio.to_thread(
-            resolve_model, self.store, request.model_package_group, request.model_version
-        )
+        if request.endpoint_name is not None:
+            check_invoke(principal, request.endpoint_name)
+            await asyncio.to_thread(check_endpoint, self.store, request.endpoint_name)
+        else:
+            assert request.model_package_group is not None and request.model_version is not None
+            await asyncio.to_thread(
+                resolve_model, self.store, request.model_package_group, request.model_version
+            )
         await asyncio.to_thread(list_inputs, self.store, plan.input_location, plan.output_prefix)
         fingerprint = request_fingerprint(request)
         existing = await asyncio.to_thread(self.jobs.get_or_none, job_key(request.job_name))
@@ -101,10 +113,25 @@ class BatchHandlers:
             except PreconditionFailed:
                 raise Conflict(f"transform job {request.job_name!r} already exists") from None
         else:
-            job = existing.doc
-            self._check_resumable(job, fingerprint)
+            self._check_resumable(existing.doc, fingerprint)
+            job = await asyncio.to_thread(self._reopen, request.job_name)
         envelope = await self.platform.publish(request)
         return Accepted(job, envelope, resumed=existing is not None)
+
+    def _reopen(self, job_name: str) -> TransformJob:
+        """A stopped or failed job asked for again is Pending until the planner resumes it, so
+        a waiter (`--wait`) does not take the last attempt's end for this one's."""
+
+        def reopened(current: TransformJob | None) -> TransformJob:
+            assert current is not None, "job documents are never deleted"
+            if current.status not in ("Stopped", "Failed"):
+                return current
+            update = {"status": "Pending", "ended_at": None}
+            return current.model_copy(
+                update=update | {"failure_reason": None, "failure_code": None}
+            )
+
+        return self.jobs.update(job_key(job_name), reopened).doc
 
     @staticmethod
     def _check_resumable(job: TransformJob, fingerprint: str) -> None:
@@ -174,13 +201,12 @@ class BatchHandlers:
         if existing is not None and existing.doc.status == "Completed":
             log.info("transform job %s is already complete", request.job_name)
             return
+        if request.endpoint_name is not None and not await self._may_invoke(envelope, existing):
+            return
         try:
             job = await asyncio.to_thread(self._start, envelope, plan, existing)
-        except (ModelNotFound, InvalidInput) as error:
-            code: RefusalCode = (
-                "model_not_found" if isinstance(error, ModelNotFound) else "invalid_input"
-            )
-            await self._refuse(envelope, error.message, code)
+        except (ModelNotFound, EndpointNotFound, InvalidInput) as error:
+            await self._refuse(envelope, error.message, _refusal_code(error))
             return
         if existing is None:
             await self._audit_created(envelope)
@@ -195,12 +221,10 @@ class BatchHandlers:
         request = envelope.data
         job = existing.doc if existing is not None else None
         if job is None or not job.planned:
-            assert request.model_package_group is not None and request.model_version is not None
-            group, version = request.model_package_group, request.model_version
-            model_uri = resolve_model(self.store, group, version)
+            model_uri = self._model_uri(request)
             files = list_inputs(self.store, plan.input_location, plan.output_prefix)
             shard_mb = request.shard_size_mb or self.settings.shard_size_mb
-            shards = plan_shards(self.copies, request.job_name, plan, files, int(shard_mb * MB))
+            shards = plan_shards(self.store, request.job_name, plan, files, int(shard_mb * MB))
             for shard in shards:  # the plan is deterministic: a replanner writes the same docs
                 with contextlib.suppress(PreconditionFailed):
                     self.shards.create(shard_key(request.job_name, shard.index), shard)
@@ -234,6 +258,49 @@ class BatchHandlers:
 
         return self.jobs.update(job_key(request.job_name), begin).doc
 
+    def _model_uri(self, request: TransformJobRequested) -> str | None:
+        """The package a worker loads, or None when the job scores against an endpoint."""
+        if request.endpoint_name is not None:
+            check_endpoint(self.store, request.endpoint_name)
+            return None
+        assert request.model_package_group is not None and request.model_version is not None
+        return resolve_model(self.store, request.model_package_group, request.model_version)
+
+    async def _may_invoke(
+        self,
+        envelope: Envelope[TransformJobRequested],
+        existing: Versioned[TransformJob] | None,
+    ) -> bool:
+        """A request on the bus against an endpoint needs its signer's `invoke` on it, as over
+        HTTP; the batch service's own requests were checked when they came in over HTTP."""
+        request = envelope.data
+        assert request.endpoint_name is not None
+        who: Principal | str = f"unverified:{envelope.source}"
+        try:
+            who = await self.platform.principal_of(envelope)
+            if who.kind != "service":
+                check_invoke(who, request.endpoint_name)
+            return True
+        except CairnError as error:
+            reason = error.message
+        await self.platform.audit(
+            action=CREATE_ACTION,
+            resource=f"/transform-jobs/{request.job_name}",
+            principal=who,
+            outcome="denied",
+            correlation_id=envelope.correlation_id,
+            details={"event_id": str(envelope.event_id), "via": "bus", "reason": reason},
+        )
+        if existing is None:
+            await self._refuse(envelope, reason, "forbidden")
+        else:  # someone else's job: announce the refusal, leave the job as it is
+            event = TransformJobFailed(
+                job_name=request.job_name, reason=reason, failure_code="forbidden"
+            )
+            await self.platform.publish(event, envelope)
+        await self.platform.dead_letter(envelope, reason, error="Forbidden")
+        return False
+
     async def _publish_shards(
         self, envelope: Envelope[TransformJobRequested], job: TransformJob
     ) -> None:
@@ -256,7 +323,7 @@ class BatchHandlers:
             )
             await self.platform.publish(work, envelope)
         if not pending:  # every shard was done before (a crash between the last and assembly)
-            await self._maybe_finish(job, envelope)
+            await self.assembler.maybe_finish(job, envelope)
 
     async def _refuse(self, envelope: Envelope[Any], reason: str, code: RefusalCode) -> None:
         name = envelope.data.job_name
@@ -297,81 +364,10 @@ class BatchHandlers:
             details={"event_id": str(envelope.event_id), "via": "bus"},
         )
 
-    # Assembler -------------------------------------------------------------------------------
 
-    async def on_shard_completed(self, envelope: Envelope[TransformShardCompleted]) -> None:
-        """Count the shard in; fail past the failure limit; assemble when every shard is done."""
-        done = envelope.data
-        counts = ShardCounts(
-            records_in=done.records_in,
-            records_out=done.records_out,
-            records_failed=done.records_failed,
-        )
-
-        def counted(current: TransformJob | None) -> TransformJob:
-            if current is None:
-                raise NotFound(f"no transform job {done.job_name!r}")
-            if current.status == "Completed":
-                return current
-            return current.model_copy(
-                update={"done": current.done | {str(done.shard_index): counts}}
-            )
-
-        try:
-            job = (await asyncio.to_thread(self.jobs.update, job_key(done.job_name), counted)).doc
-        except NotFound:
-            await self.platform.dead_letter(envelope, "no such transform job")
-            return
-        await self._maybe_finish(job, envelope)
-
-    async def _maybe_finish(self, job: TransformJob, cause: Envelope[Any]) -> None:
-        if job.status != "InProgress":
-            return
-        if too_many_failures(job, final=False):
-            await self._fail_for_records(job, cause)
-            return
-        if len(job.done) < job.shards_total:
-            return
-        if too_many_failures(job, final=True):
-            await self._fail_for_records(job, cause)
-            return
-        plan = checked(job.request, self.store)
-        stored = await asyncio.to_thread(self.shards.list, f"{job.job_name}/shards/")
-        shards = [versioned.doc for versioned in stored]
-        manifest = await asyncio.to_thread(assemble, self.store, job, plan, shards)
-        job = await self._end(job.job_name, "Completed", manifest_key=manifest)
-        totals = job.totals()
-        elapsed = (job.ended_at or utc_now()) - (job.started_at or job.created_at)
-        event = TransformJobCompleted(
-            job_name=job.job_name,
-            output_path=plan.output_prefix,
-            manifest_key=manifest,
-            **totals.model_dump(),
-            elapsed_s=elapsed.total_seconds(),
-        )
-        await self.platform.publish(event, cause)
-
-    async def _fail_for_records(self, job: TransformJob, cause: Envelope[Any]) -> None:
-        totals = job.totals()
-        reason = (
-            f"{totals.records_failed} records failed (of {totals.records_in} read), over the "
-            f"limit; see {checked(job.request, self.store).output_prefix}/errors/"
-        )
-        await self._end(
-            job.job_name, "Failed", failure_reason=reason, failure_code="too_many_failed_records"
-        )
-        event = TransformJobFailed(
-            job_name=job.job_name,
-            reason=reason,
-            failure_code="too_many_failed_records",
-            records_failed=totals.records_failed,
-        )
-        await self.platform.publish(event, cause)
-
-    async def _end(self, job_name: str, status: str, **fields: Any) -> TransformJob:
-        def ended(current: TransformJob | None) -> TransformJob:
-            assert current is not None
-            update = {"status": status, "ended_at": utc_now(), **fields}
-            return current.model_copy(update=update)
-
-        return (await asyncio.to_thread(self.jobs.update, job_key(job_name), ended)).doc
+def _refusal_code(error: CairnError) -> RefusalCode:
+    if isinstance(error, ModelNotFound):
+        return "model_not_found"
+    if isinstance(error, EndpointNotFound):
+        return "endpoint_not_found"
+    return "invalid_input"

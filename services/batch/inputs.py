@@ -1,18 +1,22 @@
-"""Input files of a job: listing a prefix or a dataset, and local copies for reading shards.
+"""Input files of a job: listing a prefix or a dataset, and reading a shard's part of one.
 
-A worker keeps a local copy of each input file it reads (byte ranges and Parquet row groups need
-random access, which the store port does not offer), keyed by the object's ETag, evicted oldest
-first past a byte budget. The loaded model is cached the same way, by package URI.
+A shard reads only its part of a file through the store's ranged reads (`open_ranged`): a text
+shard its byte range plus the bytes that finish its last record (and the header line), a Parquet
+shard the footer and its row groups. A gzip file cannot be read from the middle: the worker keeps
+a local copy of it (`LocalCopies`), keyed by the object's ETag and evicted oldest first past a
+byte budget. The loaded model is cached too, by package URI.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cairn.artifacts import LoadedModel, load_model
 from cairn.datasets import data_keys, resolve_dataset_uri
@@ -21,6 +25,9 @@ from cairn.namespaces import DATASET_SCHEME
 from cairn.store.base import ObjectStore
 
 from services.batch.domain import InputFile
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 def list_inputs(store: ObjectStore, location: str, output_prefix: str) -> list[InputFile]:
@@ -54,6 +61,51 @@ def _under_prefix(store: ObjectStore, location: str, output_prefix: str) -> list
         for info in sorted(store.list(prefix), key=lambda info: info.key)
         if not info.key.startswith(skip) and not info.key.endswith("/")
     ]
+
+
+RANGE_BUFFER_BYTES = 64 * 1024
+
+
+class RangedObject(io.RawIOBase):
+    """A read-only, seekable file whose reads are ranged reads of one object of known size."""
+
+    def __init__(self, store: ObjectStore, key: str, size: int) -> None:
+        super().__init__()
+        self.store = store
+        self.key = key
+        self.size = size
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"cannot seek to {base + offset} in {self.key}")
+        self.position = base + offset
+        return self.position
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), self.size - self.position)
+        if count <= 0:
+            return 0
+        data = self.store.get_range(self.key, self.position, self.position + count)
+        view[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+
+def open_ranged(store: ObjectStore, key: str, size: int) -> io.BufferedReader:
+    """The object as a buffered binary file that fetches only what is read (plus one buffer)."""
+    return io.BufferedReader(RangedObject(store, key, size), RANGE_BUFFER_BYTES)
 
 
 class LocalCopies:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from cairn.contracts.envelope import utc_now
-from cairn.contracts.state import ModelVersionView, read_state
+from cairn.contracts.state import EndpointStateView, ModelVersionView, read_state
 from cairn.errors import NotFound
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel, Field
@@ -28,13 +28,17 @@ from services.batch.domain import (
     part_key,
     splittable,
 )
-from services.batch.inputs import LocalCopies
+from services.batch.inputs import open_ranged
 from services.batch.records import row_group_layout
 from services.batch.validation import Plan
 
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class EndpointNotFound(NotFound):
+    code = "endpoint_not_found"
 
 
 def resolve_model(store: ObjectStore, group: str, version: int) -> str:
@@ -47,8 +51,18 @@ def resolve_model(store: ObjectStore, group: str, version: int) -> str:
     return found.artifact_uri
 
 
+def check_endpoint(store: ObjectStore, endpoint_name: str) -> EndpointStateView:
+    """The deployer's declared state of an endpoint; EndpointNotFound (404) when there is none."""
+    found = read_state(store, EndpointStateView, endpoint_name)
+    if found is None or found.status == "Deleted":
+        raise EndpointNotFound(
+            f"endpoint {endpoint_name!r} does not exist", endpoint_name=endpoint_name
+        )
+    return found
+
+
 def plan_shards(
-    copies: LocalCopies, job_name: str, plan: Plan, files: list[InputFile], shard_bytes: int
+    store: ObjectStore, job_name: str, plan: Plan, files: list[InputFile], shard_bytes: int
 ) -> list[Shard]:
     """Shards covering every input file: byte ranges (text) or runs of row groups (Parquet)."""
     shards: list[Shard] = []
@@ -56,7 +70,8 @@ def plan_shards(
     for file_index, item in enumerate(files):
         common = {"job_name": job_name, "file_index": file_index, "input_key": item.key}
         if plan.content_type == PARQUET:
-            layout = row_group_layout(copies.path(item.key))
+            with open_ranged(store, item.key, item.size) as footer:
+                layout = row_group_layout(footer)
             starts = list(itertools.accumulate((rows for rows, _ in layout), initial=0))
             for groups in group_row_groups([size for _, size in layout], shard_bytes):
                 first = starts[groups[0]] if groups else 0
@@ -83,7 +98,8 @@ class TransformManifest(BaseModel):
     """`<output>/manifest.json`: what a completed job wrote, one entry per input file."""
 
     job_name: str
-    model_uri: str
+    model_uri: str | None = None
+    endpoint_name: str | None = None
     accept: str
     outputs: list[OutputEntry]
     completed_at: datetime = Field(default_factory=utc_now)
@@ -111,9 +127,12 @@ def assemble(store: ObjectStore, job: TransformJob, plan: Plan, shards: list[Sha
                 ],
             )
         )
-    assert job.model_uri is not None
     manifest = TransformManifest(
-        job_name=job.job_name, model_uri=job.model_uri, accept=plan.accept, outputs=entries
+        job_name=job.job_name,
+        model_uri=job.model_uri,
+        endpoint_name=job.request.endpoint_name,
+        accept=plan.accept,
+        outputs=entries,
     )
     key = manifest_key(plan.output_prefix)
     body = manifest.model_dump_json(indent=2).encode()

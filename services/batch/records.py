@@ -1,4 +1,4 @@
-"""Reading one shard's records from a local copy of its input file.
+"""Reading one shard's records from its input file (ranged reads, or a local copy of a gzip file).
 
 Text files are split on record boundaries by the "first byte" rule: a shard `[start, end)` owns
 every record whose first byte lies in the range, so it skips the partial record it starts inside
@@ -66,26 +66,21 @@ def _split(block: bytes, begin: int, names: list[str] | None) -> TextRecords:
     return TextRecords(lines, offsets, names)
 
 
-def read_text_file_shard(
-    path: Path, start: int, end: int, *, header: bool, gzipped: bool
-) -> TextRecords:
-    """A shard of a local file; a gzip file is one shard, decompressed whole."""
-    if gzipped:
-        with gzip.open(path, "rb") as packed:
-            data = packed.read()
-        return read_text_shard(io.BytesIO(data), 0, len(data), header=header)
-    with path.open("rb") as handle:
-        return read_text_shard(handle, start, end, header=header)
+def read_gzip_file(path: Path, *, header: bool) -> TextRecords:
+    """Every record of a local gzip file: it cannot be split, so it is one shard, read whole."""
+    with gzip.open(path, "rb") as packed:
+        data = packed.read()
+    return read_text_shard(io.BytesIO(data), 0, len(data), header=header)
 
 
-def read_row_groups(path: Path, row_groups: list[int]) -> pa.Table:
-    """The rows of some row groups of a local Parquet file."""
-    return pq.ParquetFile(path).read_row_groups(row_groups, use_threads=False)
+def read_row_groups(source: BinaryIO, row_groups: list[int]) -> pa.Table:
+    """The rows of some row groups of a Parquet file; only their column chunks are read."""
+    return pq.ParquetFile(source).read_row_groups(row_groups, use_threads=False)
 
 
-def row_group_layout(path: Path) -> list[tuple[int, int]]:
-    """(rows, bytes) of each row group of a local Parquet file."""
-    metadata = pq.ParquetFile(path).metadata
+def row_group_layout(source: BinaryIO) -> list[tuple[int, int]]:
+    """(rows, bytes) of each row group of a Parquet file, from its footer."""
+    metadata = pq.ParquetFile(source).metadata
     return [
         (metadata.row_group(index).num_rows, metadata.row_group(index).total_byte_size)
         for index in range(metadata.num_row_groups)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from cairn.auth import requires
+from cairn.auth import CurrentPrincipal, requires
 from cairn.contracts.batch_events import TransformJobRequested
 from fastapi import APIRouter, Depends, Request
 
@@ -25,8 +25,10 @@ Handlers = Annotated[BatchHandlers, Depends(get_handlers)]
 
 
 @router.post("", status_code=202, dependencies=[requires("deploy", action=CREATE_ACTION)])
-async def create_transform_job(body: TransformJobRequested, handlers: Handlers) -> dict[str, Any]:
-    accepted = await handlers.create(body)
+async def create_transform_job(
+    body: TransformJobRequested, handlers: Handlers, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    accepted = await handlers.create(body, principal)
     return {
         **summary(accepted.job),
         "resumed": accepted.resumed,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cairn.auth import Principal
 from cairn.contracts.batch_events import TransformJobRequested
-from cairn.errors import InvalidInput
+from cairn.errors import Forbidden, InvalidInput
 from cairn.inference import media_type
 from cairn.namespaces import confine, confine_channel
 from cairn.store.base import ObjectStore
@@ -40,12 +41,6 @@ class Plan:
 
 def checked(request: TransformJobRequested, store: ObjectStore | None) -> Plan:
     """The request, normalised (content types, store keys); InvalidInput names the bad field."""
-    if request.endpoint_name is not None:
-        raise InvalidInput(
-            "endpoint_name: scoring against a live endpoint is not supported yet; "
-            "give model_package_group and model_version",
-            field="endpoint_name",
-        )
     content_type = _content_type(request.transform_input.content_type, "content_type")
     accept = _content_type(request.transform_output.accept or content_type, "accept")
     _check_combination(request, content_type, accept)
@@ -67,6 +62,18 @@ def checked(request: TransformJobRequested, store: ObjectStore | None) -> Plan:
         input_filter=input_filter,
         output_filter=output_filter,
     )
+
+
+def check_invoke(principal: Principal, endpoint_name: str) -> None:
+    """A job against an endpoint needs the requester's `invoke` on it (403): a transform job is
+    no way around an endpoint-bound key."""
+    if not principal.allows("invoke", endpoint_name):
+        raise Forbidden(
+            f"key {principal.key_id or principal.name} may not invoke endpoint {endpoint_name!r}: "
+            "a transform job against an endpoint needs the requester's invoke scope on it",
+            required_scope="invoke",
+            endpoint_name=endpoint_name,
+        )
 
 
 def _content_type(value: str, name: str) -> str:

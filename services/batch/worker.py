@@ -19,7 +19,7 @@ from cairn.errors import PreconditionFailed
 from cairn.ports import Platform
 from cairn.store.base import ObjectStore
 
-from services.batch.columnar import ParquetTransformer
+from services.batch.columnar import ColumnScorer, ParquetTransformer
 from services.batch.config import BatchSettings
 from services.batch.domain import (
     JOBS_PREFIX,
@@ -33,21 +33,32 @@ from services.batch.domain import (
     part_key,
     shard_key,
 )
-from services.batch.inputs import LocalCopies, Models
-from services.batch.records import read_row_groups, read_text_file_shard
-from services.batch.transform import RecordError, TextTransformer
-from services.batch.validation import checked
+from services.batch.endpoint import EndpointClient
+from services.batch.inputs import LocalCopies, Models, open_ranged
+from services.batch.records import TextRecords, read_gzip_file, read_row_groups, read_text_shard
+from services.batch.remote import RemoteColumnScorer, RemoteTextScorer
+from services.batch.scoring import LocalColumnScorer, LocalTextScorer
+from services.batch.transform import RecordError, TextScorer, TextTransformer
+from services.batch.validation import Plan, checked
 
 log = logging.getLogger("cairn.batch.worker")
 
 
 class ShardWorker:
-    """Transforms shards; models and input files are loaded once per worker process."""
+    """Transforms shards: reads only each shard's part of its file, and scores it with the model
+    (loaded once per worker process) or the job's live endpoint."""
 
-    def __init__(self, store: ObjectStore, settings: BatchSettings, platform: Platform) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        settings: BatchSettings,
+        platform: Platform,
+        endpoints: EndpointClient,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.platform = platform
+        self.endpoints = endpoints
         self.jobs: DocumentStore[TransformJob] = DocumentStore(store, TransformJob, JOBS_PREFIX)
         self.shards: DocumentStore[Shard] = DocumentStore(store, Shard, JOBS_PREFIX)
         self.copies = LocalCopies(store, settings.cache_dir, settings.cache_bytes)
@@ -85,23 +96,18 @@ class ShardWorker:
 
     def _transform(self, job: TransformJob, shard: Shard) -> ShardCounts:
         plan = checked(job.request, self.store)
-        assert job.model_uri is not None, "a planned job names its model"
-        model = self.models.get(job.model_uri)
-        path = self.copies.path(shard.input_key)
+        size = job.input_files[shard.file_index].size
         errors: list[RecordError]
         if plan.content_type == PARQUET:
-            table = read_row_groups(path, shard.row_groups)
-            body, records_out, errors = ParquetTransformer(model, plan).run(table, shard.first_row)
+            with open_ranged(self.store, shard.input_key, size) as source:
+                table = read_row_groups(source, shard.row_groups)
+            transformer = ParquetTransformer(self._column_scorer(job, plan), plan)
+            body, records_out, errors = transformer.run(table, shard.first_row)
             records_in = table.num_rows
         else:
-            records = read_text_file_shard(
-                path,
-                shard.start,
-                shard.end,
-                header=job.request.transform_input.csv_header,
-                gzipped=job.request.transform_input.compression_type == "Gzip",
+            result = TextTransformer(self._text_scorer(job, plan), plan).run(
+                self._records(job, shard, size)
             )
-            result = TextTransformer(model, plan).run(records)
             body = b"".join(line + b"\n" for line in result.lines)
             records_in, records_out, errors = result.records_in, len(result.lines), result.errors
         self._write_once(part_key(job.job_name, shard.index), body)
@@ -113,6 +119,26 @@ class ShardWorker:
         return ShardCounts(
             records_in=records_in, records_out=records_out, records_failed=len(errors)
         )
+
+    def _records(self, job: TransformJob, shard: Shard, size: int) -> TextRecords:
+        """The shard's records: its byte range read from the store (a gzip file whole)."""
+        header = job.request.transform_input.csv_header
+        if job.request.transform_input.compression_type == "Gzip":
+            return read_gzip_file(self.copies.path(shard.input_key), header=header)
+        with open_ranged(self.store, shard.input_key, size) as handle:
+            return read_text_shard(handle, shard.start, shard.end, header=header)
+
+    def _text_scorer(self, job: TransformJob, plan: Plan) -> TextScorer:
+        if job.request.endpoint_name is not None:
+            return RemoteTextScorer(self.endpoints, plan)
+        assert job.model_uri is not None, "a planned job names its model or endpoint"
+        return LocalTextScorer(self.models.get(job.model_uri), plan)
+
+    def _column_scorer(self, job: TransformJob, plan: Plan) -> ColumnScorer:
+        if job.request.endpoint_name is not None:
+            return RemoteColumnScorer(self.endpoints, plan)
+        assert job.model_uri is not None, "a planned job names its model or endpoint"
+        return LocalColumnScorer(self.models.get(job.model_uri), plan)
 
     def _write_once(self, key: str, body: bytes) -> None:
         """A redone shard writes the same bytes: the first copy stands."""

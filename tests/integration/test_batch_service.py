@@ -1,6 +1,7 @@
 """Batch transform on the real broker and S3 server: CSV and Parquet jobs complete with exact row
-counts, a bad record lands in errors/ while the job completes, bad requests are refused, and a
-batch service killed mid-job loses and doubles nothing."""
+counts, a bad record lands in errors/ while the job completes, bad requests are refused, a
+batch service killed mid-job loses and doubles nothing, and a job scored against a live endpoint
+through a real gateway writes what the same job scored in the worker writes."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
-from cairn.contracts.state import ModelVersionView, write_state
+from cairn.contracts.events import VariantState
+from cairn.contracts.state import EndpointStateView, ModelVersionView, read_state, write_state
 from cairn.service import Service
 from cairn.settings import CairnSettings
 from cairn.store import ObjectStore
@@ -30,7 +32,10 @@ from cairn.store import ObjectStore
 from services.batch.app import create_service
 from services.batch.config import BatchSettings
 from services.batch.pools import WORKER_GROUP
+from services.gateway.app import create_service as create_gateway
+from services.gateway.config import GatewaySettings
 from tests.support.auth import scoped_headers
+from tests.support.http_server import served_in_thread
 from tests.support.tansu import unique_name
 from tests.unit.test_batch_transform import csv_text, make_batch_model
 
@@ -40,6 +45,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def batch_settings(kafka_settings: CairnSettings, s3_settings: CairnSettings) -> CairnSettings:
+    return settings_for(kafka_settings, s3_settings)
+
+
+def settings_for(kafka_settings: CairnSettings, s3_settings: CairnSettings) -> CairnSettings:
+    """The test's broker and home with the class's S3 bucket as the store."""
     return kafka_settings.model_copy(
         update={
             "store_url": s3_settings.store_url,
@@ -69,6 +79,11 @@ async def batch(batch_settings: CairnSettings, s3_store: ObjectStore) -> AsyncIt
 
 @pytest.fixture(scope="class")
 def registered_model(s3_store: ObjectStore) -> tuple[str, int]:
+    return register_model(s3_store)
+
+
+def register_model(s3_store: ObjectStore) -> tuple[str, int]:
+    """A model version as the registry declares it: (group, version)."""
     group = unique_name("batchmodel")
     uri = make_batch_model(s3_store, f"models/{group}/1/")
     view = ModelVersionView(
@@ -78,8 +93,10 @@ def registered_model(s3_store: ObjectStore) -> tuple[str, int]:
     return group, 1
 
 
-def http(service: Service) -> httpx.AsyncClient:
-    headers = scoped_headers(service.store, service.settings, ["deploy", "read"])
+def http(service: Service, *, endpoints: list[str] | None = None) -> httpx.AsyncClient:
+    """A client of the batch API; with `endpoints`, its key may also invoke those."""
+    scopes: list[Any] = ["deploy", "read"] + (["invoke"] if endpoints else [])
+    headers = scoped_headers(service.store, service.settings, scopes, endpoints=endpoints)
     transport = httpx.ASGITransport(app=service.api)
     return httpx.AsyncClient(transport=transport, base_url="http://batch", headers=headers)
 
@@ -245,6 +262,81 @@ class TestBatchService:
         expected = [f"id-{i}" for i in range(rows)]
         assert len(ids) == rows and ids == expected  # in input order, each exactly once
         assert job["records_in"] == rows == job["records_out"]
+
+    async def test_a_job_against_a_live_endpoint_writes_what_the_job_in_the_worker_writes(
+        self,
+        batch_settings: CairnSettings,
+        s3_store: ObjectStore,
+        registered_model: tuple[str, int],
+    ) -> None:
+        endpoint = unique_name("live")
+        deploy(s3_store, endpoint, registered_model)
+        prefix = f"data/{unique_name('bep')}"
+        rows = csv_text(400)
+        cut = rows.index(b"\n", 3000) + 1
+        s3_store.put_bytes(f"{prefix}/in.csv", rows[:cut] + b"id-bad,1.0,nope,2.0\n" + rows[cut:])
+        gateway = create_gateway(batch_settings, s3_store, GatewaySettings(capture_sample_rate=0))
+        with served_in_thread(gateway.asgi, "the gateway") as gateway_url:
+            async with running(batch_settings, s3_store, gateway_url=gateway_url) as batch:
+                outputs = {}
+                for mode in ("worker", "endpoint"):
+                    name, output = unique_name(f"b{mode}"), f"outputs/{unique_name('bout')}"
+                    request = body(
+                        name, registered_model, prefix, output,
+                        max_failed_records=1, shard_size_mb=0.004, max_concurrent_transforms=2,
+                    )  # fmt: skip
+                    if mode == "endpoint":
+                        del request["model_package_group"], request["model_version"]
+                        request["endpoint_name"] = endpoint
+                    async with http(batch, endpoints=[endpoint]) as client:
+                        created = await client.post("/transform-jobs", json=request)
+                        assert created.status_code == 202, created.text
+                        job = await finished(client, name)
+                    assert job["status"] == "Completed", job
+                    assert (job["records_out"], job["records_failed"]) == (400, 1)
+                    errors = [s3_store.get_bytes(i.key) for i in s3_store.list(f"{output}/errors/")]
+                    assert len(errors) == 1 and b"nope" in errors[0]
+                    outputs[mode] = s3_store.get_bytes(f"{output}/in.csv.out")
+            async with httpx.AsyncClient() as plain:
+                metrics = (await plain.get(f"{gateway_url}/metrics")).text
+        answered = {
+            outcome: invocations(metrics, endpoint, outcome) for outcome in ("ok", "client_error")
+        }
+        assert answered["ok"] >= 2 and answered["client_error"] >= 2  # the batch, then the record
+        assert job["endpoint_name"] == endpoint and job["model_uri"] is None
+        assert ids_of(outputs["endpoint"]) == [f"id-{i}" for i in range(400)]
+        assert outputs["endpoint"] == outputs["worker"]  # the same bytes, record for record
+
+
+def invocations(metrics: str, endpoint: str, outcome: str) -> float:
+    """The gateway's count of invocations of `endpoint` with `outcome`, from /metrics."""
+    labels = f'endpoint="{endpoint}",outcome="{outcome}",variant="blue"'
+    for line in metrics.splitlines():
+        if line.startswith("cairn_gateway_invocations_total{") and _labels(line) == labels:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _labels(line: str) -> str:
+    return ",".join(sorted(line[line.index("{") + 1 : line.index("}")].split(",")))
+
+
+def deploy(store: ObjectStore, endpoint: str, model: tuple[str, int]) -> None:
+    """The deployer's declared state of an endpoint serving the model (what a gateway loads)."""
+    version = read_state(store, ModelVersionView, model[0], str(model[1]))
+    assert version is not None
+    variant = VariantState(
+        variant_name="blue",
+        model_package_group=model[0],
+        model_version=model[1],
+        artifact_uri=version.artifact_uri,
+        weight=1.0,
+        instance_count=1,
+    )
+    state = EndpointStateView(
+        endpoint_name=endpoint, revision=1, status="InService", production_variants=[variant]
+    )
+    write_state(store, state, endpoint)
 
 
 def spawn_worker(settings: CairnSettings) -> subprocess.Popen[bytes]:

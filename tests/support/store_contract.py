@@ -108,6 +108,36 @@ class ObjectStoreContract:
         assert b"".join(chunks) == data
         assert len(chunks) >= 10
 
+    # Ranged reads ----------------------------------------------------------------------------
+
+    def test_get_range_returns_exactly_the_bytes_asked_for(self, store: ObjectStore) -> None:
+        data = os.urandom(70_001)
+        store.put_bytes("ranged/blob", data)
+        for start, end in [(0, 1), (0, 70_001), (17, 4_113), (65_536, 70_001), (70_000, 70_001)]:
+            assert store.get_range("ranged/blob", start, end) == data[start:end]
+        pieces = [store.get_range("ranged/blob", s, s + 9_999) for s in range(0, len(data), 9_999)]
+        assert b"".join(pieces) == data  # consecutive ranges tile the object
+
+    def test_get_range_past_the_end_is_cut_at_the_end(self, store: ObjectStore) -> None:
+        store.put_bytes("ranged/short", b"0123456789")
+        store.put_bytes("ranged/empty", b"")
+        assert store.get_range("ranged/short", 6, 1_000) == b"6789"
+        assert store.get_range("ranged/short", 10, 20) == b""
+        assert store.get_range("ranged/short", 50, 60) == b""
+        assert store.get_range("ranged/short", 3, 3) == b""
+        assert store.get_range("ranged/empty", 0, 8) == b""
+
+    def test_get_range_of_a_missing_key_or_a_bad_range_is_refused(self, store: ObjectStore) -> None:
+        store.put_bytes("ranged/there", b"abc")
+        for start, end in [(0, 4), (2, 2)]:
+            with pytest.raises(ObjectNotFound):
+                store.get_range("ranged/missing", start, end)
+        for start, end in [(-1, 2), (2, 1)]:
+            with pytest.raises(InvalidInput):
+                store.get_range("ranged/there", start, end)
+        with pytest.raises(InvalidInput):
+            store.get_range("../escape", 0, 1)
+
     def test_put_file_and_get_file_round_trip_a_large_file(
         self, store: ObjectStore, tmp_path: Path
     ) -> None:

@@ -30,6 +30,7 @@ from cairn.store import InMemoryObjectStore, ObjectStore
 from services.batch.columnar import ParquetTransformer
 from services.batch.domain import byte_ranges, group_row_groups
 from services.batch.records import read_text_shard
+from services.batch.scoring import LocalColumnScorer, LocalTextScorer
 from services.batch.transform import TextTransformer
 from services.batch.validation import checked
 
@@ -154,7 +155,7 @@ def test_bad_requests_are_refused_naming_the_field(overrides: dict[str, Any], fi
 def run_text(model: LoadedModel, data: bytes, **overrides: Any) -> tuple[list[str], list[Any]]:
     plan = checked(request(**overrides), None)
     shard = read_text_shard(io.BytesIO(data), 0, len(data), header=False)
-    result = TextTransformer(model, plan).run(shard)
+    result = TextTransformer(LocalTextScorer(model, plan), plan).run(shard)
     return [line.decode() for line in result.lines], result.errors
 
 
@@ -230,7 +231,7 @@ def test_header_names_pick_the_model_columns_in_any_order(model: LoadedModel) ->
     data = b"id,f2,f0,f1\nid-0,0.3,0.1,0.2\n"
     plan = checked(request(transform_input={"csv_header": True}), None)
     shard = read_text_shard(io.BytesIO(data), 0, len(data), header=True)
-    lines = TextTransformer(model, plan).run(shard).lines
+    lines = TextTransformer(LocalTextScorer(model, plan), plan).run(shard).lines
     expected = model.predict(np.array([[0.1, 0.2, 0.3]], np.float32))
     assert float(lines[0]) == pytest.approx(float(expected[0]), rel=1e-6)
 
@@ -285,7 +286,9 @@ def test_parquet_rows_are_scored_by_column_name_and_joined(model: LoadedModel) -
         ),
         None,
     )
-    body, rows, errors = ParquetTransformer(model, plan).run(table, first_row=0)
+    body, rows, errors = ParquetTransformer(LocalColumnScorer(model, plan), plan).run(
+        table, first_row=0
+    )
     out = pq.read_table(io.BytesIO(body))
     expected = model.predict(
         np.array([[0.1, 0.2, 0.3], [0.5, 0.1, 0.3], [1.0, 0.0, 0.3]], np.float32)

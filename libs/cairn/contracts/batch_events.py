@@ -65,7 +65,10 @@ class TransformJobRequested(_Data):
     )
     model_version: int | None = Field(default=None, ge=1, description="... and version.")
     endpoint_name: str | None = Field(
-        default=None, description="Score against a live endpoint instead (not supported yet)."
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$",
+        description="Or score against this live endpoint, through the gateway (the requester "
+        "needs `invoke` on it).",
     )
     transform_input: TransformInput
     transform_output: TransformOutput
@@ -148,7 +151,12 @@ class TransformJobFailed(_Data):
     job_name: str
     reason: str
     failure_code: Literal[
-        "invalid_input", "model_not_found", "too_many_failed_records", "internal"
+        "invalid_input",
+        "model_not_found",
+        "endpoint_not_found",
+        "forbidden",
+        "too_many_failed_records",
+        "internal",
     ] = "internal"
     records_failed: int = Field(default=0, ge=0)
 

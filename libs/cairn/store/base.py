@@ -26,6 +26,11 @@ class ObjectInfo:
     content_type: str | None = None
 
 
+def check_range(start: int, end: int) -> None:
+    if start < 0 or end < start:
+        raise InvalidInput(f"invalid byte range [{start}, {end})")
+
+
 def check_key(key: str) -> str:
     """Reject keys that could escape the store's root or are ambiguous."""
     if not key or key.startswith("/") or "\\" in key or "\x00" in key:
@@ -84,6 +89,19 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Stream an object's bytes."""
+
+    @abc.abstractmethod
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """The bytes `[start, end)` of an object, without reading the rest of it.
+
+        A range past the object's end is cut at the end (empty when `start` is at or past it),
+        as an HTTP range request is, so a reader can ask for a block without knowing the size.
+
+        Args:
+            key: object key.
+            start: first byte, from 0.
+            end: one past the last byte; `end >= start`.
+        """
 
     @abc.abstractmethod
     def list(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cairn.errors import Conflict, InvalidInput, ObjectNotFound, PreconditionFailed
-from cairn.store.base import ObjectInfo, ObjectStore, check_key
+from cairn.store.base import ObjectInfo, ObjectStore, check_key, check_range
 
 RESERVED_PREFIX = ".cairn-"
 _TMP_PREFIX = ".cairn-tmp-"
@@ -314,6 +314,12 @@ class LocalObjectStore(ObjectStore):
                     yield chunk
 
         return chunks()
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        check_range(start, end)
+        with self._open_existing(key) as handle:
+            handle.seek(start)
+            return handle.read(end - start)
 
     def stat(self, key: str) -> ObjectInfo:
         with self._open_existing(key) as handle:

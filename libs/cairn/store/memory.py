@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cairn.errors import ObjectNotFound, PreconditionFailed
-from cairn.store.base import ObjectInfo, ObjectStore, check_key
+from cairn.store.base import ObjectInfo, ObjectStore, check_key, check_range
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,10 @@ class InMemoryObjectStore(ObjectStore):
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         data = self._get(key).data
         return (data[start : start + chunk_size] for start in range(0, len(data), chunk_size))
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        check_range(start, end)
+        return self._get(key).data[start:end]
 
     def list(self, prefix: str = "", *, recursive: bool = True) -> Iterator[ObjectInfo]:
         with self._lock:

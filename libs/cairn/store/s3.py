@@ -32,7 +32,7 @@ from minio.helpers import check_bucket_name
 from urllib3.util.retry import Retry
 
 from cairn.errors import CairnError, ConfigError, ObjectNotFound, PreconditionFailed, Unavailable
-from cairn.store.base import ObjectInfo, ObjectStore, check_key
+from cairn.store.base import ObjectInfo, ObjectStore, check_key, check_range
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"}
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
@@ -273,6 +273,28 @@ class S3ObjectStore(ObjectStore):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         return info
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        check_range(start, end)
+        name = self._name(key)
+        if end == start:  # no byte to ask for: an empty range still needs the object to exist
+            self.stat(key)
+            return b""
+        try:
+            with self._errors(key):
+                response = self._client.get_object(
+                    self.bucket, name, offset=start, length=end - start
+                )
+                try:
+                    return response.data
+                finally:
+                    response.close()
+                    response.release_conn()
+        except CairnError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, S3Error) and cause.code == "InvalidRange":
+                return b""  # 416: the range starts at or past the end of the object
+            raise
 
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         name = self._name(key)
