@@ -284,6 +284,40 @@ def delete(
     Console().print(f"endpoint [bold]{endpoint_name}[/]: {document['status']}")
 
 
+@endpoints_app.command("models")
+def models(
+    endpoint_name: str,
+    as_json: JsonOption = False,
+    target: TargetOption = None,
+    home: HomeOption = None,
+) -> None:
+    """The models an endpoint serves (its --target-model choices) and their bytes in memory."""
+    with service_errors(), client_for(target, home) as client:
+        document = client.endpoint_models(endpoint_name)
+    if as_json:
+        print_json(document)
+        return
+    rows = [
+        (
+            m["target_model"],
+            m["model_uri"],
+            m["framework"],
+            ", ".join(m["variants"]),
+            m["size_bytes"],
+        )
+        for m in document["models"]
+    ]
+    columns = ("target model", "package", "framework", "variants", "bytes")
+    console = Console()
+    console.print(table(f"Models of {endpoint_name}", columns, rows))
+    cache = document["cache"]
+    console.print(
+        f"[dim]this gateway replica: {cache['loaded_models']} models loaded, "
+        f"{cache['pinned_bytes'] + cache['unpinned_bytes']} bytes "
+        f"(multi-model cache budget {cache['budget_bytes']} bytes for undeployed ones)[/]"
+    )
+
+
 def invoke(
     endpoint_name: str,
     body: Annotated[str | None, typer.Option("--body", "-b", help="The request body.")] = None,
@@ -295,6 +329,14 @@ def invoke(
     accept: Annotated[str | None, typer.Option("--accept", help="Answer type.")] = None,
     variant: Annotated[
         str | None, typer.Option("--variant", help="X-Amzn-SageMaker-Target-Variant.")
+    ] = None,
+    target_model: Annotated[
+        str | None,
+        typer.Option(
+            "--target-model",
+            help="X-Amzn-SageMaker-Target-Model: one of the endpoint's models "
+            "(`cairn endpoints models NAME`).",
+        ),
     ] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Per-feature contributions.")] = False,
     v2: Annotated[
@@ -318,6 +360,8 @@ def invoke(
         raise typer.BadParameter("give exactly one of --body or --body-file", param_hint="--body")
     payload = body if body is not None else body_file.read_text()  # type: ignore[union-attr]
     rows: list[list[Any]] = []
+    if v2 and target_model:
+        raise typer.BadParameter("--target-model is SageMaker's: drop --v2", param_hint="--v2")
     if v2:
         if content_type != "text/csv":
             raise typer.BadParameter("--v2 takes CSV rows in --body", param_hint="--content-type")
@@ -336,6 +380,7 @@ def invoke(
                 content_type,
                 accept=accept,
                 target_variant=variant,
+                target_model=target_model,
                 explain=explain,
             )
     if as_json:

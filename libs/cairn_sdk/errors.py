@@ -27,6 +27,7 @@ _BY_STATUS: dict[int, type[CairnError]] = {
     413: PayloadTooLarge,
     415: InvalidInput,
     422: InvalidInput,
+    424: InvalidInput,  # SageMaker's ModelError: the model refused the input
     502: Unavailable,
     503: Unavailable,
     504: Unavailable,

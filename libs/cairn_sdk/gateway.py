@@ -78,10 +78,15 @@ class GatewayCalls(ServiceCaller):
         *,
         accept: str | None = None,
         target_variant: str | None = None,
+        target_model: str | None = None,
         explain: bool = False,
         inference_id: str | None = None,
     ) -> Invocation:
-        """InvokeEndpoint (SageMaker runtime); a non-str/bytes body is sent as JSON."""
+        """InvokeEndpoint (SageMaker runtime); a non-str/bytes body is sent as JSON.
+
+        `target_model` picks one of the endpoint's models (SageMaker's TargetModel): a name
+        `endpoint_models` lists.
+        """
         if isinstance(body, str | bytes):
             payload = body.encode() if isinstance(body, str) else body
         else:
@@ -92,6 +97,8 @@ class GatewayCalls(ServiceCaller):
             headers["Accept"] = accept
         if target_variant:
             headers["X-Amzn-SageMaker-Target-Variant"] = target_variant
+        if target_model:
+            headers["X-Amzn-SageMaker-Target-Model"] = target_model
         if explain:
             headers["X-Amzn-SageMaker-Enable-Explanations"] = "true"
         if inference_id:
@@ -148,6 +155,11 @@ class GatewayCalls(ServiceCaller):
             raw=response.content,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+
+    def endpoint_models(self, endpoint_name: str) -> dict[str, Any]:
+        """The models an endpoint serves (what `target_model` may name) and their bytes, as the
+        gateway replica that answers has them loaded."""
+        return dict(self._json("GET", "gateway", f"/endpoints/{endpoint_name}/models"))
 
     def model_metadata(self, model_name: str) -> dict[str, Any]:
         """OIP v2 model metadata: input and output tensors (names, datatypes)."""

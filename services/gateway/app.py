@@ -10,7 +10,12 @@ from cairn.store.base import ObjectStore
 from services.gateway.config import GatewaySettings
 from services.gateway.gateway import Gateway
 from services.gateway.handlers import GatewayHandlers
-from services.gateway.routes import endpoints_router, v2_models_router, v2_router
+from services.gateway.routes import (
+    endpoints_router,
+    v1_models_router,
+    v2_models_router,
+    v2_router,
+)
 
 
 def create_service(
@@ -31,6 +36,7 @@ def create_service(
     service.include_router(endpoints_router)
     service.include_router(v2_router)
     service.include_router(v2_models_router)
+    service.include_router(v1_models_router)
     # Invocations are answered before FastAPI (its middleware stack costs ~0.2 ms a request).
     service.front(gateway.asgi)
     return service

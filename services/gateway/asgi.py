@@ -13,6 +13,8 @@ from cairn.errors import CairnError, PayloadTooLarge
 from opentelemetry import propagate, trace
 from starlette.types import Receive, Scope, Send
 
+from services.gateway.sagemaker_errors import sagemaker_error
+
 H_CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
 
 _tracer = trace.get_tracer("cairn.gateway")
@@ -89,12 +91,11 @@ async def send_json(
     await send({"type": "http.response.body", "body": payload})
 
 
-async def send_error(send: Send, error: CairnError) -> None:
-    """A CairnError as Cairn's JSON body, plus what SageMaker clients read (message, error type)."""
-    body = error.to_dict()
-    body["message"] = error.message
-    error_type = "ValidationError" if error.http_status < 500 else "InternalFailure"
+async def send_error(send: Send, error: CairnError) -> int:
+    """A CairnError as SageMaker answers it (see `sagemaker_errors`); returns the status sent."""
+    status, body, error_type = sagemaker_error(error)
     headers = [(b"x-amzn-errortype", error_type.encode())]
-    if error.http_status == 401:
+    if status == 401:
         headers.append((b"www-authenticate", b'Bearer, AWS4-HMAC-SHA256 realm="cairn"'))
-    await send_json(send, error.http_status, body, headers)
+    await send_json(send, status, body, headers)
+    return status

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from cairn.auth.principal import Principal
 from cairn.contracts.events import EndpointUpdated
-from cairn.errors import CairnError, Forbidden, InvalidInput
+from cairn.errors import CairnError, Forbidden, InvalidInput, Unavailable
 from cairn.inference import (
     CSV,
     JSON,
@@ -56,6 +56,7 @@ from services.gateway.runtime import (
     ServingModel,
     VariantRuntime,
 )
+from services.gateway.sagemaker_errors import CredentialRejected, EndpointNotFound, ModelFailed
 
 log = logging.getLogger("cairn.gateway")
 
@@ -172,9 +173,8 @@ class Gateway:
         try:
             await self._invoke(scope, receive, send, name, headers, span, call)
         except CairnError as error:
-            call.status = error.http_status
             span.set_attribute("cairn.error", error.code)
-            await send_error(send, error)
+            call.status = await send_error(send, error)
         except Exception as error:  # a bug: logged with its traceback, answered as JSON
             span.record_exception(error)
             log.exception("invocation of %s failed", name)
@@ -210,14 +210,18 @@ class Gateway:
             headers.get("accept"),
             default=content_type if content_type in (CSV, JSON, JSONLINES) else JSON,
         )
-        matrix = parse_body(serving.model, content_type, body)
-        result = await self.predict(serving, matrix)
-        explanations = None
-        if explanations_requested(headers.get(H_EXPLANATIONS)):
-            explanations = await self.explain(serving, matrix)
-        out_body, out_type = format_response(
-            result, serving.model.output_names, accept, explanations
-        )
+        try:  # what SageMaker's container would do: its refusals are ModelErrors
+            matrix = parse_body(serving.model, content_type, body)
+            result = await self.predict(serving, matrix)
+            explanations = None
+            if explanations_requested(headers.get(H_EXPLANATIONS)):
+                explanations = await self.explain(serving, matrix)
+            out_body, out_type = format_response(
+                result, serving.model.output_names, accept, explanations
+            )
+        except CairnError as error:
+            log.info("model error on %s/%s: %s", endpoint.name, variant.name, error.message)
+            raise ModelFailed(error, endpoint.name, variant.name) from error
         call.status = 200
         await send_invocation(send, out_body, out_type, variant.name, headers)
         if self.draw() < self.settings.capture_sample_rate:
@@ -233,16 +237,25 @@ class Gateway:
         endpoint_name = name if name is not None else self.default_endpoint()
         if not principal.allows("invoke", endpoint_name):
             raise Forbidden(f"key {who} may not invoke {endpoint_name!r}", required_scope="invoke")
-        return self.table.get(endpoint_name)
+        endpoint = self.table.endpoints.get(endpoint_name)
+        if endpoint is None:
+            if not self.ready:
+                raise Unavailable("the gateway is still loading its endpoints: try again")
+            raise EndpointNotFound(endpoint_name)
+        return endpoint
 
     def _authenticate(self, scope: Scope, headers: dict[str, str], body: bytes) -> Principal:
-        return self.authenticator.authenticate(
-            method="POST",
-            raw_path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
-            raw_query=scope["query_string"].decode("latin-1"),
-            headers=headers,
-            body=body,
-        )
+        try:
+            return self.authenticator.authenticate(
+                method="POST",
+                raw_path=scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+                raw_query=scope["query_string"].decode("latin-1"),
+                headers=headers,
+                body=body,
+            )
+        except CairnError as error:
+            sent = "authorization" in headers or "x-api-key" in headers
+            raise CredentialRejected(error, credential_sent=sent) from error
 
     def _variant(self, endpoint: EndpointRuntime, target: str | None) -> VariantRuntime:
         if target:

@@ -1,9 +1,9 @@
-"""The gateway's FastAPI routes: what a replica serves, and Open Inference Protocol v2.
+"""The gateway's FastAPI routes: what a replica serves, Open Inference Protocol v2, KServe v1.
 
 SageMaker invocations (`/endpoints/{name}/invocations`, `/invocations`, `/ping`) never reach these:
 `Gateway.asgi` answers them before FastAPI. The kernel's guard authenticates every route here; v2
-routes need `invoke` (on the model, i.e. the endpoint, where one is named). v2 errors raised in a
-route are the spec's `{"error": "..."}`, because v2 clients read exactly that.
+and v1 routes need `invoke` (on the model, i.e. the endpoint, where one is named). Their errors
+are the protocols' `{"error": "..."}`, because v2 and v1 clients read exactly that.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from typing import Annotated, Any
 
 from cairn.auth import requires
 from cairn.errors import CairnError
+from cairn.inference.tensors import BINARY_MEDIA_TYPE, HEADER_LENGTH
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.gateway import v2
+from services.gateway import v1, v2
 from services.gateway.gateway import Gateway
+from services.gateway.runtime import loaded_models
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -30,6 +32,7 @@ GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 endpoints_router = APIRouter(tags=["endpoints"])
 v2_router = APIRouter(prefix="/v2", tags=["v2"])
 v2_models_router = APIRouter(prefix="/v2/models", tags=["v2"])
+v1_models_router = APIRouter(prefix="/v1/models", tags=["v1"])
 _INVOKE = [requires("invoke")]
 _INVOKE_MODEL = [requires("invoke", endpoint_param="model")]
 
@@ -38,6 +41,12 @@ _INVOKE_MODEL = [requires("invoke", endpoint_param="model")]
 async def list_endpoints(gateway: GatewayDep) -> list[dict[str, Any]]:
     """What this replica serves: endpoints, revisions, variants and weights."""
     return [endpoint.describe() for endpoint in gateway.table.endpoints.values()]
+
+
+@endpoints_router.get("/endpoints/{name}/models", dependencies=[requires("read")])
+async def endpoint_models(name: str, gateway: GatewayDep) -> dict[str, Any]:
+    """The models an endpoint serves on this replica (its Target-Model choices) and their size."""
+    return loaded_models(gateway.table.get(name), gateway.cache)
 
 
 def _v2_error(error: CairnError) -> JSONResponse:
@@ -109,6 +118,37 @@ def _ready(gateway: Gateway, model: str, version: str | None) -> Response:
 async def _infer(gateway: Gateway, request: Request, model: str, version: str | None) -> Response:
     try:
         raw = await request.body()
-        return Response(await v2.infer(gateway, model, version, raw), media_type=v2.JSON)
+        header = request.headers.get(HEADER_LENGTH)
+        body, header_length = await v2.infer(gateway, model, version, raw, header)
+    except CairnError as error:
+        return _v2_error(error)
+    if header_length is None:
+        return Response(body, media_type=v2.JSON)
+    headers = {"Inference-Header-Content-Length": str(header_length)}
+    return Response(body, media_type=BINARY_MEDIA_TYPE, headers=headers)
+
+
+@v1_models_router.get("/{model}", dependencies=_INVOKE_MODEL)
+async def v1_model_ready(model: str, gateway: GatewayDep) -> Response:
+    try:
+        return JSONResponse(v1.model_ready(gateway, model))
+    except CairnError as error:
+        return _v2_error(error)
+
+
+@v1_models_router.post("/{model}:predict", dependencies=_INVOKE_MODEL)
+async def v1_predict(model: str, request: Request, gateway: GatewayDep) -> Response:
+    return await _v1_predict(gateway, request, model, explain=False)
+
+
+@v1_models_router.post("/{model}:explain", dependencies=_INVOKE_MODEL)
+async def v1_explain(model: str, request: Request, gateway: GatewayDep) -> Response:
+    return await _v1_predict(gateway, request, model, explain=True)
+
+
+async def _v1_predict(gateway: Gateway, request: Request, model: str, *, explain: bool) -> Response:
+    try:
+        raw = await request.body()
+        return Response(await v1.predict(gateway, model, raw, explain=explain), media_type=v2.JSON)
     except CairnError as error:
         return _v2_error(error)

@@ -88,6 +88,36 @@ class EndpointRuntime:
         }
 
 
+def loaded_models(endpoint: EndpointRuntime, cache: ModelCache) -> dict[str, Any]:
+    """An endpoint's models on this replica: what `Target-Model` may name, who serves each, size.
+
+    `target_model` is the package's last path part when no other package of the endpoint ends
+    the same way, else its whole prefix (both are what `resolve_target_model` accepts).
+    """
+    short = {uri: uri.rstrip("/").rsplit("/", 1)[-1] for uri in endpoint.models}
+    taken = list(short.values())
+    models = []
+    for uri, serving in endpoint.models.items():
+        variants = [v.name for v in endpoint.production if v.serving.uri == uri]
+        if endpoint.shadow is not None and endpoint.shadow.serving.uri == uri:
+            variants.append(endpoint.shadow.name)
+        models.append(
+            {
+                "target_model": short[uri] if taken.count(short[uri]) == 1 else uri,
+                "model_uri": uri,
+                "framework": serving.model.manifest.framework,
+                "variants": variants,
+                "size_bytes": serving.size_bytes,
+            }
+        )
+    return {
+        "endpoint_name": endpoint.name,
+        "revision": endpoint.revision,
+        "models": models,
+        "cache": {"budget_bytes": cache.budget_bytes, **cache.usage()},
+    }
+
+
 class ModelCache:
     """Models by package URI: deployed ones stay pinned; others are evicted LRU by size."""
 
@@ -156,6 +186,16 @@ class ModelCache:
         )
         log.info("loaded model %s (%d bytes) in %.3fs", uri, size, time.perf_counter() - started)
         return ServingModel(uri, model, batcher, size)
+
+    def usage(self) -> dict[str, int]:
+        """Models loaded on this replica and their bytes, pinned (deployed) and not."""
+        pinned = sum(s.size_bytes for uri, s in self._models.items() if uri in self.pinned)
+        total = sum(s.size_bytes for s in self._models.values())
+        return {
+            "loaded_models": len(self._models),
+            "pinned_bytes": pinned,
+            "unpinned_bytes": total - pinned,
+        }
 
     def pin(self, uris: frozenset[str]) -> None:
         """Models deployed on endpoints; only the others count against the budget."""

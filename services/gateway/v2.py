@@ -1,28 +1,35 @@
 """Open Inference Protocol v2 (KServe / Triton REST) on a gateway: what the v2 routes perform.
 
 The routes in `routes.py` decode the path and map a CairnError to the spec's `{"error": "..."}`;
-everything between (lookup, infer, capture, metering) is here.
+everything between (lookup, infer, capture, metering) is here. A binary request (header
+`Inference-Header-Content-Length`) is captured as the JSON request it stands for, so data capture
+and the monitor read one shape whatever the client sent.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from cairn import __version__
 from cairn.errors import CairnError, InvalidInput, NotFound
+from cairn.inference.tensors import split_body
 
 from services.gateway.capture import Captured
 from services.gateway.gateway import Gateway
-from services.gateway.oip import InferRequest, model_metadata, output_tensors
+from services.gateway.oip import InferRequest, infer_response, model_metadata, output_tensors
 from services.gateway.runtime import EndpointRuntime, VariantRuntime
 
 JSON = "application/json"
+EXTENSIONS = ["binary_tensor_data"]
+
+T = TypeVar("T")
 
 
 def server_metadata() -> dict[str, Any]:
-    return {"name": "cairn-gateway", "version": __version__, "extensions": []}
+    return {"name": "cairn-gateway", "version": __version__, "extensions": EXTENSIONS}
 
 
 def pick_variant(
@@ -68,8 +75,14 @@ def model_ready(gateway: Gateway, model: str, version: str | None) -> dict[str, 
     return body
 
 
-async def infer(gateway: Gateway, model: str, version: str | None, raw: bytes) -> bytes:
-    """`POST /v2/models/{m}[/versions/{v}]/infer`: the response body; metered per variant."""
+async def metered(
+    gateway: Gateway,
+    model: str,
+    version: str | None,
+    raw: bytes,
+    run: Callable[[EndpointRuntime, VariantRuntime], Awaitable[T]],
+) -> T:
+    """One inference on the variant `version` names (or the weights pick), metered per variant."""
     started = time.perf_counter()
     variant: VariantRuntime | None = None
     status = 500
@@ -79,9 +92,9 @@ async def infer(gateway: Gateway, model: str, version: str | None, raw: bytes) -
             raise InvalidInput(f"request body exceeds {gateway.settings.max_body_bytes} bytes")
         endpoint, named = lookup(gateway, model, version)
         variant = named or pick_variant(gateway, endpoint, None)
-        out_body = await _predict(gateway, endpoint, variant, raw)
+        answer = await run(endpoint, variant)
         status = 200
-        return out_body
+        return answer
     except CairnError as error:
         status = error.http_status
         raise
@@ -91,29 +104,53 @@ async def infer(gateway: Gateway, model: str, version: str | None, raw: bytes) -
             variant.meter.observe(time.perf_counter() - started, status)
 
 
-async def _predict(
-    gateway: Gateway, endpoint: EndpointRuntime, variant: VariantRuntime, raw: bytes
-) -> bytes:
+async def infer(
+    gateway: Gateway, model: str, version: str | None, raw: bytes, header_length: str | None
+) -> tuple[bytes, int | None]:
+    """`POST /v2/models/{m}[/versions/{v}]/infer`: the response body and, when it carries
+    binary outputs, the length of its JSON header."""
+
+    async def run(endpoint: EndpointRuntime, variant: VariantRuntime) -> tuple[bytes, int | None]:
+        return await _predict(gateway, endpoint, variant, raw, header_length)
+
+    return await metered(gateway, model, version, raw, run)
+
+
+def _parse(raw: bytes, header_length: str | None) -> InferRequest:
+    header, binary = (raw, None) if header_length is None else split_body(raw, header_length)
     try:
-        document = json.loads(raw)
+        document = json.loads(header)
     except ValueError:
         raise InvalidInput("the inference request is not valid JSON") from None
-    infer_request = InferRequest(document)
+    return InferRequest(document, binary)
+
+
+async def _predict(
+    gateway: Gateway,
+    endpoint: EndpointRuntime,
+    variant: VariantRuntime,
+    raw: bytes,
+    header_length: str | None,
+) -> tuple[bytes, int | None]:
+    infer_request = _parse(raw, header_length)
     model = variant.serving.model
     matrix = infer_request.matrix(model)
     result = await gateway.predict(variant.serving, matrix)
     contributions = None
     if infer_request.explain:
         contributions = await gateway.explain_matrix(variant.serving, matrix)
-    response: dict[str, Any] = {
-        "model_name": endpoint.name,
-        "model_version": variant.name,
-        "outputs": output_tensors(result, model, infer_request.requested_outputs, contributions),
-    }
+    header: dict[str, Any] = {"model_name": endpoint.name, "model_version": variant.name}
     if infer_request.id is not None:
-        response["id"] = infer_request.id
-    out_body = json.dumps(response).encode()
+        header["id"] = infer_request.id
+    out_body, out_header_length = infer_response(
+        header, result, model, infer_request, contributions
+    )
     if gateway.draw() < gateway.settings.capture_sample_rate:
+        in_json = raw if header_length is None else infer_request.as_json()
+        out_json = out_body
+        if out_header_length is not None:
+            outputs = output_tensors(result, model, infer_request.requested_outputs, contributions)
+            out_json = json.dumps({**header, "outputs": outputs}).encode()
         gateway.capture.add(
             Captured(
                 endpoint.name,
@@ -122,9 +159,9 @@ async def _predict(
                 infer_request.id,
                 None,
                 JSON,
-                raw,
+                in_json,
                 JSON,
-                out_body,
+                out_json,
             )
         )
-    return out_body
+    return out_body, out_header_length

@@ -275,8 +275,8 @@ async def test_missing_or_wrong_credentials_and_bad_requests_are_4xx_json(
     assert v2_missing.status_code == 401
 
     cases = [
-        ("/endpoints/credit/invocations", b"1,2,3", {}, 400, "takes 4"),
-        ("/endpoints/credit/invocations", b"1,x,3,north", {}, 400, "not a number"),
+        ("/endpoints/credit/invocations", b"1,2,3", {}, 424, "takes 4"),  # SageMaker's ModelError
+        ("/endpoints/credit/invocations", b"1,x,3,north", {}, 424, "not a number"),
         ("/endpoints/nope/invocations", b"1,2,3,north", {}, 403, "may not invoke"),
         (
             "/endpoints/credit/invocations",

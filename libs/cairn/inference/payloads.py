@@ -103,6 +103,13 @@ def _json_items(document: Any) -> list[Any]:
     raise InvalidInput("a JSON body must be a row, a list of rows or {'instances': [...]}")
 
 
+def instances(document: Any) -> list[Any]:
+    """The rows or records of KServe v1's `{"instances": [...]}` (the only shape v1 takes)."""
+    if not isinstance(document, dict) or "instances" not in document:
+        raise InvalidInput('a v1 predict request is {"instances": [rows or records]}')
+    return _json_items(document)
+
+
 def encode_items(model: LoadedModel, items: list[Any]) -> Matrix:
     """Rows (all lists) or records (all objects) -> the model's input matrix."""
     if not items:
