@@ -5,7 +5,7 @@
 # service), limited by the ACLs generated from the event catalogue (contracts/kafka-acls.txt).
 locals {
   namespace = var.create_namespace ? kubernetes_namespace_v1.cairn[0].metadata[0].name : var.namespace
-  services  = ["gateway", "ingest", "featurestore", "registry", "deployer", "monitor", "autoscaler", "trainer", "batch", "tuner"]
+  services  = ["gateway", "ingest", "featurestore", "registry", "deployer", "monitor", "autoscaler", "trainer", "batch", "tuner", "edge"]
   sasl      = var.kafka_security_protocol == "SASL_PLAINTEXT" || var.kafka_security_protocol == "SASL_SSL"
   settings = merge(
     {
@@ -162,6 +162,7 @@ module "trainer" {
   gpu_image                  = var.gpu_image
 }
 
+# Batch jobs with an endpoint_name call the gateway's Service in the same namespace.
 module "batch" {
   source = "./modules/batch"
 
@@ -171,11 +172,10 @@ module "batch" {
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
   platform_secret_name       = local.common.platform_secret_name
   kafka_sasl_secret_name     = lookup(local.kafka_secret, "batch", null)
-  # Jobs with an endpoint_name call the gateway's Service in the same namespace.
-  extra_settings       = { CAIRN_BATCH_GATEWAY_URL = "http://gateway.${local.common.namespace}.svc:8080" }
-  bootstrap_servers    = var.kafka_bootstrap_servers
-  kafka_sasl_mechanism = var.kafka_sasl_mechanism
-  keda_enabled         = var.keda_enabled
+  extra_settings             = { CAIRN_BATCH_GATEWAY_URL = "http://gateway.${local.common.namespace}.svc:8080" }
+  bootstrap_servers          = var.kafka_bootstrap_servers
+  kafka_sasl_mechanism       = var.kafka_sasl_mechanism
+  keda_enabled               = var.keda_enabled
 }
 
 module "tuner" {
@@ -187,4 +187,19 @@ module "tuner" {
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
   platform_secret_name       = local.common.platform_secret_name
   kafka_sasl_secret_name     = lookup(local.kafka_secret, "tuner", null)
+}
+
+# Devices get presigned GET URLs of the store when it is S3 reachable by them; set
+# CAIRN_EDGE_PRESIGN_DOWNLOADS false when the bucket is private to the cluster (devices then
+# download through the edge service).
+module "edge" {
+  source = "./modules/edge"
+
+  namespace                  = local.common.namespace
+  image                      = local.common.image
+  settings                   = local.common.settings
+  s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "edge", null)
+  extra_settings             = { CAIRN_EDGE_PRESIGN_DOWNLOADS = "true" }
 }

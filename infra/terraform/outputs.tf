@@ -16,6 +16,7 @@ output "service_urls" {
     trainer      = module.trainer.url
     batch        = module.batch.url
     tuner        = module.tuner.url
+    edge         = module.edge.url
   }
 }
 

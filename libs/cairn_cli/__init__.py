@@ -8,6 +8,7 @@ from cairn_cli import (
     contracts_cmd,
     datasets_cmd,
     demo_cmd,
+    edge_cmd,
     endpoints_cmd,
     events_cmd,
     features_cmd,
@@ -45,6 +46,7 @@ serve_cmd.register(app)
 trace_cmd.register(app)
 transform_cmd.register(app)
 tune_cmd.register(app)
+edge_cmd.register(app)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from cairn_sdk.admin import AdminCalls
 from cairn_sdk.base import RECONNECT_TIMEOUT_S
 from cairn_sdk.batch import BatchCalls
 from cairn_sdk.credentials import bearer_headers, resolve_token
+from cairn_sdk.edge import EdgeCalls
 from cairn_sdk.errors import EndpointFailed
 from cairn_sdk.gateway import ACCESS_KEY_ENV, GatewayCalls
 from cairn_sdk.tuning import TuningCalls
@@ -41,7 +42,7 @@ CONTENT_TYPES = {
 }
 
 
-class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls):
+class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
     """One object for every control-plane verb, the gateway's invocations, keys and audit."""
 
     def __init__(
@@ -53,6 +54,7 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls):
         ingest_url: str | None = None,
         batch_url: str | None = None,
         tuner_url: str | None = None,
+        edge_url: str | None = None,
         *,
         api_key: str | None = None,
         access_key: str | None = None,
@@ -61,8 +63,8 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """Args:
-        trainer_url, registry_url, deployer_url, gateway_url, ingest_url, batch_url, tuner_url:
-            base URLs.
+        trainer_url, registry_url, deployer_url, gateway_url, ingest_url, batch_url, tuner_url,
+        edge_url: base URLs.
         api_key: the credential `KEY_ID:SECRET`, sent as `Authorization: Bearer` on every call;
             default CAIRN_API_KEY, else `<home>/credentials.json` (made by `cairn up`).
         access_key: another credential for gateway invocations only (a narrow `invoke` key);
@@ -79,6 +81,7 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls):
             "ingest": ingest_url,
             "batch": batch_url,
             "tuner": tuner_url,
+            "edge": edge_url,
         }
         self.urls = {name: url.rstrip("/") for name, url in given.items() if url}
         self.api_key = (api_key if api_key is not None else resolve_token(home)) or None
@@ -124,6 +127,7 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls):
             ingest_url=urls.get("ingest"),
             batch_url=urls.get("batch"),
             tuner_url=urls.get("tuner"),
+            edge_url=urls.get("edge"),
             **options,
         )
 

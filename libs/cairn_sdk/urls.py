@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-SERVICES = ("trainer", "registry", "deployer", "gateway", "ingest", "batch", "tuner")
-ServiceName = Literal["trainer", "registry", "deployer", "gateway", "ingest", "batch", "tuner"]
+SERVICES = ("trainer", "registry", "deployer", "gateway", "ingest", "batch", "tuner", "edge")
+ServiceName = Literal[
+    "trainer", "registry", "deployer", "gateway", "ingest", "batch", "tuner", "edge"
+]
 TARGET_ENV = "CAIRN_TARGET"
 
 

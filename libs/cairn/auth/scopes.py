@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-Scope = Literal["read", "invoke", "train", "deploy", "approve", "label", "data", "admin"]
+Scope = Literal["read", "invoke", "train", "deploy", "approve", "label", "data", "device", "admin"]
 
 SCOPES: Final[tuple[str, ...]] = get_args(Scope)
 ADMIN: Final = "admin"
@@ -22,6 +22,7 @@ SCOPE_MEANINGS: Final[dict[str, str]] = {
     "approve": "approve or reject model versions; tags and aliases",
     "label": "labeling jobs and human review",
     "data": "upload and register datasets; feature groups and records",
+    "device": "an edge device agent: its own desired state, heartbeats, downloads and captures",
     "admin": "everything, including keys and the audit trail",
 }
 

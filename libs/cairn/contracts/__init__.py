@@ -1,6 +1,6 @@
 """Event contracts: the envelope, the catalogue and every event model."""
 
-from cairn.contracts import batch_events, events, tuner_events
+from cairn.contracts import batch_events, edge_events, events, tuner_events
 from cairn.contracts.catalogue import (
     EventSpec,
     catalogue,
@@ -16,6 +16,7 @@ from cairn.contracts.envelope import Envelope, RawEnvelope
 __all__ = [
     "Envelope",
     "batch_events",
+    "edge_events",
     "tuner_events",
     "EventSpec",
     "RawEnvelope",

@@ -1,0 +1,1 @@
+"""The edge fleet manager: fleets, devices, compiled and signed packages, staged rollouts."""

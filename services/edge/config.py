@@ -1,0 +1,30 @@
+"""Edge settings (`CAIRN_EDGE_*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAIRN_EDGE_", extra="ignore")
+
+    sweep_interval_s: float = Field(
+        default=1.0, gt=0, description="How often running plans and packaging jobs are advanced."
+    )
+    max_long_poll_s: float = Field(
+        default=30.0, gt=0, description="Longest a device's desired-state request is held open."
+    )
+    presign_downloads: bool = Field(
+        default=True,
+        description="Hand devices presigned http(s) URLs of the store when it has them; else "
+        "(and always for a local store) devices download through the edge service.",
+    )
+    default_tolerance: float = Field(
+        default=1e-4, ge=0, description="Largest difference to the original model's answers."
+    )
+    workdir: Path | None = Field(
+        default=None, description="Where packages are built; default a temporary folder."
+    )
