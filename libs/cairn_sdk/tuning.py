@@ -144,10 +144,14 @@ def wait_for_tuning_job(
     poll_s: float = 1.0,
     timeout_s: float = 24 * 3600.0,
 ) -> dict[str, Any]:
-    """Poll DescribeHyperParameterTuningJob until it ends; `on_poll` sees each answer."""
+    """Poll DescribeHyperParameterTuningJob until it ends; `on_poll` sees each answer.
+
+    A tuner that restarts meanwhile is waited for (on its new URL if it moved): the tuning job
+    goes on without it, so its real outcome is what this returns.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
-        job = describe_tuning_job(caller, name)
+        job = dict(caller._json_through_restarts("GET", TUNER, f"/tuning-jobs/{name}"))
         if on_poll is not None:
             on_poll(job)
         if job["status"] in TERMINAL_TUNING_STATUSES:

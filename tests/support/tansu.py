@@ -7,6 +7,7 @@ Tests share one broker, so each test names its own topics and groups with `uniqu
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import socket
 import subprocess
@@ -51,12 +52,11 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], log_path: Path)
     raise RuntimeError(f"tansu did not listen on {port} within {_START_TIMEOUT_S}s")
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start Tansu on a free loopback port for the session; yield its bootstrap string."""
+@contextlib.contextmanager
+def running_tansu(log_path: Path) -> Iterator[str]:
+    """A Tansu broker (memory storage) on a free loopback port; yields its bootstrap string."""
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [
@@ -76,6 +76,13 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.kill()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start Tansu on a free loopback port for the session; yield its bootstrap string."""
+    with running_tansu(tmp_path_factory.mktemp("tansu") / "tansu.log") as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture

@@ -81,6 +81,38 @@ def stand_in(platform: Platform) -> FastAPI:
     def get_endpoint(name: str) -> dict[str, Any] | JSONResponse:
         return platform.poll() or endpoint(name)
 
+    def batch_job(name: str) -> dict[str, Any]:
+        return {
+            "job_name": name,
+            "status": platform.job_status,
+            "shards_total": 2,
+            "shards_done": 2 if platform.job_status == "Completed" else 1,
+            "records_per_s": 10.0,
+            "records_out": 20,
+            "records_failed": 0,
+            "manifest_key": "outputs/x/manifest.json",
+            "failure_reason": "model failed" if platform.job_status == "Failed" else None,
+        }
+
+    @api.post("/transform-jobs", status_code=202)
+    def create_transform_job(body: dict[str, Any]) -> dict[str, Any]:
+        return batch_job(body["job_name"])
+
+    @api.get("/transform-jobs/{name}", response_model=None)
+    def get_transform_job(name: str) -> dict[str, Any] | JSONResponse:
+        return platform.poll() or batch_job(name)
+
+    def tuning_job(name: str) -> dict[str, Any]:
+        return {"tuning_job_name": name, "status": platform.job_status, "trials": []}
+
+    @api.post("/tuning-jobs", status_code=202)
+    def create_tuning_job(body: dict[str, Any]) -> dict[str, Any]:
+        return tuning_job(body["tuning_job_name"])
+
+    @api.get("/tuning-jobs/{name}", response_model=None)
+    def get_tuning_job(name: str) -> dict[str, Any] | JSONResponse:
+        return platform.poll() or tuning_job(name)
+
     @api.get("/v2/models/{name}/ready")
     def ready(name: str) -> JSONResponse:
         ok = platform.endpoint_status == "InService"
@@ -168,3 +200,32 @@ def test_endpoints_update_wait_outlasts_a_deployer_and_gateway_restart(home: Pat
 
     assert code == 0, stderr
     assert '"status": "InService"' in stdout
+
+
+TRANSFORM = [
+    "transform", "create", "score", "--model", "credit:1", "--input", "data/x/",
+    "--output", "outputs/x/", "--wait", "--json",
+]  # fmt: skip
+TUNE = [
+    "tune", "create", "tune-1", "-c", "train=data/x.csv", "--label", "y",
+    "--range", "eta=0.1:0.3", "--max-jobs", "2", "--wait", "--json",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("service", "command"), [("batch", TRANSFORM), ("tuner", TUNE)], ids=["transform", "tune"]
+)
+def test_transform_and_tune_wait_report_the_real_outcome_after_a_restart(
+    home: Path, service: str, command: list[str]
+) -> None:
+    """Found by the chaos suite: these waits said "cannot reach" while the job went on."""
+    platform = Platform(job_status="InProgress", endpoint_status="InService")
+
+    def job_ends() -> None:
+        platform.job_status = "Completed"
+
+    code, stdout, stderr = restart_mid_wait(home, platform, (service,), command, job_ends)
+
+    assert code == 0, stderr
+    assert '"status": "Completed"' in stdout
+    assert "cannot reach" not in stderr
