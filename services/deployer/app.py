@@ -25,7 +25,9 @@ def create_service(
     """The deployer service: subscriptions, HTTP routes and the rollout driver."""
     config = config or DeployerSettings()
     service = Service("deployer", settings=settings, store=store)
-    deployer = Deployer(service.store, service.publish, config, authority=service)
+    deployer = Deployer(
+        service.store, service.publish, config, authority=service, dead_letter=service.dead_letter
+    )
     service.api.state.deployer = deployer
     group = config.consumer_group
     service.on(DeploymentRequested, group=f"{group}.deployment-requested")(

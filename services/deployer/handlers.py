@@ -10,9 +10,11 @@ from datetime import datetime
 from typing import Any, get_args
 from uuid import UUID
 
+from cairn.audit import Outcome
 from cairn.contracts.envelope import Envelope, RawEnvelope, utc_now
 from cairn.contracts.events import (
     ApprovalStatus,
+    DeploymentFailed,
     DeploymentRequested,
     DeploymentRolledBack,
     EndpointMetricsReported,
@@ -21,8 +23,8 @@ from cairn.contracts.events import (
 )
 from cairn.contracts.state import ModelVersionView, read_state
 from cairn.documents import DocumentStore, Versioned
-from cairn.errors import CairnError, ConfigError, Unavailable
-from cairn.ports import Authority, Publish
+from cairn.errors import CairnError, ConfigError, PreconditionFailed, Unavailable
+from cairn.ports import Authority, DeadLetter, Publish
 from cairn.store.base import ObjectStore
 
 from services.deployer import domain, rollout
@@ -54,12 +56,14 @@ class Deployer:
         config: DeployerSettings | None = None,
         clock: Callable[[], datetime] = utc_now,
         authority: Authority | None = None,
+        dead_letter: DeadLetter | None = None,
     ) -> None:
         self.store = store
         self.publish = publish
         self.config = config or DeployerSettings()
         self.clock = clock
         self.authority = authority
+        self.dead_letter = dead_letter
         self.endpoints = DocumentStore(store, EndpointDoc, "deployer/endpoints")
         self.models = DocumentStore(store, ModelRecord, "deployer/models")
         self.policies = AutoDeployPolicies(store)
@@ -176,14 +180,36 @@ class Deployer:
             raise ConfigError("the deployer needs its service to act on DeploymentRequested")
         request = envelope.data
         principal = await self.authority.principal_of(envelope)
-        await self.deploy(request, cause=envelope, allow_unapproved=request.allow_unapproved)
+        try:
+            await self.deploy(request, cause=envelope, allow_unapproved=request.allow_unapproved)
+        except CairnError as error:
+            if not _refusal(error):
+                raise  # the store or a peer is unavailable: the bus retries
+            await self._refuse(envelope, error)
+            outcome: Outcome = "failed"
+        else:
+            outcome = "success"
         await self.authority.audit(
             action=f"endpoint.{request.action}",
             resource=f"endpoints/{request.endpoint_name}",
             principal=principal,
-            outcome="success",
+            outcome=outcome,
             correlation_id=envelope.correlation_id,
         )
+
+    async def _refuse(self, envelope: Envelope[DeploymentRequested], error: CairnError) -> None:
+        """Bad input on the bus: a DeploymentFailed naming the reason, the request dead-lettered."""
+        request = envelope.data
+        log.warning("refusing deployment request %s: %s", envelope.event_id, error.message)
+        failed = DeploymentFailed(
+            endpoint_name=request.endpoint_name,
+            action=request.action,
+            reason=error.message,
+            failure_code=error.code,
+        )
+        await self.publish(failed, envelope)
+        if self.dead_letter is not None:
+            await self.dead_letter(envelope, error.message, error=type(error).__name__)
 
     async def set_weights(self, endpoint_name: str, changes: list[WeightChange]) -> EndpointDoc:
         """UpdateEndpointWeightsAndCapacities: a new revision with the same models."""
@@ -358,3 +384,11 @@ def _record_of(view: ModelVersionView, now: datetime) -> ModelRecord:
 
 def _model_key(group: str, version: int) -> str:
     return f"{group}/{version}.json"
+
+
+def _refusal(error: CairnError) -> bool:
+    """A 4xx the HTTP API would answer: the request is wrong, retrying cannot help it.
+
+    A lost conditional write (412) is not one: the document moved under us, so trying again can.
+    """
+    return 400 <= error.http_status < 500 and not isinstance(error, PreconditionFailed)

@@ -13,6 +13,7 @@ from cairn.audit import AuditRecord, Outcome, list_audit_records
 from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
+    DeploymentFailed,
     DeploymentRequested,
     EndpointUpdated,
     ModelApprovalChanged,
@@ -326,7 +327,14 @@ async def test_deployment_request_event_deploys_and_is_audited_in_the_signers_na
     store: InMemoryObjectStore,
 ) -> None:
     recorder, authority = Recorder(), RecordingAuthority("service:monitor")
-    deployer = Deployer(store, recorder, DeployerSettings(), Clock(), authority=authority)
+    dead: list[tuple[str, str]] = []
+
+    async def dead_letter(envelope: Envelope[Any], reason: str, *, error: str = "") -> None:
+        dead.append((reason, error))
+
+    deployer = Deployer(
+        store, recorder, DeployerSettings(), Clock(), authority=authority, dead_letter=dead_letter
+    )
     await known(deployer, 1)
     await known(deployer, 2, status="PendingManualApproval")
 
@@ -342,12 +350,48 @@ async def test_deployment_request_event_deploys_and_is_audited_in_the_signers_na
 
     await deployer.on_deployment_requested(request(1))
     assert [u.revision for u in recorder.updates("live")] == [1]
-    with pytest.raises(ModelVersionNotApproved):  # retried by the bus, then dead-lettered
-        await deployer.on_deployment_requested(request(2, "update"))
+    # Bad input on the bus: refused at once (no retry can approve it), with a failure event.
+    await deployer.on_deployment_requested(request(2, "update"))
     assert deployer.get_endpoint("live").production_variants[0].model_version == 1
-    assert [(r.principal, r.action, r.resource, r.correlation_id) for r in authority.records] == [
-        ("service:monitor", "endpoint.create", "endpoints/live", "drift-2")
+    [failed] = [e for e in recorder.events if isinstance(e, DeploymentFailed)]
+    assert (failed.endpoint_name, failed.action) == ("live", "update")
+    assert failed.failure_code == ModelVersionNotApproved.code and "2" in failed.reason
+    assert dead == [(failed.reason, "ModelVersionNotApproved")]
+    await known(deployer, 3)
+    await deployer.on_deployment_requested(request(3, "update"))  # the endpoint moves on
+    assert [u.revision for u in recorder.updates("live")] == [1, 2]
+    assert [
+        (r.principal, r.action, r.resource, r.outcome, r.correlation_id) for r in authority.records
+    ] == [
+        ("service:monitor", "endpoint.create", "endpoints/live", "success", "drift-2"),
+        ("service:monitor", "endpoint.update", "endpoints/live", "failed", "drift-2"),
+        ("service:monitor", "endpoint.update", "endpoints/live", "success", "drift-2"),
     ]
+
+
+async def test_a_deployment_request_for_an_unknown_endpoint_fails_it_instead_of_retrying(
+    store: InMemoryObjectStore,
+) -> None:
+    recorder, authority = Recorder(), RecordingAuthority("alice")
+    dead: list[str] = []
+
+    async def dead_letter(envelope: Envelope[Any], reason: str, *, error: str = "") -> None:
+        dead.append(reason)
+
+    deployer = Deployer(
+        store, recorder, DeployerSettings(), Clock(), authority=authority, dead_letter=dead_letter
+    )
+    await known(deployer, 1)
+    data = DeploymentRequested(
+        endpoint_name="nowhere", action="update", production_variants=[VariantSpec(**variant(1))]
+    )
+    await deployer.on_deployment_requested(
+        Envelope[Any](type="DeploymentRequested", source="cli", correlation_id="c-1", data=data)
+    )
+    [failed] = [e for e in recorder.events if isinstance(e, DeploymentFailed)]
+    assert failed.failure_code == "endpoint_not_found" and "nowhere" in failed.reason
+    assert dead == [failed.reason]
+    assert not recorder.updates("nowhere")
 
 
 async def test_stored_endpoint_is_what_the_endpoint_state_contract_promises_readers(

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cairn.contracts.async_events import AsyncInferenceConfig
 from cairn.contracts.catalogue import event
 
 JobName = str
@@ -229,6 +230,9 @@ class DeploymentRequested(_Data):
     allow_unapproved: bool = Field(
         default=False, description="Serve versions that are not Approved (never Rejected ones)."
     )
+    async_inference_config: AsyncInferenceConfig | None = Field(
+        default=None, description="InvokeEndpointAsync settings (SageMaker's AsyncInferenceConfig)."
+    )
 
 
 class VariantState(_Data):
@@ -249,6 +253,20 @@ class EndpointUpdated(_Data):
     status: Literal["Creating", "Updating", "InService", "RollingBack", "Deleted", "Failed"]
     production_variants: list[VariantState] = Field(default_factory=list)
     shadow_variant: VariantState | None = None
+
+
+@event(owner="deployer", key="endpoint_name")
+class DeploymentFailed(_Data):
+    """A DeploymentRequested the deployer refused; the request is dead-lettered with the reason.
+
+    What an HTTP caller gets as a 4xx (an unknown endpoint or model version, an endpoint that is
+    rolling out), a publisher on the bus gets as this event.
+    """
+
+    endpoint_name: str
+    action: Literal["create", "update", "delete"]
+    reason: str
+    failure_code: str = Field(description="The refusal's code, as the HTTP API names it.")
 
 
 @event(owner="deployer", key="endpoint_name")
