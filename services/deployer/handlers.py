@@ -42,6 +42,7 @@ from services.deployer.domain import EndpointDocumentUnreadable, ModelVersionUnk
 from services.deployer.policies import AutoDeployPolicies
 
 log = logging.getLogger("cairn.deployer")
+REASON_REFUSED = "request-refused"  # the dead-letter reason of a request that cannot succeed
 
 EndpointChange = Callable[[EndpointDoc | None], EndpointDoc]
 
@@ -209,7 +210,7 @@ class Deployer:
         )
         await self.publish(failed, envelope)
         if self.dead_letter is not None:
-            await self.dead_letter(envelope, error.message, error=type(error).__name__)
+            await self.dead_letter(envelope, REASON_REFUSED, error=error.message)
 
     async def set_weights(self, endpoint_name: str, changes: list[WeightChange]) -> EndpointDoc:
         """UpdateEndpointWeightsAndCapacities: a new revision with the same models."""

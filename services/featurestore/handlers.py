@@ -18,6 +18,7 @@ over the bus that answer settles the request. Other failures are retried, then d
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,13 +29,14 @@ from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     FeatureGroupCreationRequested,
     FeatureIngestionCompleted,
+    FeatureIngestionFailed,
     FeatureIngestionRequested,
     FeatureRecordsPut,
     TrainingSetBuilt,
     TrainingSetFailed,
     TrainingSetRequested,
 )
-from cairn.errors import CairnError, InvalidInput
+from cairn.errors import CairnError, InvalidInput, PreconditionFailed
 from cairn.namespaces import DATASET_SCHEME, confine_channel
 from cairn.ports import DeadLetter, Publish
 from cairn.store.base import ObjectStore
@@ -51,8 +53,11 @@ from services.featurestore.operations import (
     TrainingSetDoc,
 )
 
+log = logging.getLogger("cairn.featurestore")
+
 SOURCE = "featurestore"
 REASON_INVALID_RECORDS = "invalid-records"
+REASON_REFUSED = "request-refused"
 MAX_DLQ_ERROR_CHARS = 2000
 
 
@@ -200,30 +205,58 @@ class FeatureStoreHandlers:
 
     async def on_records_put(self, envelope: Envelope[FeatureRecordsPut]) -> None:
         data = envelope.data
-        result = await asyncio.to_thread(
-            operations.ingest_records,
-            self.fs,
-            data.feature_group_name,
-            data.records,
-            f"event-{envelope.event_id}",
-        )
+        source = f"event:{envelope.event_id}"
+        try:
+            result = await asyncio.to_thread(
+                operations.ingest_records,
+                self.fs,
+                data.feature_group_name,
+                data.records,
+                f"event-{envelope.event_id}",
+            )
+        except CairnError as error:
+            await self._refuse(envelope, data.feature_group_name, source, error)
+            return
         if result.rejections:
             await self._dead_letter_rejected(envelope, result)
-        await self._report(data.feature_group_name, f"event:{envelope.event_id}", result, envelope)
+        await self._report(data.feature_group_name, source, result, envelope)
 
     async def on_ingestion_requested(self, envelope: Envelope[FeatureIngestionRequested]) -> None:
-        """A source that is not a dataset raises InvalidInput: the bus dead-letters it at once."""
+        """Bulk load a dataset version; a request that can never succeed is refused, not retried."""
         data = envelope.data
-        dataset_reference(data.dataset_uri, field="dataset_uri")
-        result = await asyncio.to_thread(
-            operations.ingest_dataset,
-            self.fs,
-            data.feature_group_name,
-            data.dataset_uri,
-            f"bulk-{envelope.event_id}",
-            self.config.bulk_batch_rows,
-        )
+        try:
+            dataset_reference(data.dataset_uri, field="dataset_uri")
+            result = await asyncio.to_thread(
+                operations.ingest_dataset,
+                self.fs,
+                data.feature_group_name,
+                data.dataset_uri,
+                f"bulk-{envelope.event_id}",
+                self.config.bulk_batch_rows,
+            )
+        except CairnError as error:
+            await self._refuse(envelope, data.feature_group_name, data.dataset_uri, error)
+            return
         await self._report(data.feature_group_name, data.dataset_uri, result, envelope)
+
+    async def _refuse(
+        self, envelope: Envelope[Any], group_name: str, source: str, error: CairnError
+    ) -> None:
+        """A 4xx refusal: FeatureIngestionFailed and the request dead-lettered with the reason.
+
+        Anything else (the store or Redis unavailable) is raised for the bus to retry.
+        """
+        if not 400 <= error.http_status < 500 or isinstance(error, PreconditionFailed):
+            raise error
+        log.warning("refusing %s %s: %s", envelope.type, envelope.event_id, error.message)
+        failed = FeatureIngestionFailed(
+            feature_group_name=group_name,
+            source=source,
+            reason=error.message,
+            failure_code=error.code,
+        )
+        await self.publish(failed, cause=envelope)
+        await self.dead_letter(envelope, REASON_REFUSED, error=error.message)
 
     async def on_creation_requested(
         self, envelope: Envelope[FeatureGroupCreationRequested]

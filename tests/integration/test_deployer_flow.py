@@ -335,7 +335,7 @@ async def test_requests_for_unknown_models_are_refused(
                 )
             )
         headers = await dead_letter_of(settings, endpoint)
-        assert headers[DLQ_REASON] == "handler-failed"
+        assert headers[DLQ_REASON] == "request-refused"
         assert "version 7" in headers["cairn-dlq-error"]
         assert (await api.get(f"/endpoints/{endpoint}")).status_code == 404
 
@@ -371,7 +371,7 @@ async def test_unsigned_or_unapproved_deployment_requests_deploy_nothing(
 
         assert (await dead_letter_of(settings, unsigned))[DLQ_REASON] == "unauthorised"
         letter = await dead_letter_of(settings, pending)
-        assert letter[DLQ_REASON] == "handler-failed"
+        assert letter[DLQ_REASON] == "request-refused"
         assert "not Approved" in letter["cairn-dlq-error"]
         for endpoint in (unsigned, pending):
             assert (await api.get(f"/endpoints/{endpoint}")).status_code == 404

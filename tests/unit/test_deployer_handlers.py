@@ -356,7 +356,7 @@ async def test_deployment_request_event_deploys_and_is_audited_in_the_signers_na
     [failed] = [e for e in recorder.events if isinstance(e, DeploymentFailed)]
     assert (failed.endpoint_name, failed.action) == ("live", "update")
     assert failed.failure_code == ModelVersionNotApproved.code and "2" in failed.reason
-    assert dead == [(failed.reason, "ModelVersionNotApproved")]
+    assert dead == [("request-refused", failed.reason)]
     await known(deployer, 3)
     await deployer.on_deployment_requested(request(3, "update"))  # the endpoint moves on
     assert [u.revision for u in recorder.updates("live")] == [1, 2]
@@ -376,7 +376,7 @@ async def test_a_deployment_request_for_an_unknown_endpoint_fails_it_instead_of_
     dead: list[str] = []
 
     async def dead_letter(envelope: Envelope[Any], reason: str, *, error: str = "") -> None:
-        dead.append(reason)
+        dead.append(error)
 
     deployer = Deployer(
         store, recorder, DeployerSettings(), Clock(), authority=authority, dead_letter=dead_letter

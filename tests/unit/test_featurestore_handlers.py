@@ -9,7 +9,12 @@ from typing import Any
 import pytest
 from cairn.bus import envelope_for
 from cairn.contracts.envelope import Envelope
-from cairn.contracts.events import TrainingSetRequested
+from cairn.contracts.events import (
+    FeatureIngestionFailed,
+    FeatureIngestionRequested,
+    FeatureRecordsPut,
+    TrainingSetRequested,
+)
 from cairn.errors import InvalidInput
 from cairn.store import InMemoryObjectStore
 from pydantic import BaseModel
@@ -95,3 +100,40 @@ async def test_a_refused_request_over_http_is_a_4xx_and_announced(
 
     assert refused.value.http_status == 400
     assert [type(event).__name__ for event in recorder.published] == ["TrainingSetFailed"]
+
+
+@pytest.mark.parametrize(
+    ("event", "code"),
+    [
+        (FeatureRecordsPut(feature_group_name="no-such-group", records=[{"id": "1"}]), "not_found"),
+        (
+            FeatureIngestionRequested(
+                feature_group_name="no-such-group", dataset_uri="dataset://customers@1"
+            ),
+            "not_found",
+        ),
+        (
+            FeatureIngestionRequested(feature_group_name="g", dataset_uri="platform/keys/"),
+            "invalid_input",
+        ),
+    ],
+    ids=["records-unknown-group", "bulk-unknown-group", "bulk-not-a-dataset"],
+)
+async def test_ingestion_that_can_never_succeed_is_failed_and_dead_lettered_not_retried(
+    handlers: FeatureStoreHandlers, recorder: Recorder, event: BaseModel, code: str
+) -> None:
+    envelope = envelope_for(event, source="user")
+    on = (
+        handlers.on_records_put
+        if isinstance(event, FeatureRecordsPut)
+        else handlers.on_ingestion_requested
+    )
+
+    await on(envelope)  # settled: no exception, so the bus does not retry it
+
+    [failed] = recorder.published
+    assert isinstance(failed, FeatureIngestionFailed)
+    assert failed.failure_code.endswith(code) and failed.reason
+    [(dead, reason, error)] = recorder.dead
+    assert dead.event_id == envelope.event_id
+    assert (reason, error) == ("request-refused", failed.reason)

@@ -423,6 +423,17 @@ class FeatureIngestionCompleted(_Data):
     )
 
 
+@event(owner="featurestore", key="feature_group_name")
+class FeatureIngestionFailed(_Data):
+    """A FeatureRecordsPut or FeatureIngestionRequested refused whole (an unknown group, a source
+    that is not a dataset); the request is dead-lettered with the same reason."""
+
+    feature_group_name: str
+    source: str
+    reason: str
+    failure_code: str = Field(description="The refusal's code, as the HTTP API names it.")
+
+
 @event(owner="featurestore", key="training_set_name", required_scope="data")
 class TrainingSetRequested(_Data):
     """Build a point-in-time correct training set from an entity dataset and feature groups."""
