@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from cairn.contracts.async_events import AsyncInferenceConfig
 from cairn.contracts.catalogue import event
 
 JobName = str
@@ -229,9 +228,6 @@ class DeploymentRequested(_Data):
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     allow_unapproved: bool = Field(
         default=False, description="Serve versions that are not Approved (never Rejected ones)."
-    )
-    async_inference_config: AsyncInferenceConfig | None = Field(
-        default=None, description="InvokeEndpointAsync settings (SageMaker's AsyncInferenceConfig)."
     )
 
 
