@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -342,6 +343,14 @@ def invoke(
     v2: Annotated[
         bool, typer.Option("--v2", help="Send as an Open Inference Protocol v2 infer (CSV rows).")
     ] = False,
+    run_async: Annotated[
+        bool,
+        typer.Option("--async", help="InvokeEndpointAsync: queue it, print where the answer goes."),
+    ] = False,
+    input_location: Annotated[
+        str | None,
+        typer.Option("--input-location", help="With --async: the input, an object in the store."),
+    ] = None,
     access_key: Annotated[
         str | None,
         typer.Option(
@@ -355,9 +364,23 @@ def invoke(
     target: TargetOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Call an endpoint through the gateway (SageMaker InvokeEndpoint or OIP v2)."""
-    if (body is None) == (body_file is None):
-        raise typer.BadParameter("give exactly one of --body or --body-file", param_hint="--body")
+    """Call an endpoint through the gateway (SageMaker InvokeEndpoint[Async] or OIP v2)."""
+    if input_location is not None and not run_async:
+        raise typer.BadParameter("--input-location needs --async", param_hint="--input-location")
+    if [body, body_file, input_location].count(None) != 2:
+        raise typer.BadParameter(
+            "give exactly one of --body, --body-file or --input-location", param_hint="--body"
+        )
+    if run_async and (v2 or variant or target_model or explain):
+        raise typer.BadParameter("--async takes no --v2, --variant, --target-model or --explain")
+    if run_async:
+        with service_errors(), client_for(target, home, access_key=access_key) as client:
+            text = body if body_file is None else body_file.read_text()
+            queued = client.invoke_async(
+                endpoint_name, text, content_type, input_location=input_location, accept=accept
+            )
+        print_json(dataclasses.asdict(queued))
+        return
     payload = body if body is not None else body_file.read_text()  # type: ignore[union-attr]
     rows: list[list[Any]] = []
     if v2 and target_model:

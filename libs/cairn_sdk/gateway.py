@@ -38,6 +38,15 @@ class Invocation:
         return [self.body]
 
 
+@dataclass(frozen=True)
+class AsyncInvocation:
+    """InvokeEndpointAsync's answer: where the result (or the failure reason) will be."""
+
+    inference_id: str
+    output_location: str
+    failure_location: str
+
+
 def _single(record: Any) -> Any:
     if isinstance(record, dict) and len(record) == 1:
         return next(iter(record.values()))
@@ -113,6 +122,44 @@ class GatewayCalls(ServiceCaller):
             content_type=answer_type,
             raw=response.content,
             latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    def invoke_async(
+        self,
+        endpoint_name: str,
+        body: str | bytes | None = None,
+        content_type: str = "text/csv",
+        *,
+        input_location: str | None = None,
+        accept: str | None = None,
+        inference_id: str | None = None,
+        request_ttl_s: int | None = None,
+        invocation_timeout_s: int | None = None,
+    ) -> AsyncInvocation:
+        """InvokeEndpointAsync: queue a request; the answer lands at `output_location`.
+
+        Give the input as `input_location` (a store key, or its `s3://` URI) or as an inline
+        `body` (stored by the gateway first). `AsyncInferenceCompleted` / `AsyncInferenceFailed`
+        announce the outcome.
+        """
+        if (body is None) == (input_location is None):
+            raise InvalidInput("give exactly one of body or input_location")
+        headers = {**self._gateway_headers(), "X-Amzn-SageMaker-Content-Type": content_type}
+        optional = {
+            "X-Amzn-SageMaker-InputLocation": input_location,
+            "X-Amzn-SageMaker-Accept": accept,
+            "X-Amzn-SageMaker-Inference-Id": inference_id,
+            "X-Amzn-SageMaker-RequestTTLSeconds": request_ttl_s,
+            "X-Amzn-SageMaker-InvocationTimeoutSeconds": invocation_timeout_s,
+        }
+        headers |= {name: str(value) for name, value in optional.items() if value is not None}
+        payload = body.encode() if isinstance(body, str) else body or b""
+        path = f"/endpoints/{endpoint_name}/async-invocations"
+        answer = self._send("POST", "gateway", path, content=payload, headers=headers).json()
+        return AsyncInvocation(
+            inference_id=answer["InferenceId"],
+            output_location=answer["OutputLocation"],
+            failure_location=answer["FailureLocation"],
         )
 
     def invoke_v2(

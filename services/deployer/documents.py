@@ -11,6 +11,7 @@ import logging
 from datetime import datetime
 from typing import Literal, TypeVar
 
+from cairn.contracts.async_events import AsyncInferenceConfig
 from cairn.contracts.events import (
     ApprovalStatus,
     EndpointUpdated,
@@ -20,7 +21,7 @@ from cairn.contracts.events import (
 )
 from cairn.documents import DocumentStore, Versioned
 from cairn.errors import CairnError, Unavailable
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
 log = logging.getLogger("cairn.deployer")
 
@@ -56,6 +57,7 @@ class EndpointConfig(Stored):
     allow_unapproved: bool = Field(
         default=False, description="Serve versions not (yet) Approved; Rejected ones never."
     )
+    async_inference_config: AsyncInferenceConfig | None = None
 
 
 class RolloutState(Stored):
@@ -105,6 +107,12 @@ class EndpointDoc(Stored):
     published_revision: int = 0
     created_at: datetime
     updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def async_inference_config(self) -> AsyncInferenceConfig | None:
+        """The current config's, stored at the top for `EndpointStateView` readers (the gateway)."""
+        return self.config.async_inference_config if self.config is not None else None
 
     def announcement(self) -> EndpointUpdated:
         """The EndpointUpdated event carrying this full desired state."""

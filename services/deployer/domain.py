@@ -160,6 +160,7 @@ def config_of(request: DeploymentRequested, allow_unapproved: bool = False) -> E
         shadow_variant=request.shadow_variant,
         rollout=request.rollout,
         allow_unapproved=allow_unapproved,
+        async_inference_config=request.async_inference_config,
     )
 
 

@@ -9,6 +9,7 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from cairn.auth import requires
+from cairn.contracts.async_events import AsyncInferenceConfig
 from cairn.contracts.events import DeploymentRequested, RolloutPolicy, VariantSpec
 from cairn.errors import InvalidInput
 from fastapi import APIRouter, Depends, Request, Response
@@ -32,6 +33,9 @@ class EndpointBody(Stored):
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     allow_unapproved: bool = Field(
         default=False, description="Serve versions not yet Approved (never Rejected ones)."
+    )
+    async_inference_config: AsyncInferenceConfig | None = Field(
+        default=None, description="InvokeEndpointAsync settings (SageMaker's AsyncInferenceConfig)."
     )
 
 

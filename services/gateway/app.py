@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from cairn.contracts.async_events import AsyncInferenceRequested
 from cairn.contracts.events import EndpointUpdated
 from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
 
+from services.gateway.async_routes import AsyncInvocations
+from services.gateway.async_worker import AsyncWorker
 from services.gateway.config import GatewaySettings
 from services.gateway.gateway import Gateway
 from services.gateway.handlers import GatewayHandlers
+from services.gateway.pools import ASYNC_GROUP, ASYNC_MAX_HOLD_MS, async_pool
 from services.gateway.routes import (
     endpoints_router,
     v1_models_router,
@@ -24,10 +30,15 @@ def create_service(
     config: GatewaySettings | None = None,
 ) -> Service:
     """The gateway service; `service.api.state.gateway` is its Gateway (tests reach in there)."""
+    config = config or GatewaySettings()
     service = Service("gateway", settings=settings, store=store)
-    gateway = Gateway(service, config or GatewaySettings())
+    gateway = Gateway(service, config)
     handlers = GatewayHandlers(gateway, service.store, service.publish)
     service.api.state.gateway = gateway
+    if config.role == "worker":  # async requests only: models load when a request needs them
+        service.resource("gateway", _opened(gateway), handlers.close)
+        _run_async_requests(service, gateway)
+        return service
     service.api.state.readiness_checks["endpoints"] = gateway.is_ready
     service.broadcast(EndpointUpdated)(handlers.on_endpoint_updated)
     service.resource("gateway", handlers.load_stored_endpoints, handlers.close)
@@ -37,9 +48,34 @@ def create_service(
     service.include_router(v2_router)
     service.include_router(v2_models_router)
     service.include_router(v1_models_router)
-    # Invocations are answered before FastAPI (its middleware stack costs ~0.2 ms a request).
-    service.front(gateway.asgi)
+    # Invocations (sync and async) are answered before FastAPI (its middleware costs ~0.2 ms).
+    async_front = AsyncInvocations(gateway, service.publish)
+    service.front(lambda api: gateway.asgi(async_front.asgi(api)))
+    service.declare_worker_pool(async_pool(gateway_is_member=config.role == "all"))
+    if config.role == "all":
+        _run_async_requests(service, gateway)
     return service
+
+
+def _run_async_requests(service: Service, gateway: Gateway) -> None:
+    """Join the async worker group: `async_concurrency` consumers, one request each at a time."""
+    worker = AsyncWorker(service.store, gateway.cache, gateway.executor, service.publish)
+    service.api.state.async_worker = worker
+    service.on(
+        AsyncInferenceRequested,
+        group=ASYNC_GROUP,
+        worker_pool=True,
+        max_workers=gateway.settings.async_concurrency,
+        max_poll_interval_ms=ASYNC_MAX_HOLD_MS,
+    )(worker.on_request)
+
+
+def _opened(gateway: Gateway) -> Callable[[], Awaitable[Gateway]]:
+    async def open_gateway() -> Gateway:
+        gateway.ready = True
+        return gateway
+
+    return open_gateway
 
 
 __getattr__ = lazy_service(create_service)

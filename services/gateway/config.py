@@ -5,6 +5,8 @@ Credentials are the kernel's (`CAIRN_AUTH_ENABLED`, keys in `platform/keys/`).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,3 +39,18 @@ class GatewaySettings(BaseSettings):
     capture_flush_s: float = Field(default=5.0, gt=0)
     capture_flush_records: int = Field(default=1000, ge=1)
     metrics_report_s: float = Field(default=5.0, gt=0)
+    role: Literal["all", "serve", "worker"] = Field(
+        default="all",
+        description="all: serve invocations and run async requests too; serve: serve only "
+        "(the gateway-async pool runs async requests); worker: run async requests only (a "
+        "member of the autoscaled pool).",
+    )
+    async_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Async requests one instance runs at once (its consumers of the queue).",
+    )
+    async_max_inline_bytes: int = Field(
+        default=128_000, gt=0, description="Largest inline InvokeEndpointAsync body (SageMaker's)."
+    )

@@ -1,6 +1,6 @@
 """Event contracts: the envelope, the catalogue and every event model."""
 
-from cairn.contracts import batch_events, edge_events, events, tuner_events
+from cairn.contracts import async_events, batch_events, edge_events, events, tuner_events
 from cairn.contracts.catalogue import (
     EventSpec,
     catalogue,
@@ -15,17 +15,18 @@ from cairn.contracts.envelope import Envelope, RawEnvelope
 
 __all__ = [
     "Envelope",
-    "batch_events",
-    "edge_events",
-    "tuner_events",
     "EventSpec",
     "RawEnvelope",
+    "async_events",
+    "batch_events",
     "catalogue",
     "decode_envelope",
+    "edge_events",
     "event",
     "events",
     "load_contract_modules",
     "spec_for",
     "spec_for_topic",
+    "tuner_events",
     "validate_data",
 ]

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cairn.contracts.async_events import AsyncInferenceConfig
 from cairn.contracts.catalogue import event
 
 JobName = str
@@ -228,6 +229,9 @@ class DeploymentRequested(_Data):
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
     allow_unapproved: bool = Field(
         default=False, description="Serve versions that are not Approved (never Rejected ones)."
+    )
+    async_inference_config: AsyncInferenceConfig | None = Field(
+        default=None, description="InvokeEndpointAsync settings (SageMaker's AsyncInferenceConfig)."
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cairn.contracts.async_events import AsyncInferenceConfig
 from cairn.contracts.events import VariantState
 from cairn.errors import ObjectNotFound
 from cairn.store.base import ObjectStore
@@ -133,6 +134,9 @@ class EndpointStateView(_View):
     production_variants: list[VariantState] = Field(default_factory=list)
     shadow_variant: VariantState | None = None
     updated_at: datetime | None = None
+    async_inference_config: AsyncInferenceConfig | None = Field(
+        default=None, description="InvokeEndpointAsync settings; none: the defaults."
+    )
 
 
 class ModelLineageView(_View):
@@ -166,9 +170,7 @@ class TrainingJobView(_View):
     failure_reason: str | None = None
 
 
-@state_contract(
-    owner="gateway", prefix="capture/", key="{0}/{1}/{2:%Y/%m/%d/%H}/{3}.jsonl"
-)
+@state_contract(owner="gateway", prefix="capture/", key="{0}/{1}/{2:%Y/%m/%d/%H}/{3}.jsonl")
 class CaptureRecord(_View):
     """One captured request in SageMaker's data-capture layout (one JSON line of a file).
 
@@ -216,5 +218,7 @@ class WorkerPoolDeclaration(BaseModel):
         default=60.0, ge=0, description="Scale down only once desire stayed lower this long."
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra worker environment.")
-    gpu: bool = Field(default=False, description="Workers ask for GPU devices (Docker, Kubernetes).")
+    gpu: bool = Field(
+        default=False, description="Workers ask for GPU devices (Docker, Kubernetes)."
+    )
     image: str | None = Field(default=None, description="Container image; default the platform's.")
