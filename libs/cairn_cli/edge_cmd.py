@@ -253,14 +253,20 @@ def deploy(
     fleet: FleetOption,
     package_name: Annotated[str, typer.Option("--package", "-p")],
     stage: Annotated[
-        list[str], typer.Option("--stage", help="NAME=devices:d1,d2 | NAME=percent:25")
+        list[str],
+        typer.Option(
+            "--stage", help="NAME=devices:d1,d2 | NAME=percent:25, then :bake=SECONDS if its own"
+        ),
     ],
     success_threshold: Annotated[str, typer.Option("--success-threshold")] = "100%",
     max_failures: Annotated[str, typer.Option("--max-failures", help="1 or 5%")] = "0",
     bake: Annotated[float, typer.Option("--bake", help="Seconds the gates must hold.")] = 60.0,
     deadline: Annotated[float, typer.Option("--stage-deadline")] = 900.0,
     gate: Annotated[
-        list[str] | None, typer.Option("--gate", help="error-rate[:0.05] | latency[:ms]")
+        list[str] | None,
+        typer.Option(
+            "--gate", help="error-rate[:0.05] | latency[:ms] | drift[:P_VALUE[:MIN_ROWS]]"
+        ),
     ] = None,
     pause_on_failure: Annotated[bool, typer.Option("--pause-on-failure")] = False,
     wait: Annotated[bool, typer.Option("--wait")] = False,
@@ -295,10 +301,19 @@ def _plan_report(plan: dict[str, Any], as_json: bool) -> None:
         f"plan [bold]{plan['plan_name']}[/]: {plan['status']} {plan.get('reason') or ''}"
     )
     rows = [
-        (s["name"], s["status"], ",".join(s["assigned"]), s.get("reason"))
+        (s["name"], s["status"], ",".join(s["assigned"]), _drift(s.get("drift")), s.get("reason"))
         for s in plan.get("stages", [])
     ]
-    Console().print(table("Stages", ("stage", "status", "devices", "reason"), rows))
+    Console().print(table("Stages", ("stage", "status", "devices", "drift", "reason"), rows))
+
+
+def _drift(check: dict[str, Any] | None) -> str:
+    """The stage's last drift measurement: its rows, and what drifted."""
+    if not check or check.get("problem"):
+        return str((check or {}).get("problem") or "")
+    drifted = [f["feature"] for f in check["features"] if f["drifted"]]
+    verdict = "held" if check["features"] else "too few"
+    return f"{check['samples']} rows: " + (", ".join(drifted) + " drifted" if drifted else verdict)
 
 
 @deployments_app.command("describe")

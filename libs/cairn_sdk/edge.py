@@ -92,6 +92,16 @@ def create_deployment(
     gates: Sequence[str] = (),
     on_failure: str = "ROLLBACK_ON_FAILURE",
 ) -> dict[str, Any]:
+    """Start a staged rollout.
+
+    Args:
+        stages: `NAME=devices:d1,d2` or `NAME=percent:25`, each optionally with `:bake=SECONDS`
+            (default `bake_s`).
+        gates: `error-rate[:0.05]`, `latency[:100]` (p99 ms) or `drift[:0.05[:100]]`: the
+            stage's captured rows against the model's training data (KS / chi-squared per
+            input at that p-value level, Bonferroni across inputs), judged once the stage has
+            that many rows after its bake.
+    """
     body = {
         "plan_name": plan_name,
         "fleet_name": fleet,

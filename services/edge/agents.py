@@ -101,7 +101,7 @@ class DeviceApi:
         manifest_text: str | None = None
         files: dict[str, str] = {}
         if desired.package_name is not None:
-            package = await self.edge.package(desired.package_name)
+            package = await self.edge.jobs.package(desired.package_name)
             manifest_text = package.manifest
             names = json.loads(manifest_text or "{}").get("files", {})
             files = {name: self._url(package.package_name, name) for name in names}

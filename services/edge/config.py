@@ -28,3 +28,17 @@ class EdgeSettings(BaseSettings):
     workdir: Path | None = Field(
         default=None, description="Where packages are built; default a temporary folder."
     )
+    drift_check_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a baked stage short of the drift gate's rows is measured again.",
+    )
+    drift_max_rows: int = Field(
+        default=10_000, ge=100, description="Captured rows a drift check tests (a uniform sample)."
+    )
+    drift_reference_max_values: int = Field(
+        default=100_000,
+        ge=1000,
+        description="Training values kept per numeric input as the KS reference: all of them "
+        "up to this many, else this many quantiles.",
+    )

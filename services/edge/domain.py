@@ -1,10 +1,10 @@
-"""Fleets, devices, packages and deployment plans: the documents and the rollout rules (pure).
+"""Fleets, devices, packages and deployment plans: the documents, and how a plan is written.
 
-A plan's stages run in order. A stage picks its devices (named, or a cumulative percentage of the
-fleet), sets their target to the plan's package, and completes once `success_threshold_pct` of
-them run it and every gate holds for `bake_s`. Too many refusals, a missed deadline or a broken
-gate fail it: with `ROLLBACK_ON_FAILURE` exactly that stage's devices go back to the package each
-ran before and the plan stops; with `PAUSE` the plan waits for a person.
+A plan's stages run in order (the rules are in `rollout`). A stage picks its devices (named, or a
+cumulative percentage of the fleet) and completes once `success_threshold_pct` of them run the
+package and every gate holds for its bake time (the stage's own, else the plan's `bake_s`). The
+drift gate is judged at the end of the bake on the rows the stage's devices captured, measured by
+the service and kept on the stage as a `DriftCheck`.
 """
 
 from __future__ import annotations
@@ -14,24 +14,18 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from cairn.contracts.edge_events import (
-    NAME_PATTERN,
-    EdgeDeploymentCompleted,
-    EdgeDeploymentRolledBack,
-    EdgeDeploymentStageCompleted,
-    EdgeDeploymentStageFailed,
-    EdgeDeploymentStageStarted,
-)
+from cairn.contracts.edge_events import NAME_PATTERN
 from cairn.contracts.envelope import utc_now
 from cairn.errors import InvalidInput
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 FLEETS = "edge/fleets"
 PACKAGES = "edge/packages"
 PACKAGE_FILES = "edge/package-files"
 PLANS = "edge/plans"
 GateKind = Literal["error-rate", "latency", "drift"]
-GATE_DEFAULTS: dict[str, float] = {"error-rate": 0.05, "latency": 100.0}
+GATE_DEFAULTS: dict[str, float] = {"error-rate": 0.05, "latency": 100.0, "drift": 0.05}
+DRIFT_MIN_SAMPLES = 100
 StageStatus = Literal["Pending", "InProgress", "Completed", "Failed", "RolledBack"]
 PlanStatus = Literal["InProgress", "Paused", "Completed", "Failed", "RolledBack"]
 TERMINAL_PLAN = frozenset({"Completed", "Failed", "RolledBack"})
@@ -97,19 +91,51 @@ class PackageDoc(_Doc):
 
 class Gate(_Doc):
     kind: GateKind
-    threshold: float = Field(ge=0)
+    threshold: float = Field(
+        ge=0, description="error-rate: a share; latency: p99 ms; drift: the p-value level."
+    )
+    min_samples: int | None = Field(
+        default=None, ge=1, description="drift: captured rows the stage needs before it passes."
+    )
+
+
+class FeatureDrift(_Doc):
+    feature: str
+    test: Literal["ks", "chi2"]
+    statistic: float
+    p_value: float
+    drifted: bool
+
+
+class DriftCheck(_Doc):
+    """The stage's captured rows of the new package against the model's training data."""
+
+    checked_at: datetime
+    samples: int = Field(
+        ge=0, description="Rows captured on the new package since the stage began."
+    )
+    devices: list[str] = Field(default_factory=list, description="The devices the rows came from.")
+    threshold: float = Field(description="The p-value level after Bonferroni across features.")
+    features: list[FeatureDrift] = Field(default_factory=list)
+    problem: str | None = Field(default=None, description="Why nothing could be measured.")
+
+    @property
+    def drifted(self) -> list[FeatureDrift]:
+        return [feature for feature in self.features if feature.drifted]
 
 
 class Stage(_Doc):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
     devices: list[str] | None = None
     percent: float | None = Field(default=None, gt=0, le=100)
+    bake_s: float | None = Field(default=None, ge=0, description="Default: the plan's bake_s.")
     status: StageStatus = "Pending"
     assigned: list[str] = Field(default_factory=list)
     started_at: datetime | None = None
     met_at: datetime | None = None
     ended_at: datetime | None = None
     reason: str | None = None
+    drift: DriftCheck | None = None
 
 
 class Plan(_Doc):
@@ -135,24 +161,75 @@ class Plan(_Doc):
     created_at: datetime = Field(default_factory=utc_now)
     ended_at: datetime | None = None
 
+    def gate(self, kind: GateKind) -> Gate | None:
+        return next((gate for gate in self.gates if gate.kind == kind), None)
 
-_STAGE = re.compile(r"^(?P<name>[^=]+)=(?P<kind>devices|percent):(?P<value>.+)$")
+    def bake_of(self, stage: Stage) -> float:
+        return self.bake_s if stage.bake_s is None else stage.bake_s
+
+
+_STAGE = re.compile(
+    r"^(?P<name>[^=]+)=(?P<kind>devices|percent):(?P<value>[^:]+)(?::bake=(?P<bake>[^:]*))?$"
+)
 
 
 def parse_stage(text: str) -> Stage:
-    """`canary=devices:d1,d2` or `wave1=percent:25`."""
+    """`canary=devices:d1,d2` or `wave1=percent:25`, either with `:bake=SECONDS` after it."""
     match = _STAGE.match(text.strip())
     if match is None:
-        raise InvalidInput(f"stage {text!r} is not NAME=devices:D1,D2 or NAME=percent:P")
+        raise InvalidInput(
+            f"stage {text!r} is not NAME=devices:D1,D2 or NAME=percent:P (then :bake=SECONDS)"
+        )
     name, kind, value = match["name"], match["kind"], match["value"]
-    if kind == "devices":
-        devices = [d.strip() for d in value.split(",") if d.strip()]
-        return Stage(name=name, devices=devices)
+    bake = _number(match["bake"], f"stage {name}: bake") if match["bake"] is not None else None
+    if bake is not None and bake < 0:
+        raise InvalidInput(f"stage {name}: bake={bake:g} is negative")
     try:
-        percent = float(value.rstrip("%"))
+        if kind == "devices":
+            devices = [d.strip() for d in value.split(",") if d.strip()]
+            return Stage(name=name, devices=devices, bake_s=bake)
+        percent = _number(value.rstrip("%"), f"stage {name}: percentage")
+        return Stage(name=name, percent=percent, bake_s=bake)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise InvalidInput(f"stage {text!r}: {where}: {problem['msg']}") from None
+
+
+def parse_gate(text: str) -> Gate:
+    """`error-rate[:0.05]`, `latency[:100]` (ms) or `drift[:P_VALUE[:MIN_SAMPLES]]`."""
+    kind, _, rest = text.strip().partition(":")
+    if kind not in GATE_DEFAULTS:
+        raise InvalidInput(f"unknown gate {kind!r}: error-rate, latency or drift")
+    value, _, samples = rest.partition(":")
+    if samples and kind != "drift":
+        raise InvalidInput(f"gate {text!r}: only the drift gate takes a sample count")
+    threshold = _number(value.rstrip("%"), f"gate {text!r}") if value else GATE_DEFAULTS[kind]
+    if kind == "drift" and not 0 < threshold < 1:
+        raise InvalidInput(f"gate {text!r}: the drift p-value must be between 0 and 1")
+    if threshold < 0:
+        raise InvalidInput(f"gate {text!r}: the threshold is negative")
+    if kind != "drift":
+        return Gate(kind=kind, threshold=threshold)
+    count = DRIFT_MIN_SAMPLES
+    if samples:
+        try:
+            count = int(samples)
+        except ValueError:
+            raise InvalidInput(f"gate {text!r}: {samples!r} is not a sample count") from None
+        if count < 1:
+            raise InvalidInput(f"gate {text!r}: the drift gate needs at least one sample")
+    return Gate(kind="drift", threshold=threshold, min_samples=count)
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        number = float(text)
     except ValueError:
-        raise InvalidInput(f"stage {name}: {value!r} is not a percentage") from None
-    return Stage(name=name, percent=percent)
+        raise InvalidInput(f"{what}: {text!r} is not a number") from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"{what}: {text!r} is not a finite number")
+    return number
 
 
 def validate_plan(plan: Plan, fleet_devices: list[str]) -> None:
@@ -181,9 +258,12 @@ def validate_plan(plan: Plan, fleet_devices: list[str]) -> None:
             if device in seen:
                 raise InvalidInput(f"{field}: device {device!r} is in two stages", field=field)
             seen.add(device)
-    for gate in plan.gates:
-        if gate.kind == "drift":
-            raise InvalidInput("the drift gate is not available yet; use error-rate or latency")
+    kinds = [gate.kind for gate in plan.gates]
+    if len(set(kinds)) != len(kinds):
+        raise InvalidInput("each gate may be given once", field="gates")
+    drift = plan.gate("drift")
+    if drift is not None and not 0 < drift.threshold < 1:
+        raise InvalidInput("the drift gate's p-value must be between 0 and 1", field="gates")
 
 
 def plan_key(name: str) -> str:
@@ -200,151 +280,3 @@ def package_file_key(package: str, file: str) -> str:
 
 def fleet_key(fleet: str) -> str:
     return f"{fleet}/fleet.json"
-
-
-# The rollout ----------------------------------------------------------------------------------
-
-
-def device_outcome(plan: Plan, device: Device | None) -> Literal["ok", "failed", "pending"]:
-    """Where one device of a stage stands with the plan's package."""
-    if device is None:
-        return "failed"
-    if device.package_name == plan.package_name and device.health == "Healthy":
-        return "ok"
-    refusal = device.refusal or {}
-    if (
-        refusal.get("package_name") == plan.package_name
-        and int(refusal.get("revision", -1)) >= device.desired.revision
-    ):
-        return "failed"
-    return "pending"
-
-
-def gate_violations(plan: Plan, devices: list[Device]) -> list[str]:
-    found: list[str] = []
-    for gate in plan.gates:
-        for device in devices:
-            if gate.kind == "error-rate" and device.request_count:
-                rate = device.error_count / device.request_count
-                if rate > gate.threshold:
-                    found.append(
-                        f"error-rate gate: {device.device_name} failed {rate:.0%} of "
-                        f"{device.request_count} requests (> {gate.threshold:.0%})"
-                    )
-            if gate.kind == "latency" and (device.p99_ms or 0.0) > gate.threshold:
-                found.append(
-                    f"latency gate: {device.device_name} p99 {device.p99_ms:.2f} ms "
-                    f"(> {gate.threshold:g} ms)"
-                )
-    return found
-
-
-def advance(plan: Plan, devices: dict[str, Device], now: datetime) -> Plan:
-    """The plan one step on: stages started, completed or failed; targets and outbox updated."""
-    plan = plan.model_copy(deep=True)
-    while plan.status == "InProgress":
-        stage = next((s for s in plan.stages if s.status in ("Pending", "InProgress")), None)
-        if stage is None:
-            plan.status, plan.ended_at = "Completed", now
-            _emit(plan, EdgeDeploymentCompleted, status="Completed")
-            break
-        if stage.status == "Pending":
-            _start(plan, stage, sorted(devices), devices, now)
-            continue
-        if not _check(plan, stage, devices, now):
-            break
-    return plan
-
-
-def _start(
-    plan: Plan, stage: Stage, fleet: list[str], devices: dict[str, Device], now: datetime
-) -> None:
-    taken = {d for s in plan.stages for d in s.assigned}
-    if stage.devices is not None:
-        chosen = [d for d in stage.devices if d not in taken]
-    else:
-        want = math.ceil((stage.percent or 0) / 100 * len(fleet))
-        free = [d for d in fleet if d not in taken]
-        chosen = free[: max(0, want - len(taken))]
-    stage.assigned, stage.status, stage.started_at = chosen, "InProgress", now
-    for name in chosen:
-        device = devices.get(name)
-        plan.previous[name] = device.package_name if device else None
-        plan.targets[name] = Desired(package_name=plan.package_name, plan_name=plan.plan_name)
-    _emit(plan, EdgeDeploymentStageStarted, stage=stage)
-
-
-def _check(plan: Plan, stage: Stage, devices: dict[str, Device], now: datetime) -> bool:
-    """Complete or fail a running stage; True when the plan may move on at once."""
-    outcomes = {name: device_outcome(plan, devices.get(name)) for name in stage.assigned}
-    ok = [name for name, outcome in outcomes.items() if outcome == "ok"]
-    failed = [name for name, outcome in outcomes.items() if outcome == "failed"]
-    total = len(stage.assigned)
-    allowed = plan.max_failures or 0
-    if plan.max_failures_pct is not None:
-        allowed = math.floor(plan.max_failures_pct / 100 * total)
-    if len(failed) > allowed:
-        reasons = "; ".join(f"{n}: {_refusal_reason(devices.get(n))}" for n in failed)
-        _fail(plan, stage, now, f"{len(failed)} of {total} devices failed ({reasons})")
-        return False
-    if total == 0 or len(ok) * 100 >= plan.success_threshold_pct * total:
-        violations = gate_violations(plan, [devices[n] for n in ok if n in devices])
-        if violations:
-            _fail(plan, stage, now, "; ".join(violations))
-            return False
-        stage.met_at = stage.met_at or now
-        if (now - stage.met_at).total_seconds() >= plan.bake_s:
-            stage.status, stage.ended_at = "Completed", now
-            _emit(plan, EdgeDeploymentStageCompleted, stage=stage, succeeded=len(ok))
-            return True
-        return False
-    started = stage.started_at or now
-    if (now - started).total_seconds() > plan.stage_deadline_s:
-        _fail(plan, stage, now, f"deadline: {len(ok)} of {total} devices run the package")
-    return False
-
-
-def _refusal_reason(device: Device | None) -> str:
-    if device is None:
-        return "deregistered"
-    return str((device.refusal or {}).get("reason", "failed"))
-
-
-def _fail(plan: Plan, stage: Stage, now: datetime, reason: str) -> None:
-    stage.status, stage.ended_at, stage.reason = "Failed", now, reason
-    _emit(plan, EdgeDeploymentStageFailed, stage=stage, reason=reason)
-    if plan.on_failure == "PAUSE":
-        plan.status, plan.reason = "Paused", f"stage {stage.name} failed: {reason}"
-        return
-    roll_back(plan, [stage], now, f"stage {stage.name} failed: {reason}")
-
-
-def roll_back(plan: Plan, stages: list[Stage], now: datetime, reason: str) -> None:
-    """Send exactly these stages' devices back to what each ran before; the plan ends."""
-    for stage in stages:
-        for name in stage.assigned:
-            plan.targets[name] = Desired(
-                package_name=plan.previous.get(name), rollback=True, plan_name=plan.plan_name
-            )
-        stage.status = "RolledBack"
-        _emit(plan, EdgeDeploymentRolledBack, stage=stage, reason=reason)
-    plan.status, plan.reason, plan.ended_at = "RolledBack", reason, now
-    _emit(plan, EdgeDeploymentCompleted, status="RolledBack", reason=reason)
-
-
-def _emit(plan: Plan, model: type[BaseModel], stage: Stage | None = None, **fields: Any) -> None:
-    data: dict[str, Any] = {
-        "plan_name": plan.plan_name,
-        "fleet_name": plan.fleet_name,
-        "package_name": plan.package_name,
-        **fields,
-    }
-    if stage is not None:
-        data |= {"stage_name": stage.name, "devices": list(stage.assigned)}
-    plan.outbox.append({"type": model.__name__, "data": model(**data).model_dump(mode="json")})
-
-
-def allowed_failures_text(plan: Plan) -> str:
-    if plan.max_failures_pct is not None:
-        return f"{plan.max_failures_pct:g}%"
-    return str(plan.max_failures or 0)

@@ -1,9 +1,10 @@
-"""The edge service layer: fleets, devices, packaging jobs and deployment plans.
+"""The edge service layer: fleets, devices and deployment plans (packaging jobs are in `jobs`).
 
 State lives in the store under `edge/` with conditional writes. A plan's events go to its own
 outbox first (written with the state change) and are published by the rollout sweep, which also
 pushes each plan's device targets into the devices' desired state, so a restart in between loses
-and doubles nothing that matters (events are at least once, targets idempotent).
+and doubles nothing that matters (events are at least once, targets idempotent). A plan with the
+drift gate has its running stage measured by the sweep once its bake is over (`DriftGate`).
 """
 
 from __future__ import annotations
@@ -11,49 +12,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cairn.auth.keys import issue_key, revoke_key
 from cairn.auth.principal import Principal
 from cairn.auth.sealing import SecretBox
 from cairn.contracts.catalogue import validate_data
-from cairn.contracts.edge_events import (
-    EdgeDeviceRegistered,
-    EdgeFleetCreated,
-    EdgePackagingJobCompleted,
-    EdgePackagingJobFailed,
-)
+from cairn.contracts.edge_events import EdgeDeviceRegistered, EdgeFleetCreated
 from cairn.contracts.envelope import utc_now
-from cairn.contracts.state import ModelVersionView, read_state
 from cairn.documents import DocumentStore
 from cairn.errors import CairnError, Conflict, NotFound, PreconditionFailed
 from cairn.ports import Platform
 from cairn.store.base import ObjectStore
-from cairn_edge.package import EdgeManifest, new_signing_key
+from cairn_edge.package import new_signing_key
 
-from services.edge import packaging
 from services.edge.config import EdgeSettings
 from services.edge.domain import (
     FLEETS,
-    PACKAGES,
     PLANS,
     TERMINAL_PLAN,
     Desired,
     Device,
+    DriftCheck,
     Fleet,
-    PackageDoc,
     Plan,
-    advance,
     device_key,
     fleet_key,
-    package_file_key,
     plan_key,
-    roll_back,
     validate_plan,
 )
+from services.edge.drift_gate import DriftGate
+from services.edge.jobs import PackagingJobs
+from services.edge.rollout import advance, drift_due, roll_back
 
 log = logging.getLogger("cairn.edge")
 DEVICE_PRINCIPAL = "device:{fleet}:{device}"
@@ -76,10 +67,10 @@ class EdgeHandlers:
         self.platform = platform
         self.fleets: DocumentStore[Fleet] = DocumentStore(store, Fleet, FLEETS)
         self.devices: DocumentStore[Device] = DocumentStore(store, Device, FLEETS)
-        self.packages: DocumentStore[PackageDoc] = DocumentStore(store, PackageDoc, PACKAGES)
         self.plans: DocumentStore[Plan] = DocumentStore(store, Plan, PLANS)
+        self.jobs = PackagingJobs(store, settings, platform)
+        self.drift = DriftGate(store, settings)
         self.changed = asyncio.Condition()
-        self._building: set[str] = set()
 
     # Fleets and devices ----------------------------------------------------------------------
 
@@ -159,143 +150,18 @@ class EdgeHandlers:
         await asyncio.to_thread(self.devices.delete, device_key(fleet_name, device_name))
         return device
 
-    # Packaging -------------------------------------------------------------------------------
-
-    async def create_package(
-        self, group: str, version: int, target: str, fmt: str | None, tolerance: float | None
-    ) -> PackageDoc:
-        """Check what can be checked at once (4xx), store the job, build in the background."""
-        view = await asyncio.to_thread(
-            read_state, self.store, ModelVersionView, group, str(version)
-        )
-        if view is None:
-            raise NotFound(f"model {group}:{version} is not registered")
-        manifest = await asyncio.to_thread(_framework_of, self.store, view.artifact_uri)
-        fmt = fmt or packaging.default_format(manifest)
-        packaging.check_request(manifest, fmt, target)
-        base = f"{group.lower()}-v{version}-{fmt}-{target.removeprefix('linux-')}"
-        for build in range(1, 1000):
-            doc = PackageDoc(
-                package_name=f"{base}-{build}".replace("_", "-"),
-                model_package_group=group,
-                model_version=version,
-                build=build,
-                target=target,
-                format=fmt,
-                tolerance=self.settings.default_tolerance if tolerance is None else tolerance,
-            )
-            try:
-                await asyncio.to_thread(self.packages.create, f"{doc.package_name}.json", doc)
-            except PreconditionFailed:
-                continue
-            self._start_build(doc.package_name)
-            return doc
-        raise Conflict(f"too many builds of {base}")
-
-    def _start_build(self, name: str) -> None:
-        if name in self._building:
-            return
-        self._building.add(name)
-        task = asyncio.get_running_loop().create_task(self._build(name))
-        task.add_done_callback(lambda _: self._building.discard(name))
-
-    async def _build(self, name: str) -> None:
-        doc = await self.package(name)
-        view = read_state(
-            self.store, ModelVersionView, doc.model_package_group, str(doc.model_version)
-        )
-        update: dict[str, Any]
-        try:
-            if view is None:
-                raise NotFound("the model version was deregistered")
-            update = await asyncio.to_thread(self._build_files, doc, view.artifact_uri)
-        except (CairnError, OSError, RuntimeError, ValueError) as error:
-            reason = error.message if isinstance(error, CairnError) else repr(error)
-            update = {"status": "Failed", "reason": reason}
-        await asyncio.to_thread(
-            self.packages.update, f"{name}.json", lambda d: _changed(d, update, name)
-        )
-        await self.publish_package_outcome(name)
-
-    def _build_files(self, doc: PackageDoc, artifact_uri: str) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory(dir=self.settings.workdir) as tmp:
-            built = packaging.build(
-                self.store, artifact_uri, doc.format, doc.target, doc.tolerance, Path(tmp) / "pkg"
-            )
-            for file in built.folder.iterdir():
-                self.store.put_file(package_file_key(doc.package_name, file.name), file)
-        manifest = EdgeManifest(
-            package_name=doc.package_name,
-            model_package_group=doc.model_package_group,
-            model_version=doc.model_version,
-            build=doc.build,
-            format=doc.format,
-            target=doc.target,
-            model_file=built.model_file,
-            framework=built.framework,
-            tolerance=doc.tolerance,
-            files=built.files,
-            created_at=utc_now(),
-        )
-        return {
-            "status": "Completed",
-            "manifest": manifest.model_dump_json(),
-            "size_bytes": built.size_bytes,
-            "max_abs_error": built.max_abs_error,
-            "latency_us": built.latency_us,
-            "original_latency_us": built.original_latency_us,
-        }
-
-    async def publish_package_outcome(self, name: str) -> None:
-        doc = await self.package(name)
-        if doc.outcome_published or doc.status == "InProgress":
-            return
-        event: Any
-        if doc.status == "Completed":
-            event = EdgePackagingJobCompleted(
-                package_name=name,
-                model_package_group=doc.model_package_group,
-                model_version=doc.model_version,
-                target=doc.target,
-                format=doc.format,
-                size_bytes=doc.size_bytes,
-                max_abs_error=doc.max_abs_error or 0.0,
-                latency_us=doc.latency_us or 0.0,
-                original_latency_us=doc.original_latency_us or 0.0,
-            )
-        else:
-            event = EdgePackagingJobFailed(
-                package_name=name,
-                model_package_group=doc.model_package_group,
-                model_version=doc.model_version,
-                reason=doc.reason or "failed",
-            )
-        await self.platform.publish(event)
-        await asyncio.to_thread(
-            self.packages.update,
-            f"{name}.json",
-            lambda d: _changed(d, {"outcome_published": True}, name),
-        )
-
-    async def package(self, name: str) -> PackageDoc:
-        found = await asyncio.to_thread(self.packages.get_or_none, f"{name}.json")
-        if found is None:
-            raise NotFound(f"no edge package {name!r}")
-        return found.doc
-
-    async def list_packages(self) -> list[PackageDoc]:
-        keys = await asyncio.to_thread(self.packages.keys)
-        names = [key.removesuffix(".json") for key in keys if "/" not in key]
-        return [await self.package(name) for name in names]
-
     # Plans -----------------------------------------------------------------------------------
 
     async def create_plan(self, plan: Plan) -> Plan:
         devices = await self.list_devices(plan.fleet_name)
         validate_plan(plan, [d.device_name for d in devices])
-        package = await self.package(plan.package_name)
+        package = await self.jobs.package(plan.package_name)
         if package.status != "Completed":
             raise Conflict(f"package {plan.package_name} is {package.status}, not Completed")
+        if plan.gate("drift") is not None:  # 422 now when there is no training data to compare
+            await asyncio.to_thread(
+                self.drift.baseline, package.model_package_group, package.model_version
+            )
         for other in await self.list_plans():
             if other.fleet_name == plan.fleet_name and other.status not in TERMINAL_PLAN:
                 raise Conflict(
@@ -326,6 +192,7 @@ class EdgeHandlers:
             for stage in plan.stages:
                 if stage.status == "Failed":  # a paused failure gets a fresh deadline and bake
                     stage.status, stage.started_at, stage.met_at = "InProgress", utc_now(), None
+                    stage.drift = None
             return plan
 
         await self._transition(name, {"Paused"}, "InProgress", resumed)
@@ -365,9 +232,10 @@ class EdgeHandlers:
         devices = {d.device_name: d for d in await self.list_devices(plan.fleet_name)}
         if plan.status == "InProgress":
             now = utc_now()
+            checks = await self._drift_checks(plan, now)
             plan = (
                 await asyncio.to_thread(
-                    self.plans.update, plan_key(name), lambda p: _advanced(p, devices, now)
+                    self.plans.update, plan_key(name), lambda p: _advanced(p, devices, now, checks)
                 )
             ).doc
         for device_name, target in plan.targets.items():
@@ -375,6 +243,22 @@ class EdgeHandlers:
             if current is not None and not _same_target(current.desired, target):
                 await self.set_desired(plan.fleet_name, device_name, target)
         await self._publish_outbox(plan)
+
+    async def _drift_checks(self, plan: Plan, now: Any) -> dict[str, DriftCheck]:
+        """A fresh drift measurement of the running stage, when its bake is over."""
+        stage = drift_due(plan, now, self.settings.drift_check_interval_s)
+        if stage is None:
+            return {}
+        package = await self.jobs.package(plan.package_name)
+        try:
+            check = await asyncio.to_thread(self.drift.measure, plan, stage, package, now)
+        except (CairnError, OSError, ValueError) as error:  # the store, a capture: try again
+            log.warning("drift check of %s/%s failed: %r", plan.plan_name, stage.name, error)
+            problem = error.message if isinstance(error, CairnError) else repr(error)
+            gate = plan.gate("drift")
+            level = gate.threshold if gate is not None else 0.05
+            check = DriftCheck(checked_at=now, samples=0, threshold=level, problem=problem)
+        return {stage.name: check}
 
     async def set_desired(self, fleet: str, device: str, target: Desired) -> None:
         def change(current: Device | None) -> Device:
@@ -409,14 +293,12 @@ class EdgeHandlers:
         await asyncio.to_thread(self.plans.update, plan_key(plan.plan_name), drained)
 
     async def sweep(self) -> None:
-        for plan in await self.list_plans():
+        plans = await self.list_plans()
+        for plan in plans:
             if plan.status not in TERMINAL_PLAN or plan.outbox:
                 await self.step(plan.plan_name)
-        for package in await self.list_packages():
-            if package.status == "InProgress":
-                self._start_build(package.package_name)
-            elif not package.outcome_published:
-                await self.publish_package_outcome(package.package_name)
+        self.drift.keep_only({p.plan_name for p in plans if p.status == "InProgress"})
+        await self.jobs.sweep()
 
     async def sweep_forever(self) -> None:
         while True:
@@ -435,22 +317,9 @@ def _same_target(desired: Desired, target: Desired) -> bool:
     )
 
 
-def _advanced(plan: Plan | None, devices: dict[str, Device], now: Any) -> Plan:
+def _advanced(
+    plan: Plan | None, devices: dict[str, Device], now: Any, checks: dict[str, DriftCheck]
+) -> Plan:
     if plan is None:
         raise NotFound("the plan vanished")
-    return advance(plan, devices, now) if plan.status == "InProgress" else plan
-
-
-def _changed(doc: PackageDoc | None, update: dict[str, Any], name: str) -> PackageDoc:
-    if doc is None:
-        raise NotFound(f"no edge package {name!r}")
-    return doc.model_copy(update=update)
-
-
-def _framework_of(store: ObjectStore, artifact_uri: str) -> str:
-    from cairn.artifacts import read_manifest
-
-    try:
-        return read_manifest(store, artifact_uri).framework
-    except CairnError as error:
-        raise NotFound(f"the model's package cannot be read: {error.message}") from None
+    return advance(plan, devices, now, checks) if plan.status == "InProgress" else plan

@@ -14,13 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.edge.agents import DeviceApi, Heartbeat
 from services.edge.domain import (
-    GATE_DEFAULTS,
     Device,
-    Gate,
     PackageDoc,
     Plan,
     Stage,
     package_file_key,
+    parse_gate,
     parse_stage,
 )
 from services.edge.handlers import EdgeHandlers
@@ -72,12 +71,19 @@ class PlanBody(_Body):
     plan_name: str = Field(pattern=NAME_PATTERN)
     fleet_name: str
     package_name: str
-    stages: list[str] = Field(min_length=1, description="canary=devices:d1,d2 / wave=percent:25")
+    stages: list[str] = Field(
+        min_length=1,
+        description="canary=devices:d1,d2 / wave=percent:25, either with :bake=SECONDS after it",
+    )
     success_threshold_pct: float = Field(default=100.0, gt=0, le=100)
     max_failures: str = Field(default="0", description="A count (1) or a share (5%).")
     bake_s: float = Field(default=60.0, ge=0)
     stage_deadline_s: float = Field(default=900.0, gt=0)
-    gates: list[str] = Field(default_factory=list, description="error-rate[:0.05], latency[:ms]")
+    gates: list[str] = Field(
+        default_factory=list,
+        description="error-rate[:0.05], latency[:100] (p99 ms), drift[:0.05[:100]] (the p-value "
+        "level, Bonferroni across inputs, and the captured rows a stage needs)",
+    )
     on_failure: Literal["ROLLBACK_ON_FAILURE", "PAUSE"] = "ROLLBACK_ON_FAILURE"
 
 
@@ -244,7 +250,7 @@ async def download(
 
 @packages.post("", status_code=202, dependencies=[requires("deploy", action="edge_package.create")])
 async def create_package(body: PackageBody, handlers: Handlers, request: Request) -> dict[str, Any]:
-    doc = await handlers.create_package(
+    doc = await handlers.jobs.create_package(
         body.model_package_group, body.model_version, body.target, body.format, body.tolerance
     )
     set_audit_resource(request, f"/packages/{doc.package_name}")
@@ -253,12 +259,12 @@ async def create_package(body: PackageBody, handlers: Handlers, request: Request
 
 @packages.get("", dependencies=[requires("read")])
 async def list_packages(handlers: Handlers) -> dict[str, Any]:
-    return {"packages": [package_summary(p) for p in await handlers.list_packages()]}
+    return {"packages": [package_summary(p) for p in await handlers.jobs.list_packages()]}
 
 
 @packages.get("/{package_name}", dependencies=[requires("read")])
 async def describe_package(package_name: str, handlers: Handlers) -> dict[str, Any]:
-    doc = await handlers.package(package_name)
+    doc = await handlers.jobs.package(package_name)
     return {**package_summary(doc), "manifest": doc.manifest}
 
 
@@ -321,16 +327,7 @@ def plan_of(body: PlanBody, created_by: str) -> Plan:
             count = int(failures)
     except ValueError:
         raise InvalidInput(f"max_failures {failures!r} is a count (1) or a share (5%)") from None
-    gates = []
-    for text in body.gates:
-        kind, _, value = text.partition(":")
-        if kind not in ("error-rate", "latency", "drift"):
-            raise InvalidInput(f"unknown gate {kind!r}: error-rate, latency or drift")
-        try:
-            threshold = float(value.rstrip("%")) if value else GATE_DEFAULTS.get(kind, 0.0)
-        except ValueError:
-            raise InvalidInput(f"gate {text!r}: {value!r} is not a number") from None
-        gates.append(Gate(kind=kind, threshold=threshold))
+    gates = [parse_gate(text) for text in body.gates]
     try:
         return Plan(
             plan_name=body.plan_name,

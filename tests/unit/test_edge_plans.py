@@ -11,12 +11,15 @@ from cairn.errors import InvalidInput
 from services.edge.domain import (
     Desired,
     Device,
+    DriftCheck,
+    FeatureDrift,
     Gate,
     Plan,
-    advance,
+    parse_gate,
     parse_stage,
     validate_plan,
 )
+from services.edge.rollout import advance, drift_due
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 FLEET = [f"d{i:02d}" for i in range(10)]
@@ -140,3 +143,98 @@ def test_a_stage_missing_its_deadline_fails() -> None:
     step = advance(step, devices, T0 + timedelta(seconds=61))
     assert step.status == "RolledBack"
     assert "deadline: 0 of 10" in (step.reason or "")
+
+
+def test_a_stage_may_bake_for_its_own_time_and_gates_parse_with_their_defaults() -> None:
+    assert parse_stage("wave=percent:25:bake=120").bake_s == 120
+    assert parse_stage("canary=devices:d1,d2:bake=0").devices == ["d1", "d2"]
+    assert parse_gate("drift") == Gate(kind="drift", threshold=0.05, min_samples=100)
+    assert parse_gate("drift:0.01:500") == Gate(kind="drift", threshold=0.01, min_samples=500)
+    assert parse_gate("latency") == Gate(kind="latency", threshold=100.0)
+    for bad, reason in [
+        ("drift:1.5", "between 0 and 1"),
+        ("drift:0.05:many", "not a sample count"),
+        ("latency:5:10", "only the drift gate"),
+        ("accuracy", "unknown gate"),
+    ]:
+        with pytest.raises(InvalidInput, match=reason):
+            parse_gate(bad)
+    for bad, reason in [
+        ("wave=percent:25:bake=-1", "negative"),
+        ("wave=percent:150", "percent: Input should be less than or equal to 100"),
+        ("a wave!=devices:d1", "name: String should match pattern"),
+        ("wave=percent:nan", "not a finite number"),
+    ]:
+        with pytest.raises(InvalidInput, match=reason):
+            parse_stage(bad)
+
+    devices = fleet()
+    step = advance(plan("quick=devices:d00:bake=0", "slow=devices:d01"), devices, T0)
+    install(devices, ["d00", "d01"])
+    step = advance(step, devices, T0 + timedelta(seconds=1))
+    assert [s.status for s in step.stages] == ["Completed", "InProgress"]  # no bake for "quick"
+    step = advance(step, devices, T0 + timedelta(seconds=5))
+    assert step.stages[1].status == "InProgress"  # "slow" bakes the plan's 10 s
+    assert advance(step, devices, T0 + timedelta(seconds=12)).status == "Completed"
+
+
+def check(at: datetime, samples: int, *drifted: str) -> DriftCheck:
+    features = [
+        FeatureDrift(feature=name, test="ks", statistic=0.6 if name in drifted else 0.05,
+                     p_value=1e-12 if name in drifted else 0.4, drifted=name in drifted)
+        for name in ("age", "income")
+    ]  # fmt: skip
+    return DriftCheck(checked_at=at, samples=samples, devices=["d02"], threshold=0.025,
+                      features=features if samples >= 100 else [])  # fmt: skip
+
+
+def drift_plan(devices: dict[str, Device]) -> Plan:
+    step = advance(
+        plan("canary=devices:d00,d01", "wave=devices:d02,d03", "rest=percent:100",
+             gates=[parse_gate("drift:0.05:100")], stage_deadline_s=300),
+        devices, T0,
+    )  # fmt: skip
+    install(devices, ["d00", "d01"])
+    step = advance(step, devices, T0 + timedelta(seconds=1))
+    assert drift_due(step, T0 + timedelta(seconds=5), every_s=5) is None  # still baking
+    due = drift_due(step, T0 + timedelta(seconds=11), every_s=5)
+    assert due is not None and due.name == "canary"
+    now = T0 + timedelta(seconds=11)
+    step = advance(step, devices, now, {"canary": check(now, 250)})
+    assert [s.status for s in step.stages[:2]] == ["Completed", "InProgress"]
+    install(devices, ["d02", "d03"])
+    return advance(step, devices, T0 + timedelta(seconds=12))
+
+
+def test_the_drift_gate_waits_for_enough_rows_then_fails_at_the_deadline() -> None:
+    devices = fleet()
+    step = drift_plan(devices)
+    baked = T0 + timedelta(seconds=23)
+    step = advance(step, devices, baked)
+    assert step.stages[1].status == "InProgress"  # baked, but nothing measured yet
+    step = advance(step, devices, baked, {"wave": check(baked, 40)})
+    assert step.stages[1].drift is not None and step.stages[1].drift.samples == 40
+    assert drift_due(step, baked + timedelta(seconds=2), every_s=5) is None  # measured just now
+    assert drift_due(step, baked + timedelta(seconds=5), every_s=5) is not None
+    late = T0 + timedelta(seconds=12 + 301)
+    step = advance(step, devices, late, {"wave": check(late, 90)})
+    assert step.status == "RolledBack"
+    assert "drift gate: 90 captured rows" in (step.stages[1].reason or "")
+    assert {n for n, t in step.targets.items() if t.rollback} == {"d02", "d03"}
+
+
+def test_drift_in_a_stage_rolls_back_exactly_its_devices_and_none_lets_it_complete() -> None:
+    devices = fleet()
+    drifting = drift_plan(devices)
+    now = T0 + timedelta(seconds=23)
+    step = advance(drifting, devices, now, {"wave": check(now, 180, "age")})
+    assert step.status == "RolledBack"
+    assert [s.status for s in step.stages] == ["Completed", "RolledBack", "Pending"]
+    reason = step.stages[1].reason or ""
+    assert "drift gate: 1 of 2 features drifted in 180 rows from d02: age (ks 0.6" in reason
+    rolled = {name for name, target in step.targets.items() if target.rollback}
+    assert rolled == {"d02", "d03"}
+    assert step.targets["d00"] == Desired(package_name="new", plan_name="p")
+
+    clean = advance(drifting, devices, now, {"wave": check(now, 180)})
+    assert [s.status for s in clean.stages] == ["Completed", "Completed", "InProgress"]
