@@ -32,7 +32,8 @@ class Envelope(BaseModel, Generic[DataT]):
     causation_id: str | None = Field(default=None, description="event_id of the cause, if any.")
     schema_version: int = Field(default=1, ge=1)
     key_id: str | None = Field(
-        default=None, description="The key that signed the envelope (`service:<name>` for services)."
+        default=None,
+        description="The key that signed the envelope (`service:<name>` for services).",
     )
     signature: str | None = Field(
         default=None,

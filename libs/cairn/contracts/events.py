@@ -55,7 +55,7 @@ class RegistrationSpec(_Data):
 
 
 class MetricDefinition(_Data):
-    """Script mode: a metric read from the job's log lines (the regex's first group is the value)."""
+    """Script mode: a metric read from the job's log lines (its value: the regex's first group)."""
 
     name: str = Field(min_length=1, max_length=255)
     regex: str = Field(min_length=1, max_length=500)

@@ -178,9 +178,9 @@ class CaptureRecord(_View):
     their first record.
     """
 
-    captureData: dict[str, Any]  # noqa: N815 - SageMaker's field names
-    eventMetadata: dict[str, Any] = Field(default_factory=dict)  # noqa: N815
-    eventVersion: str = "0"  # noqa: N815
+    captureData: dict[str, Any]
+    eventMetadata: dict[str, Any] = Field(default_factory=dict)
+    eventVersion: str = "0"
 
 
 CAPTURE_PREFIX = state_spec(CaptureRecord).prefix
