@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import nullcontext
@@ -303,7 +304,8 @@ async def _run_check(name: str, check: ReadinessCheck) -> str:
 def _install_probes(app: FastAPI, service_name: str) -> None:
     @app.get("/healthz", tags=["probes"], summary="Liveness: the process answers.")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": service_name}
+        # The pid tells a supervisor its own child from another process holding the port.
+        return {"status": "ok", "service": service_name, "pid": str(os.getpid())}
 
     @app.get(
         "/readyz",

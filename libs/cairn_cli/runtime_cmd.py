@@ -20,6 +20,7 @@ from cairn.runtime.state import (
     HomeLock,
     RuntimeState,
     ServiceStatus,
+    answered_by,
     pid_alive,
     read_state,
     remove_state,
@@ -209,9 +210,11 @@ def _observe(state: RuntimeState) -> RuntimeState:
                 observed = service.status if service.status == "backoff" else "stopped"
             else:
                 try:
-                    healthy = client.get(f"{service.url}/healthz").status_code == 200
-                except httpx.HTTPError:
-                    healthy = False
+                    response = client.get(f"{service.url}/healthz")
+                    health = response.json() if response.status_code == 200 else None
+                except (httpx.HTTPError, ValueError):
+                    health = None
+                healthy = answered_by(health, service.pid)
                 if healthy:
                     observed = "healthy"
                 elif service.status == "healthy":

@@ -348,7 +348,9 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
         poll_s: float = 0.25,
         reconnect_timeout_s: float = RECONNECT_TIMEOUT_S,
     ) -> dict[str, Any]:
-        """Poll until the deployer says `status` and (with `serving`) the gateway has it loaded.
+        """Poll until the deployer says `status` and (with `serving`) the gateway serves that
+        revision or a later one: the deployer stores a revision before it announces it, so the
+        gateway may still serve an older one (until the deployer, restarted, announces it).
 
         A deployer or gateway that restarts meanwhile is waited for (on its new URL if it moved).
         """
@@ -363,7 +365,8 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
             if endpoint["status"] in ("Failed", "Deleted") and endpoint["status"] != status:
                 raise EndpointFailed(f"endpoint {endpoint_name} is {endpoint['status']}")
             if endpoint["status"] == status:
-                if not serving or self.endpoint_ready(endpoint_name):
+                served = self.served_revision(endpoint_name) if serving else None
+                if not serving or (served is not None and served >= endpoint["revision"]):
                     return endpoint
                 self.refresh_urls()  # the gateway may have restarted on another port
             if time.monotonic() > deadline:
@@ -380,6 +383,14 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
         except (NotFound, InvalidInput, Unavailable):
             return False
         return True
+
+    def served_revision(self, endpoint_name: str) -> int | None:
+        """The endpoint's revision the gateway serves now; None when it serves none."""
+        path = f"/endpoints/{endpoint_name}/models"
+        try:
+            return int(self._json("GET", "gateway", path)["revision"])
+        except (NotFound, InvalidInput, Unavailable):
+            return None
 
     # Datasets -------------------------------------------------------------------------------
 

@@ -323,22 +323,31 @@ class Deployer:
             await self._announce(doc, cause)
         return changed
 
-    async def tick(self) -> None:
-        """One pass of the rollout driver: advance baked steps, re-announce lost revisions."""
+    async def tick(self, republish_after_s: float | None = None) -> None:
+        """One pass of the rollout driver: advance baked steps, re-announce lost revisions
+        (those unannounced for `republish_after_s`, by default the configured grace)."""
+        grace_s = self.config.republish_after_s if republish_after_s is None else republish_after_s
         for found in await asyncio.to_thread(readable, self.endpoints):
             doc = found.doc
             if await self._advance(doc):
                 continue
             stale_s = (self.clock() - doc.updated_at).total_seconds()
-            if doc.published_revision < doc.revision and stale_s >= self.config.republish_after_s:
+            if doc.published_revision < doc.revision and stale_s >= grace_s:
                 # The process that wrote this revision died before announcing it.
                 await self._announce(doc, None)
 
     async def run_rollouts(self) -> None:
-        """Drive rollouts forever (the service starts and cancels it); survives errors."""
+        """Drive rollouts forever (the service starts and cancels it); survives errors.
+
+        The first pass after a start re-announces every unannounced revision at once, without
+        the grace: its writer is gone (this process, restarted) or repeats the same state, which
+        the gateway ignores. Until then the gateway may serve an older revision.
+        """
+        grace_s = 0.0
         while True:
             try:
-                await self.tick()
+                await self.tick(grace_s)
+                grace_s = self.config.republish_after_s
             except Exception:
                 log.exception("rollout pass failed; trying again")
             await asyncio.sleep(self.config.rollout_tick_s)

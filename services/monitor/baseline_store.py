@@ -1,13 +1,15 @@
 """Baselines per model version (`monitor/baselines/<group>/<version>/`) and drift detectors.
 
 A baseline is `constraints.json`, `reference.npz` (the KS reference sample) and, written last to
-mark it complete, `statistics.json`.
+mark it complete, `statistics.json`. `announced.json` is written once `BaselineComputed` went out.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pandas as pd
 from cairn.artifacts import ModelManifest, read_manifest
@@ -29,6 +31,7 @@ log = logging.getLogger("cairn.monitor.baselines")
 
 _JSON = "application/json"
 REFERENCE = "reference.npz"
+ANNOUNCED = "announced.json"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Baselines:
         self.reference_max_values = reference_max_values
         self._cache: dict[tuple[str, int], Baseline] = {}
         self._detectors: dict[tuple[str, int, float, str], DriftDetector] = {}
+        self._announced: set[tuple[str, int]] = set()
 
     def statistics(self, group: str, version: int) -> Statistics:
         """The stored statistics of a version (ObjectNotFound when it has no baseline yet)."""
@@ -94,6 +98,24 @@ class Baselines:
         )
         self._cache[(group, version)] = baseline
         return baseline, created
+
+    def announced(self, group: str, version: int) -> bool:
+        """Whether `BaselineComputed` went out for this baseline (its marker is stored)."""
+        if (group, version) not in self._announced:
+            if not self.store.exists(baseline_prefix(group, version) + ANNOUNCED):
+                return False
+            self._announced.add((group, version))
+        return True
+
+    def mark_announced(self, group: str, version: int, event_id: str) -> None:
+        """Written after the publish: a crash before it only means one more announcement."""
+        marker = {"event_id": event_id, "announced_at": datetime.now(UTC).isoformat()}
+        self.store.put_bytes(
+            baseline_prefix(group, version) + ANNOUNCED,
+            json.dumps(marker).encode(),
+            content_type=_JSON,
+        )
+        self._announced.add((group, version))
 
     def _stored_reference(
         self, group: str, version: int, manifest: ModelManifest, statistics: Statistics

@@ -80,23 +80,31 @@ class Monitor:
     # Events ------------------------------------------------------------------------------------
 
     async def on_endpoint_updated(self, envelope: Envelope[EndpointUpdated]) -> None:
-        """Baseline every model an endpoint now serves (once per version)."""
+        """Baseline every model an endpoint now serves (once per version), then announce it.
+
+        A baseline stored but not yet announced (the monitor died in between, or a run stored
+        it) is announced by the next delivery: a redelivery of this event or a later update.
+        """
         for variant in envelope.data.production_variants:
-            baseline, created = await asyncio.to_thread(
+            baseline, _ = await asyncio.to_thread(
                 self.baselines.ensure,
                 variant.model_package_group,
                 variant.model_version,
                 variant.artifact_uri,
             )
-            if created:
-                computed = BaselineComputed(
-                    model_package_group=baseline.group,
-                    model_version=baseline.version,
-                    statistics_uri=baseline.statistics_key,
-                    constraints_uri=baseline.constraints_key,
-                    row_count=baseline.statistics.item_count,
-                )
-                await self.publish(computed, cause=envelope)
+            if await asyncio.to_thread(self.baselines.announced, baseline.group, baseline.version):
+                continue
+            computed = BaselineComputed(
+                model_package_group=baseline.group,
+                model_version=baseline.version,
+                statistics_uri=baseline.statistics_key,
+                constraints_uri=baseline.constraints_key,
+                row_count=baseline.statistics.item_count,
+            )
+            sent = await self.publish(computed, cause=envelope)
+            await asyncio.to_thread(
+                self.baselines.mark_announced, baseline.group, baseline.version, str(sent.event_id)
+            )
 
     async def on_schedule_requested(self, envelope: Envelope[MonitoringScheduleRequested]) -> None:
         """The event form of the schedule API (the kernel verified the signer's `deploy` scope)."""

@@ -22,7 +22,7 @@ def create_service(
     """The registry service: subscriptions and HTTP routes over one `Registry`."""
     config = config or RegistrySettings()
     service = Service("registry", settings=settings, store=store)
-    registry = Registry(service.store, service.publish, authority=service)
+    registry = Registry(service.store, service.publish, authority=service, config=config)
     linker = EndpointLinker(service.store)
     service.api.state.registry = registry
     group = config.consumer_group
@@ -38,6 +38,7 @@ def create_service(
     )
     for router in ROUTERS:
         service.include_router(router)
+    service.background("registry-announcements", registry.announce_forever)
     return service
 
 

@@ -125,6 +125,10 @@ class ModelVersion(Stored):
     tags: dict[str, str] = Field(default_factory=dict)
     endpoints: dict[str, EndpointRef] = Field(default_factory=dict)
     created_at: datetime
+    approval_announced: bool = Field(
+        default=True,
+        description="False from an approval change until its ModelApprovalChanged is published.",
+    )
 
 
 class JobRegistration(Stored):
@@ -277,6 +281,7 @@ def change_approval(
             "approval_status": status,
             "approved_by": by if status == "Approved" else None,
             "approval_history": [*version.approval_history, record],
+            "approval_announced": False,
         }
     )
 

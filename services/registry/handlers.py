@@ -22,6 +22,7 @@ from cairn.ports import Authority, Publish
 from cairn.store.base import ObjectStore
 
 from services.registry import domain
+from services.registry.config import RegistrySettings
 from services.registry.domain import (
     ApprovalDecision,
     ModelPackageGroupNotFound,
@@ -46,10 +47,12 @@ class Registry(RegistryDocuments):
         publish: Publish,
         clock: Callable[[], datetime] = utc_now,
         authority: Authority | None = None,
+        config: RegistrySettings | None = None,
     ) -> None:
         super().__init__(store, clock)
         self.publish = publish
         self.authority = authority
+        self.config = config or RegistrySettings()
 
     async def register_by_hand(self, group_name: str, request: RegisterVersion) -> ModelVersion:
         """POST .../versions: 409 when the training job already has a version."""
@@ -147,10 +150,16 @@ class Registry(RegistryDocuments):
         decision: ApprovalDecision,
         cause: Envelope[Any] | None = None,
     ) -> ModelVersion:
-        """Approve or reject a version; emits ModelApprovalChanged when the status changes."""
+        """Approve or reject a version; emits ModelApprovalChanged when the status changes.
+
+        The same decision again announces a change still unannounced: the registry may have
+        died between the write and the publish.
+        """
         version, previous = await self._apply_decision(group_name, ref, decision)
         if previous != version.approval_status:
             await self._announce_decision(version, previous, decision, cause)
+        elif not version.approval_announced:
+            await self._announce_latest(version, cause)
         return version
 
     async def on_approval_requested(self, envelope: Envelope[ModelApprovalRequested]) -> None:
@@ -229,14 +238,76 @@ class Registry(RegistryDocuments):
         decision: ApprovalDecision,
         cause: Envelope[Any] | None,
     ) -> None:
-        await self.publish(
-            ModelApprovalChanged(
-                model_package_group=version.model_package_group,
-                version=version.version,
-                approval_status=version.approval_status,
-                previous_status=previous,
-                changed_by=decision.by,
-                reason=decision.reason,
-            ),
-            cause,
+        changed = ModelApprovalChanged(
+            model_package_group=version.model_package_group,
+            version=version.version,
+            approval_status=version.approval_status,
+            previous_status=previous,
+            changed_by=decision.by,
+            reason=decision.reason,
         )
+        await self._publish_approval(version, changed, cause)
+
+    async def _announce_latest(self, version: ModelVersion, cause: Envelope[Any] | None) -> None:
+        """Announce the version's latest decision, as it was first announced (or not)."""
+        latest = version.approval_history[-1]
+        changed = ModelApprovalChanged(
+            model_package_group=version.model_package_group,
+            version=version.version,
+            approval_status=version.approval_status,
+            previous_status=latest.previous_status,
+            changed_by=latest.changed_by,
+            reason=latest.reason,
+        )
+        await self._publish_approval(version, changed, cause)
+
+    async def _publish_approval(
+        self, version: ModelVersion, changed: ModelApprovalChanged, cause: Envelope[Any] | None
+    ) -> None:
+        """Publish, then mark the version announced unless a newer decision came meanwhile."""
+        await self.publish(changed, cause)
+        if version.approval_announced:
+            return
+        decisions = len(version.approval_history)
+        group_name, number = version.model_package_group, version.version
+
+        def announced(current: ModelVersion | None) -> ModelVersion:
+            current = existing_version(current, group_name, number)
+            if len(current.approval_history) != decisions:
+                return current  # a newer decision: its own publish marks it
+            return current.model_copy(update={"approval_announced": True})
+
+        await asyncio.to_thread(self.versions.update, version_key(group_name, number), announced)
+
+    async def announce_pending(self, older_than_s: float) -> None:
+        """Announce every approval change written at least `older_than_s` ago and never
+        published (its writer died between the write and the publish)."""
+        for version in await asyncio.to_thread(self._unannounced):
+            age_s = (self.clock() - version.approval_history[-1].changed_at).total_seconds()
+            if age_s >= older_than_s:
+                log.warning(
+                    "announcing the approval of %s v%d: it was never published",
+                    version.model_package_group,
+                    version.version,
+                )
+                await self._announce_latest(version, None)
+
+    def _unannounced(self) -> list[ModelVersion]:
+        return [
+            version
+            for group in self.list_groups()
+            for version in self.list_versions(group.name)
+            if not version.approval_announced
+        ]
+
+    async def announce_forever(self) -> None:
+        """At start every unannounced change (its writer is gone, or repeats the same event),
+        then periodically those older than `announce_after_s`."""
+        older_than_s = 0.0
+        while True:
+            try:
+                await self.announce_pending(older_than_s)
+            except Exception as error:  # the next pass tries again
+                log.warning("announcing pending approval changes failed: %r", error)
+            older_than_s = self.config.announce_after_s
+            await asyncio.sleep(self.config.announce_interval_s)

@@ -41,6 +41,7 @@ def create_service(
     for pool in TRAINER_POOLS:
         service.declare_worker_pool(pool)
     service.include_router(router)
+    service.background("trainer-requeue", handlers.requeue_forever)
     return service
 
 

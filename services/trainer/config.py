@@ -32,5 +32,13 @@ class TrainerSettings(BaseSettings):
     max_poll_interval_ms: int = Field(
         default=24 * 3600 * 1000, ge=60_000, description="Longest a worker may hold one job."
     )
+    requeue_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A job no worker claimed this long after its request has it published again.",
+    )
+    requeue_interval_s: float = Field(
+        default=30.0, gt=0, description="How often the trainer looks for such jobs."
+    )
     models_prefix: str = Field(default="models", description="Store prefix of model packages.")
     scratch_dir: Path | None = Field(default=None, description="Temp root for script jobs.")

@@ -56,6 +56,9 @@ class TrainingJob(BaseModel):
     stop_requested_at: datetime | None = None
     stop_reason: str | None = None
     keep_partial_model: bool = False
+    requeued_at: datetime | None = Field(
+        default=None, description="When a still-Pending job's request was last published again."
+    )
 
 
 class JobRejection(BaseModel):
@@ -142,6 +145,11 @@ def decide(
     if stale or job.worker_id == worker_id:
         return "claim"
     return "wait"
+
+
+def requeue_due(job: TrainingJob, now: datetime, grace: timedelta) -> bool:
+    """Whether a job no worker claimed waited long enough to have its request published again."""
+    return job.status == "Pending" and now - (job.requeued_at or job.created_at) >= grace
 
 
 def claimed(

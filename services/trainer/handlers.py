@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from cairn.auth import Principal
@@ -37,6 +38,7 @@ from services.trainer.domain import (
     logs_key,
     request_fingerprint,
     request_stop,
+    requeue_due,
     stopped_event,
 )
 from services.trainer.locations import approval_allowed, confined_request
@@ -72,9 +74,13 @@ class TrainerHandlers:
     async def create(self, request: TrainingJobRequested) -> CreatedJob:
         """A Pending job document, then the request on the bus.
 
+        The same request again while no worker has claimed the job publishes it again: the
+        first attempt may have died between the write and the publish. Workers train the job
+        once whichever copy they read first (`decide`).
+
         Raises:
             InvalidInput: a location the request may not name (the field is in the message).
-            Conflict: the job name is taken.
+            Conflict: the job name is taken by another request, or its job has started.
         """
         request = confined_request(request, self.store)
         job = TrainingJob(
@@ -83,8 +89,53 @@ class TrainerHandlers:
         try:
             await asyncio.to_thread(self.jobs.create, job_key(request.job_name), job)
         except PreconditionFailed:
-            raise Conflict(f"training job {request.job_name!r} already exists") from None
+            job = await self._unclaimed(request.job_name, job.request_sha256)
         return CreatedJob(job, await self.platform.publish(request))
+
+    async def _unclaimed(self, job_name: str, fingerprint: str) -> TrainingJob:
+        """The existing job when it holds this very request and no worker has claimed it."""
+        found = await asyncio.to_thread(self.jobs.get_or_none, job_key(job_name))
+        if found is None or found.doc.request_sha256 != fingerprint:
+            raise Conflict(f"training job {job_name!r} already exists")
+        if found.doc.status != "Pending":
+            raise Conflict(f"training job {job_name!r} already exists ({found.doc.status})")
+        return found.doc
+
+    async def requeue_unclaimed(self) -> None:
+        """Publish again the request of every job left Pending past `requeue_after_s`.
+
+        A trainer killed between writing a job and publishing its request leaves the job
+        Pending with nothing on the bus. A conditional stamp (`requeued_at`) elects one
+        replica per period to publish; a crash after the stamp only delays the next try.
+        """
+        grace = timedelta(seconds=self.settings.requeue_after_s)
+        for job in await self.list_jobs():
+            if not requeue_due(job, utc_now(), grace):
+                continue
+            if await asyncio.to_thread(self._stamp_requeued, job.job_name, grace):
+                log.warning("job %s is still Pending: publishing its request again", job.job_name)
+                await self.platform.publish(job.request)
+
+    def _stamp_requeued(self, job_name: str, grace: timedelta) -> bool:
+        """Stamp `requeued_at` if the job is still due; True when this call stamped it."""
+        stamped: list[bool] = []
+
+        def stamp(current: TrainingJob | None) -> TrainingJob:
+            assert current is not None, "job documents are never deleted"
+            now = utc_now()
+            stamped.append(requeue_due(current, now, grace))
+            return current.model_copy(update={"requeued_at": now}) if stamped[-1] else current
+
+        self.jobs.update(job_key(job_name), stamp)
+        return stamped[-1]
+
+    async def requeue_forever(self) -> None:
+        while True:
+            try:
+                await self.requeue_unclaimed()
+            except Exception as error:  # the next pass tries again
+                log.warning("requeue of pending training jobs failed: %r", error)
+            await asyncio.sleep(self.settings.requeue_interval_s)
 
     async def describe(self, job_name: str) -> TrainingJob:
         versioned = await asyncio.to_thread(self.jobs.get_or_none, job_key(job_name))

@@ -113,10 +113,11 @@ def stand_in(platform: Platform) -> FastAPI:
     def get_tuning_job(name: str) -> dict[str, Any] | JSONResponse:
         return platform.poll() or tuning_job(name)
 
-    @api.get("/v2/models/{name}/ready")
-    def ready(name: str) -> JSONResponse:
-        ok = platform.endpoint_status == "InService"
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+    @api.get("/endpoints/{name}/models", response_model=None)
+    def served(name: str) -> dict[str, Any] | JSONResponse:
+        if platform.endpoint_status != "InService":
+            return JSONResponse({"error": "not served", "code": "not_found"}, status_code=404)
+        return {"endpoint_name": name, "revision": 2, "models": []}
 
     return api
 

@@ -102,6 +102,31 @@ def test_wait_for_training_job_reports_each_poll_until_the_job_ends() -> None:
     assert seen == ["Pending", "InProgress", "InProgress", "Completed"]
 
 
+def test_wait_for_endpoint_returns_only_once_the_gateway_serves_the_final_revision() -> None:
+    """The deployer stored revision 3 InService but died before announcing it: the gateway
+    serves revision 2 until the restarted deployer announces 3. The waiter waits for that."""
+    served = iter([None, 2, 2, 3])
+    asked: list[int | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "deployer":
+            return httpx.Response(200, json={"status": "InService", "revision": 3})
+        assert request.url.path == "/endpoints/credit-risk/models"
+        revision = next(served)
+        asked.append(revision)
+        if revision is None:
+            return httpx.Response(404, json={"error": "not served", "code": "endpoint_not_found"})
+        return httpx.Response(200, json={"endpoint_name": "credit-risk", "revision": revision})
+
+    client = Client(
+        deployer_url="http://deployer",
+        gateway_url="http://gateway",
+        transport=httpx.MockTransport(handler),
+    )
+    endpoint = client.wait_for_endpoint("credit-risk", poll_s=0)
+    assert endpoint["revision"] == 3 and asked == [None, 2, 2, 3]
+
+
 def test_invoke_sends_sagemaker_headers_and_reads_the_invoked_variant() -> None:
     seen: list[httpx.Request] = []
 

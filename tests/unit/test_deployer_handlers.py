@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,6 +159,44 @@ async def test_lost_announcement_is_republished_by_the_driver(store: InMemoryObj
     clock.now += timedelta(seconds=6)
     await survivor.tick()
     assert [u.revision for u in recorder.updates("live")] == [1]
+
+
+async def test_a_restarted_deployer_announces_a_lost_revision_at_once(
+    store: InMemoryObjectStore,
+) -> None:
+    """The final revision stored, the deployer killed before EndpointUpdated: the restart's
+    first pass announces it without waiting for `republish_after_s` (the clock stands still)."""
+
+    async def killed(data: BaseModel, cause: Envelope[Any] | None = None) -> Any:
+        raise ConnectionError("killed before the publish")
+
+    clock = Clock()
+    crashing = Deployer(store, killed, DeployerSettings(republish_after_s=3600), clock)
+    await known(crashing, 1)
+    request = DeploymentRequested(
+        endpoint_name="live",
+        production_variants=[
+            VariantSpec(variant_name="a", model_package_group="credit", model_version=1)
+        ],
+    )
+    with pytest.raises(ConnectionError):
+        await crashing.deploy(request)
+
+    recorder, announced = Recorder(), asyncio.Event()
+
+    async def publish(data: BaseModel, cause: Envelope[Any] | None = None) -> Any:
+        await recorder(data, cause)
+        announced.set()
+
+    restarted = Deployer(store, publish, DeployerSettings(republish_after_s=3600), clock)
+    driver = asyncio.create_task(restarted.run_rollouts())
+    try:
+        await asyncio.wait_for(announced.wait(), 30)  # a hang guard, not a timing assertion
+    finally:
+        driver.cancel()
+        await asyncio.gather(driver, return_exceptions=True)
+    assert [u.revision for u in recorder.updates("live")] == [1]
+    assert restarted.get_endpoint("live").published_revision == 1
 
 
 class RecordingAuthority:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -116,7 +117,7 @@ def test_probes_and_metrics_need_no_key(base_url: str) -> None:
         ready = anonymous.get("/readyz")
         scrape = anonymous.get("/metrics")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "service": "orders"}
+    assert health.json() == {"status": "ok", "service": "orders", "pid": str(os.getpid())}
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"store": "ok"}
     assert scrape.status_code == 200

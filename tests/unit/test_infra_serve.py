@@ -91,7 +91,9 @@ def test_serve_runs_the_service_in_the_foreground_until_sigterm(
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        assert health == {"status": "ok", "service": "registry"}, process.stderr
+        assert health == {"status": "ok", "service": "registry", "pid": str(process.pid)}, (
+            process.stderr
+        )
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
         assert ready.status_code == 200
 

@@ -94,6 +94,14 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def answered_by(health: object, pid: int | None) -> bool:
+    """Whether a `/healthz` answer came from process `pid` (the kernel's probe names its pid).
+
+    An answer on a service's URL proves nothing alone: another process may hold the port.
+    """
+    return pid is not None and isinstance(health, dict) and health.get("pid") == str(pid)
+
+
 class HomeLock:
     """An exclusive lock on `<home>/runtime.lock`: one `cairn up` per home at a time."""
 

@@ -4,6 +4,8 @@ Order of start: lock the home, the broker (embedded unless one is given, its log
 <home>/broker/), the topics, the services.
 Order of stop: every service gets SIGTERM, then SIGKILL after the grace period, the broker last.
 A dead service comes back after an exponential backoff; one that stays unhealthy is killed first.
+A service is healthy when its own process answers `/healthz` (the answer names its pid); one whose
+port another process took comes back on a free port, recorded in ports.json and runtime.json.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from cairn.runtime.blobstore import BrokerLogServer
 from cairn.runtime.broker import EmbeddedBroker
 from cairn.runtime.discovery import ServiceSpec
 from cairn.runtime.display import service_line, services_table
-from cairn.runtime.ports import BROKER, pick_port, read_ports, remember_ports
+from cairn.runtime.ports import BROKER, can_bind, pick_port, read_ports, remember_ports
 from cairn.runtime.state import (
     HomeLock,
     RuntimeState,
     ServiceState,
     ServiceStatus,
+    answered_by,
     remove_state,
     write_state,
 )
@@ -163,16 +166,14 @@ class Supervisor:
             self._say(f"broker: external at {self.bootstrap_servers}")
         self._say(f"store: {self.store_url}")
         await self._ensure_topics()
-        host = self.settings.http_host
-        probe_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         for spec in self.options.services:
             # The port this service had on this home last time, else the one it declares.
-            port = pick_port(probe_host, remembered.get(spec.name), spec.preferred_port)
+            port = pick_port(self.probe_host, remembered.get(spec.name), spec.preferred_port)
             self.services.append(
                 _Managed(
                     spec=spec,
                     port=port,
-                    url=f"http://{probe_host}:{port}",
+                    url=f"http://{self.probe_host}:{port}",
                     log_path=self.logs / f"{spec.name}.log",
                     tracker=RestartTracker(self.options.restart_policy),
                 )
@@ -183,6 +184,12 @@ class Supervisor:
         for managed in self.services:
             self._spawn(managed)
         self._write_state()
+
+    @property
+    def probe_host(self) -> str:
+        """Where the services answer, as the supervisor and clients reach them."""
+        host = self.settings.http_host
+        return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
     def _embedded_broker(self, port: int) -> EmbeddedBroker:
         """Tansu on `port`, its log on disk in the home unless the options say memory."""
@@ -274,6 +281,7 @@ class Supervisor:
             if managed.status == "backoff":
                 if managed.restart_at is not None and now >= managed.restart_at:
                     managed.restarts += 1
+                    self._keep_or_move_port(managed)
                     self._spawn(managed)
                 continue
             if managed.process is not None and managed.process.poll() is not None:
@@ -289,12 +297,27 @@ class Supervisor:
         for managed, healthy in zip(running, results, strict=True):
             self._apply_health(managed, healthy, now)
 
+    def _keep_or_move_port(self, managed: _Managed) -> None:
+        """Keep the service's port when it is free; when another process took it (the service
+        would crash-loop on it), move the service to a free port and remember that one."""
+        if can_bind(self.probe_host, managed.port):
+            return
+        port = pick_port(self.probe_host)
+        self._say(
+            f"{managed.spec.name}: port {managed.port} is taken by another process; "
+            f"starting it on port {port}"
+        )
+        managed.port, managed.url = port, f"http://{self.probe_host}:{port}"
+        remember_ports(self.home, {managed.spec.name: port})
+
     async def _healthy(self, client: httpx.AsyncClient, managed: _Managed) -> bool:
+        """Whether the service's own process answers (not another one holding its port)."""
         try:
             response = await client.get(f"{managed.url}/healthz")
-        except httpx.HTTPError:
+            health = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
             return False
-        return response.status_code == 200
+        return managed.process is not None and answered_by(health, managed.process.pid)
 
     def _apply_health(self, managed: _Managed, healthy: bool, now: float) -> None:
         if healthy:
