@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from cairn.contracts.events import (
+    ContainerState,
     DeploymentRequested,
     ModelApprovalChanged,
     ModelPackageRegistered,
@@ -133,7 +134,21 @@ def resolve_variant(
         artifact_uri=artifact_uri,
         weight=spec.initial_weight,
         instance_count=spec.instance_count,
+        containers=_containers(spec, models, allow_unapproved),
     )
+
+
+def _containers(
+    spec: VariantSpec, models: ModelIndex, allow_unapproved: bool
+) -> list[ContainerState]:
+    """An inference pipeline's steps, each held to the same approval rule as a single model."""
+    steps = []
+    for container in spec.containers:
+        ref = (container.model_package_group, container.model_version)
+        step = spec.model_copy(update={"model_package_group": ref[0], "model_version": ref[1]})
+        artifact_uri = _check_deployable(step, models.get(ref), allow_unapproved)
+        steps.append(ContainerState(**container.model_dump(), artifact_uri=artifact_uri))
+    return steps
 
 
 def config_of(request: DeploymentRequested, allow_unapproved: bool = False) -> EndpointConfig:
@@ -220,7 +235,9 @@ def _changed_variants(doc: EndpointDoc, production: list[VariantState]) -> list[
     return [
         v.variant_name
         for v in production
-        if v.variant_name not in baseline or baseline[v.variant_name].artifact_uri != v.artifact_uri
+        if v.variant_name not in baseline
+        or (baseline[v.variant_name].artifact_uri, baseline[v.variant_name].containers)
+        != (v.artifact_uri, v.containers)
     ]
 
 

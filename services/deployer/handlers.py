@@ -27,7 +27,7 @@ from cairn.errors import CairnError, ConfigError, PreconditionFailed, Unavailabl
 from cairn.ports import Authority, DeadLetter, Publish
 from cairn.store.base import ObjectStore
 
-from services.deployer import domain, rollout
+from services.deployer import domain, pipelines, rollout
 from services.deployer.config import DeployerSettings
 from services.deployer.documents import (
     EndpointDoc,
@@ -138,9 +138,10 @@ class Deployer:
     def _models_for(self, request: DeploymentRequested) -> dict[tuple[str, int], ModelRecord]:
         specs = [*request.production_variants, *filter(None, [request.shadow_variant])]
         index: dict[tuple[str, int], ModelRecord] = {}
-        for spec in specs:
-            ref = (spec.model_package_group, spec.model_version)
-            if (record := self._model_record(*ref)) is not None:
+        refs = [(spec.model_package_group, spec.model_version) for spec in specs]
+        refs += [(c.model_package_group, c.model_version) for s in specs for c in s.containers]
+        for ref in refs:
+            if ref not in index and (record := self._model_record(*ref)) is not None:
                 index[ref] = record
         return index
 
@@ -152,6 +153,11 @@ class Deployer:
     ) -> EndpointDoc:
         """Create, update or delete an endpoint (HTTP or DeploymentRequested)."""
         models = await asyncio.to_thread(self._models_for, request)
+        if request.action != "delete" and pipelines.pipeline_specs(request):
+            manifests = await asyncio.to_thread(
+                pipelines.read_pipeline_manifests, self.store, request, models
+            )
+            pipelines.check_pipelines(request, manifests)
 
         def apply(current: EndpointDoc | None) -> EndpointDoc:
             new = domain.apply_request(current, request, models, self.clock(), allow_unapproved)

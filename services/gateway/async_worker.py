@@ -22,7 +22,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 
-from cairn.artifacts import package_prefix
 from cairn.contracts.async_events import (
     AsyncFailureCode,
     AsyncInferenceCompleted,
@@ -199,7 +198,7 @@ class AsyncWorker:
 
     async def _score(self, request: AsyncInferenceRequested, variant: VariantState) -> Outcome:
         try:
-            serving = await self.cache.get(package_prefix(variant.artifact_uri, self.store))
+            serving = await self.cache.serving(variant)
         except Unavailable:
             raise
         except CairnError as error:

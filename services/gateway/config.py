@@ -54,3 +54,12 @@ class GatewaySettings(BaseSettings):
     async_max_inline_bytes: int = Field(
         default=128_000, gt=0, description="Largest inline InvokeEndpointAsync body (SageMaker's)."
     )
+    script_invocation_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a script model's inference.py may take per request (SageMaker's "
+        "60 s) before its model server is killed and restarted.",
+    )
+    script_start_timeout_s: float = Field(
+        default=120.0, gt=0, description="How long a script model's model_fn may take to load."
+    )

@@ -57,6 +57,7 @@ from services.gateway.runtime import (
     VariantRuntime,
 )
 from services.gateway.sagemaker_errors import CredentialRejected, EndpointNotFound, ModelFailed
+from services.gateway.script_models import ScriptModel, ScriptModels
 
 log = logging.getLogger("cairn.gateway")
 
@@ -96,12 +97,18 @@ class Gateway:
         self.executor = ThreadPoolExecutor(
             max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="cairn-predict"
         )
+        self.scripts = ScriptModels(
+            start_timeout_s=settings.script_start_timeout_s,
+            timeout_s=settings.script_invocation_timeout_s,
+        )
         self.cache = ModelCache(
             service.store,
             self.executor,
             budget_bytes=settings.mme_cache_bytes,
             batch_max_rows=settings.batch_max_size,
             batch_max_wait_s=settings.batch_max_wait_ms / 1000.0,
+            loader=self.scripts.load,
+            on_evict=self.scripts.evicted,
         )
         self.table = RoutingTable(self.cache, VariantMeter)
         self.authenticator = service.authenticator
@@ -210,6 +217,9 @@ class Gateway:
             headers.get("accept"),
             default=content_type if content_type in (CSV, JSON, JSONLINES) else JSON,
         )
+        if isinstance(serving.model, ScriptModel):  # user code, in its own model server
+            await self._invoke_script(endpoint, variant, serving.model, headers, body, send, call)
+            return
         try:  # what SageMaker's container would do: its refusals are ModelErrors
             matrix = parse_body(serving.model, content_type, body)
             result = await self.predict(serving, matrix)
@@ -228,6 +238,30 @@ class Gateway:
             self._capture(endpoint, variant, headers, (content_type, body), (out_type, out_body))
         if endpoint.shadow is not None:
             self._shadow(endpoint, endpoint.shadow, matrix, headers, content_type, body, accept)
+
+    async def _invoke_script(
+        self,
+        endpoint: EndpointRuntime,
+        variant: VariantRuntime,
+        model: ScriptModel,
+        headers: dict[str, str],
+        body: bytes,
+        send: Send,
+        call: _Call,
+    ) -> None:
+        """The body goes to the user's input_fn, Accept to its output_fn (bare media types, as
+        the toolkit passes them; JSON when absent). No shadow copy: user code runs once."""
+        content_type = media_type(headers.get("content-type"), default=JSON)
+        accept = media_type(headers.get("accept"), default=JSON)
+        try:
+            out_body, out_type = await model.invoke(body, content_type, accept)
+        except CairnError as error:
+            log.info("model error on %s/%s: %s", endpoint.name, variant.name, error.message)
+            raise ModelFailed(error, endpoint.name, variant.name) from error
+        call.status = 200
+        await send_invocation(send, out_body, out_type, variant.name, headers)
+        if self.draw() < self.settings.capture_sample_rate:
+            self._capture(endpoint, variant, headers, (content_type, body), (out_type, out_body))
 
     def _endpoint_for(self, principal: Principal, name: str | None) -> EndpointRuntime:
         """The endpoint called, once the key may invoke it (403 before 404: names do not leak)."""

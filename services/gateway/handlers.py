@@ -71,6 +71,7 @@ class GatewayHandlers:
         """The replica stops: not ready any more, prediction threads released."""
         gateway.ready = False
         gateway.executor.shutdown(wait=False)
+        gateway.scripts.close()
 
     async def on_endpoint_updated(self, envelope: Envelope[EndpointUpdated]) -> None:
         await self.apply(envelope.data)

@@ -23,6 +23,7 @@ from cairn.store.base import ObjectStore
 from services.gateway.batching import MicroBatcher
 from services.gateway.domain import WeightedChoice, is_newer, serves_traffic
 from services.gateway.metrics import BATCH_ROWS, MODEL_LOAD_SECONDS, VariantMeter
+from services.gateway.pipeline import PipelineModel, pipeline_uri
 
 log = logging.getLogger("cairn.gateway")
 
@@ -35,6 +36,7 @@ class ServingModel:
     model: LoadedModel
     batcher: MicroBatcher
     size_bytes: int
+    steps: tuple[str, ...] = ()  # an inference pipeline's packages, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +131,19 @@ class ModelCache:
         budget_bytes: int,
         batch_max_rows: int,
         batch_max_wait_s: float,
+        loader: Callable[[ObjectStore, str], LoadedModel] = load_model,
+        on_evict: Callable[[LoadedModel], None] = lambda model: None,
     ) -> None:
         self.store = store
+        self.loader = loader  # the gateway's also loads script packages (script_models.py)
+        self.on_evict = on_evict
         self.executor = executor
         self.budget_bytes = budget_bytes
         self.batch_max_rows = batch_max_rows
         self.batch_max_wait_s = batch_max_wait_s
         self._models: OrderedDict[str, ServingModel] = OrderedDict()
         self._loading: dict[str, asyncio.Future[ServingModel]] = {}
+        self._pipelines: dict[str, ServingModel] = {}
         self.pinned: frozenset[str] = frozenset()
 
     def __contains__(self, uri: str) -> bool:
@@ -171,9 +178,30 @@ class ModelCache:
         self._evict()
         return serving
 
+    async def serving(self, state: VariantState) -> ServingModel:
+        """A variant's model: its package, or its inference pipeline's steps chained as one."""
+        if len(state.containers) <= 1:
+            return await self.get(package_prefix(state.artifact_uri, self.store))
+        uris = tuple(package_prefix(step.artifact_uri, self.store) for step in state.containers)
+        uri = pipeline_uri(uris)
+        if (chained := self._pipelines.get(uri)) is not None:
+            return chained
+        steps = await asyncio.gather(*(self.get(step) for step in uris))
+        model = PipelineModel([step.model for step in steps])
+        batcher = MicroBatcher(
+            model.predict,
+            self.executor,
+            max_batch_rows=self.batch_max_rows,
+            max_wait_s=self.batch_max_wait_s,
+            on_batch=BATCH_ROWS.labels(uri).observe,
+        )
+        size = sum(step.size_bytes for step in steps)
+        chained = self._pipelines[uri] = ServingModel(uri, model, batcher, size, uris)
+        return chained
+
     def _load(self, uri: str) -> ServingModel:
         started = time.perf_counter()
-        model = load_model(self.store, uri)
+        model = self.loader(self.store, uri)
         size = sum(info.size for info in self.store.list(uri))
         MODEL_LOAD_SECONDS.labels(uri).observe(time.perf_counter() - started)
         rows = BATCH_ROWS.labels(uri)
@@ -200,6 +228,11 @@ class ModelCache:
     def pin(self, uris: frozenset[str]) -> None:
         """Models deployed on endpoints; only the others count against the budget."""
         self.pinned = uris
+        self._pipelines = {
+            uri: chained
+            for uri, chained in self._pipelines.items()
+            if all(step in uris for step in chained.steps)
+        }
         self._evict()
 
     def _evict(self) -> None:
@@ -208,7 +241,9 @@ class ModelCache:
         for uri in unpinned:  # oldest first
             if used <= self.budget_bytes:
                 break
-            used -= self._models.pop(uri).size_bytes
+            evicted = self._models.pop(uri)
+            used -= evicted.size_bytes
+            self.on_evict(evicted.model)
             log.info("evicted model %s from the multi-model cache", uri)
 
 
@@ -243,10 +278,11 @@ class RoutingTable:
             self.revisions[update.endpoint_name] = update.revision
             self.cache.pin(
                 frozenset(
-                    variant.serving.uri
+                    uri
                     for endpoint in endpoints.values()
                     for variant in [*endpoint.production, endpoint.shadow]
                     if variant is not None
+                    for uri in variant.serving.steps or (variant.serving.uri,)
                 )
             )
             log.info(
@@ -266,8 +302,7 @@ class RoutingTable:
             raise InvalidInput(f"endpoint {update.endpoint_name} repeats a variant name: {names}")
         if update.shadow_variant is not None:
             specs.append(update.shadow_variant)
-        uris = [package_prefix(spec.artifact_uri, self.cache.store) for spec in specs]
-        servings = await asyncio.gather(*(self.cache.get(uri) for uri in uris))
+        servings = await asyncio.gather(*(self.cache.serving(spec) for spec in specs))
         runtimes = [
             VariantRuntime(spec.variant_name, spec, serving, self._meter(update, spec))
             for spec, serving in zip(specs, servings, strict=True)

@@ -5,7 +5,8 @@ the store), `input/config/hyperparameters.json`, `model/` (packaged afterwards),
 and `output/failure` (its text becomes the failure reason). Env vars `SM_MODEL_DIR`,
 `SM_CHANNELS`, `SM_CHANNEL_<NAME>`, `SM_HPS`, `SM_HP_<NAME>`, `SM_OUTPUT_DATA_DIR`, ... and the
 hyperparameters as `--name value` arguments follow SageMaker's script mode. Such packages have
-framework `script`; serving them is out of scope for now (`load_model` refuses them).
+framework `script`: the gateway serves them through their `inference.py` in a model-server process
+of their own (`services/gateway/script_models.py`); in-process callers (`load_model`) refuse them.
 """
 
 from __future__ import annotations

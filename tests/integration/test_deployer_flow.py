@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -210,19 +210,25 @@ def variant(group_name: str, version: int) -> dict[str, Any]:
     return {"variant_name": "main", "model_package_group": group_name, "model_version": version}
 
 
-async def create_when_known(api: httpx.AsyncClient, endpoint: str, group_name: str) -> None:
-    """POST the endpoint once the projection has caught up with the registrations."""
+async def when_known(
+    send: Callable[[], Awaitable[httpx.Response]], expected: int
+) -> httpx.Response:
+    """`send` again while the projection has not caught up with the registrations yet."""
     deadline = time.monotonic() + 15
     while True:
-        created = await api.post(
-            "/endpoints",
-            json={"endpoint_name": endpoint, "production_variants": [variant(group_name, 1)]},
-        )
-        if created.status_code == 201 or time.monotonic() > deadline:
+        answer = await send()
+        if answer.status_code == expected or time.monotonic() > deadline:
             break
-        assert created.json()["code"] == "model_version_unknown"
+        assert answer.json()["code"] == "model_version_unknown", answer.text
         await asyncio.sleep(0.1)
-    assert created.status_code == 201, created.text
+    assert answer.status_code == expected, answer.text
+    return answer
+
+
+async def create_when_known(api: httpx.AsyncClient, endpoint: str, group_name: str) -> None:
+    """POST the endpoint once the projection has caught up with the registrations."""
+    body = {"endpoint_name": endpoint, "production_variants": [variant(group_name, 1)]}
+    await when_known(lambda: api.post("/endpoints", json=body), 201)
 
 
 async def test_canary_bakes_then_takes_all_traffic_and_a_failing_one_rolls_back(
@@ -238,11 +244,11 @@ async def test_canary_bakes_then_takes_all_traffic_and_a_failing_one_rolls_back(
         quick = {"mode": "canary", "canary_percent": 20, "bake_time_s": 0.5}
         slow = {"mode": "canary", "canary_percent": 20, "bake_time_s": 30, "max_error_rate": 0.05}
         for endpoint, rollout in ((good, quick), (bad, slow)):
-            started = await api.put(
-                f"/endpoints/{endpoint}",
-                json={"production_variants": [variant(group_name, 2)], "rollout": rollout},
+            body = {"production_variants": [variant(group_name, 2)], "rollout": rollout}
+            started = await when_known(
+                lambda endpoint=endpoint, body=body: api.put(f"/endpoints/{endpoint}", json=body),
+                200,
             )
-            assert started.status_code == 200, started.text
             weights = {
                 v["variant_name"]: v["weight"] for v in started.json()["production_variants"]
             }

@@ -2,6 +2,7 @@
 
 write_model_package   files first, manifest last; returns the package prefix
 load_model            verify every checksum, load from safe formats -> LoadedModel
+download_package      verify every checksum, write the files to a directory (script packages)
 LoadedModel           encode_rows / encode_records / predict / explain
 """
 
@@ -24,6 +25,7 @@ from cairn.artifacts.package import (
     SklearnModel,
     UnsupportedModelPackage,
     XGBoostModel,
+    download_package,
     load_model,
     package_prefix,
     read_manifest,
@@ -51,6 +53,7 @@ __all__ = [
     "SklearnModel",
     "UnsupportedModelPackage",
     "XGBoostModel",
+    "download_package",
     "load_model",
     "package_prefix",
     "read_manifest",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,38 @@ def load_model(store: ObjectStore, uri: str, *, nthread: int = 1) -> LoadedModel
     """
     root = package_prefix(uri, store)
     manifest = read_manifest(store, root)
-    blobs: dict[str, bytes] = {}
+    blobs = dict(_verified_files(store, root, manifest))
+    if manifest.framework == "xgboost":
+        return XGBoostModel(manifest, blobs, nthread=nthread)
+    if manifest.framework == "sklearn":
+        return SklearnModel(manifest, blobs)
+    raise UnsupportedModelPackage(
+        f"{manifest.framework} packages cannot be served (files: {sorted(manifest.files)})",
+        framework=manifest.framework,
+    )
+
+
+def download_package(store: ObjectStore, uri: str, directory: Path) -> ModelManifest:
+    """Write a package's files, each sha256 verified, under `directory`; nothing is loaded.
+
+    For packages whose code runs in a process of its own (framework `script`): that process
+    reads them from disk, SageMaker's `model_dir`.
+    """
+    root = package_prefix(uri, store)
+    manifest = read_manifest(store, root)
+    target = directory.resolve()
+    for relative, data in _verified_files(store, root, manifest):
+        path = (target / relative).resolve()
+        if not path.is_relative_to(target):
+            raise UnsupportedModelPackage(f"package {root} lists a file outside it: {relative}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return manifest
+
+
+def _verified_files(
+    store: ObjectStore, root: str, manifest: ModelManifest
+) -> Iterator[tuple[str, bytes]]:
     for relative, expected in manifest.files.items():
         try:
             data = store.get_bytes(root + relative)
@@ -160,15 +191,7 @@ def load_model(store: ObjectStore, uri: str, *, nthread: int = 1) -> LoadedModel
                 expected=expected,
                 actual=actual,
             )
-        blobs[relative] = data
-    if manifest.framework == "xgboost":
-        return XGBoostModel(manifest, blobs, nthread=nthread)
-    if manifest.framework == "sklearn":
-        return SklearnModel(manifest, blobs)
-    raise UnsupportedModelPackage(
-        f"{manifest.framework} packages cannot be served (files: {sorted(manifest.files)})",
-        framework=manifest.framework,
-    )
+        yield relative, data
 
 
 class LoadedModel:

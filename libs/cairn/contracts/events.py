@@ -7,9 +7,9 @@ from any service or a user. `contracts/` is generated from this module; CI fails
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cairn.contracts.async_events import AsyncInferenceConfig
 from cairn.contracts.catalogue import event
@@ -199,14 +199,63 @@ class ModelApprovalRequested(_Data):
 # Deployment ------------------------------------------------------------------------------------
 
 
+MAX_PIPELINE_CONTAINERS = 5  # SageMaker's limit on an inference pipeline's containers
+
+
+class ContainerSpec(_Data):
+    """One step of an inference pipeline: a registered model version."""
+
+    model_package_group: str
+    model_version: int = Field(ge=1)
+
+
 class VariantSpec(_Data):
-    """A production or shadow variant: which model version, how much traffic, how many copies."""
+    """A production or shadow variant: which model version, how much traffic, how many copies.
+
+    With `containers` the variant is an inference pipeline: each step's output matrix is the
+    next one's input. Its `model_package_group` / `model_version` may then be left out: they
+    name the last step, whose outputs the variant answers with.
+    """
 
     variant_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
     model_package_group: str
     model_version: int = Field(ge=1)
     initial_weight: float = Field(default=1.0, ge=0)
     instance_count: int = Field(default=1, ge=1)
+    containers: list[ContainerSpec] = Field(
+        default_factory=list,
+        max_length=MAX_PIPELINE_CONTAINERS,
+        description="An inference pipeline's models in order (SageMaker's Containers); "
+        "empty for a single model.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _last_container_is_the_model(cls, data: Any) -> Any:
+        containers = data.get("containers") if isinstance(data, dict) else None
+        if not containers or not isinstance(containers, list):
+            return data
+        last = containers[-1]
+        last = last.model_dump() if isinstance(last, ContainerSpec) else last
+        if not isinstance(last, dict):
+            return data
+        return {
+            "model_package_group": last.get("model_package_group"),
+            "model_version": last.get("model_version"),
+            **data,
+        }
+
+    @model_validator(mode="after")
+    def _model_matches_last_container(self) -> VariantSpec:
+        if self.containers and (self.model_package_group, self.model_version) != (
+            self.containers[-1].model_package_group,
+            self.containers[-1].model_version,
+        ):
+            raise ValueError(
+                "with containers, model_package_group and model_version name the last "
+                "container (or are left out)"
+            )
+        return self
 
 
 class RolloutPolicy(_Data):
@@ -235,13 +284,26 @@ class DeploymentRequested(_Data):
     )
 
 
+class ContainerState(_Data):
+    """One resolved step of an inference pipeline."""
+
+    model_package_group: str
+    model_version: int
+    artifact_uri: str
+
+
 class VariantState(_Data):
+    """A served variant; for a pipeline its model fields name the last of its `containers`."""
+
     variant_name: str
     model_package_group: str
     model_version: int
     artifact_uri: str
     weight: float = Field(ge=0)
     instance_count: int = Field(ge=1)
+    containers: list[ContainerState] = Field(
+        default_factory=list, description="An inference pipeline's steps in order; else empty."
+    )
 
 
 @event(owner="deployer", key="endpoint_name")
