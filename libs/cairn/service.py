@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -140,6 +141,7 @@ class Service:
         self._resources: list[_Resource] = []
         self._broadcasts: list[BroadcastReader] = []
         self._pools: list[WorkerPoolDeclaration] = []
+        self._join_after_start: set[str] = set()
         self._front: Callable[[FastAPI], ASGIApp] | None = None
         self._wrap_lifespan()
 
@@ -157,6 +159,7 @@ class Service:
         event_model: type[BaseModel],
         group: str | None = None,
         worker_pool: bool = False,
+        join_after_start: bool = False,
         **consumer_overrides: Any,
     ) -> Callable[[HandlerT], HandlerT]:
         """Subscribe the decorated handler to an event type (manual commit, retries, DLQ, dedupe).
@@ -166,10 +169,14 @@ class Service:
             group: the consumer group (default `cairn.<service>.<event-type>`); give each
                 subscription of a process its own group.
             worker_pool: the handler runs in a scalable worker pool (shorter session timeouts).
+            join_after_start: join the group in the background once the service is up, so its
+                routes answer without waiting on that join.
             **consumer_overrides: aiokafka consumer options, e.g. `max_poll_interval_ms` for
                 handlers that run longer than aiokafka's default 5 minutes.
         """
         group_id = group or self.default_group(event_model)
+        if join_after_start:
+            self._join_after_start.add(group_id)
 
         def register(handler: HandlerT) -> HandlerT:
             subscribe(
@@ -281,7 +288,11 @@ class Service:
         correlation_id: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> AuditRecord:
-        """Record a control-plane change made from an event (HTTP routes are audited for you)."""
+        """Record a control-plane change made from an event (HTTP routes are audited for you).
+
+        A change no request caused (one a service makes at start) gets a correlation id of its
+        own, so every record can be followed with `cairn trace`.
+        """
         name, key_id = (
             (principal.name, principal.key_id)
             if isinstance(principal, Principal)
@@ -294,7 +305,7 @@ class Service:
             resource=resource,
             outcome=outcome,
             service=self.name,
-            correlation_id=correlation_id,
+            correlation_id=correlation_id or str(uuid.uuid4()),
             details=details or {},
         )
         await self._record_audit(record)
@@ -384,9 +395,10 @@ class Service:
                     value = await resource.open()
                     if resource.close is not None:
                         stack.push_async_callback(resource.close, value)
-                await start_broker(self.broker)
+                join_later = await start_broker(self.broker, frozenset(self._join_after_start))
                 stack.push_async_callback(self.broker.stop)
                 loops = [(f"broadcast-{r.spec.type}", r.run) for r in self._broadcasts]
+                loops.append(("join-after-start", join_later))
                 tasks = [
                     asyncio.create_task(loop(), name=name)
                     for name, loop in [*loops, *self._background]

@@ -65,6 +65,8 @@ def _run_async_requests(service: Service, gateway: Gateway) -> None:
         AsyncInferenceRequested,
         group=ASYNC_GROUP,
         worker_pool=True,
+        # A replica serves invocations at once; its async consumers join once it is up.
+        join_after_start=True,
         max_workers=gateway.settings.async_concurrency,
         max_poll_interval_ms=ASYNC_MAX_HOLD_MS,
     )(worker.on_request)

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+from cairn.contracts.async_events import AsyncInferenceRequested
 from cairn.contracts.batch_events import (
     TransformInput,
     TransformJobRequested,
@@ -266,6 +268,20 @@ PROBES: dict[str, Probe] = {
             transform_output=TransformOutput(output_path=f"outputs/{n}/"),
         ),
         {"batch": "TransformJobFailed"},
+    ),
+    # The async worker reads the endpoint when it runs the request: none by that name, so it
+    # writes the failure object and answers with AsyncInferenceFailed.
+    "AsyncInferenceRequested": Probe(
+        lambda n: AsyncInferenceRequested(
+            inference_id=n[:64],
+            endpoint_name=n[:63],
+            input_key=f"uploads/async/{n}/in.csv",
+            output_key=f"outputs/async/{n}/out.out",
+            failure_key=f"outputs/async/{n}/failures/out-error.out",
+            received_at=datetime.now(UTC),
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+        ),
+        {"gateway": "AsyncInferenceFailed"},
     ),
     "TransformShardRequested": Probe(
         lambda n: TransformShardRequested(shard_id=f"{n}/0", job_name=n, shard_index=0, attempt=1)

@@ -190,13 +190,22 @@ async def test_a_restarted_deployer_announces_a_lost_revision_at_once(
 
     restarted = Deployer(store, publish, DeployerSettings(republish_after_s=3600), clock)
     driver = asyncio.create_task(restarted.run_rollouts())
+
+    async def marked() -> int:  # the announcement is recorded right after the publish returns
+        await announced.wait()
+        for _ in range(3000):  # a hang guard, not a timing assertion
+            if (published := restarted.get_endpoint("live").published_revision) == 1:
+                return published
+            await asyncio.sleep(0.01)
+        return restarted.get_endpoint("live").published_revision
+
     try:
-        await asyncio.wait_for(announced.wait(), 30)  # a hang guard, not a timing assertion
+        published = await asyncio.wait_for(marked(), 60)
     finally:
         driver.cancel()
         await asyncio.gather(driver, return_exceptions=True)
     assert [u.revision for u in recorder.updates("live")] == [1]
-    assert restarted.get_endpoint("live").published_revision == 1
+    assert published == 1
 
 
 class RecordingAuthority:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiokafka.helpers import create_ssl_context
@@ -110,15 +111,28 @@ def build_broker(
     )
 
 
-async def start_broker(broker: KafkaBroker) -> None:
+async def start_broker(
+    broker: KafkaBroker, deferred_groups: frozenset[str] = frozenset()
+) -> Callable[[], Coroutine[Any, Any, None]]:
     """Start a broker with all its subscribers joining their groups at once.
 
     FastStream starts subscribers one after another, and each consumer's group join waits on the
     coordinator (about half the session timeout on Tansu), so a service with four subscribers took
     four joins in a row to become ready. Joining concurrently makes start-up one join long.
+
+    Subscribers of `deferred_groups` are not started here: the returned coroutine function starts
+    them, for a service that must not wait on those joins to be ready (the gateway serves
+    invocations while its async workers' group still rebalances around a replica that died).
     """
     await broker.connect()
-    await asyncio.gather(*(subscriber.start() for subscriber in broker.subscribers))
+    now = [s for s in broker.subscribers if getattr(s, "group_id", None) not in deferred_groups]
+    later = [s for s in broker.subscribers if getattr(s, "group_id", None) in deferred_groups]
+    await asyncio.gather(*(subscriber.start() for subscriber in now))
     for publisher in broker.publishers:
         await publisher.start()
     broker.running = True
+
+    async def start_deferred() -> None:
+        await asyncio.gather(*(subscriber.start() for subscriber in later))
+
+    return start_deferred
