@@ -225,6 +225,22 @@ async def when_known(
     return answer
 
 
+async def known_but_unapproved(api: httpx.AsyncClient, group_name: str, version: int) -> None:
+    """Wait until asking for `version` is refused as unapproved, no longer as unknown."""
+    probe = {
+        "endpoint_name": unique_name("probe"),
+        "production_variants": [variant(group_name, version)],
+    }
+    deadline = time.monotonic() + 15
+    while True:
+        refused = await api.post("/endpoints", json=probe)
+        assert refused.status_code in (400, 409), refused.text
+        if refused.json()["code"] != "model_version_unknown" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert refused.json()["code"] != "model_version_unknown", refused.text
+
+
 async def create_when_known(api: httpx.AsyncClient, endpoint: str, group_name: str) -> None:
     """POST the endpoint once the projection has caught up with the registrations."""
     body = {"endpoint_name": endpoint, "production_variants": [variant(group_name, 1)]}
@@ -364,6 +380,7 @@ async def test_unsigned_or_unapproved_deployment_requests_deploy_nothing(
                 )
             )
         await create_when_known(api, approved, group_name)
+        await known_but_unapproved(api, group_name, 2)
 
         def request(endpoint: str, version: int) -> DeploymentRequested:
             spec = VariantSpec(**variant(group_name, version))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,8 +69,13 @@ async def _no_topics(*args: Any, **kwargs: Any) -> list[str]:
     return []
 
 
-async def _no_broker(*args: Any, **kwargs: Any) -> None:
-    return None
+async def _no_broker(*args: Any, **kwargs: Any) -> Callable[[], Awaitable[None]]:
+    """`start_broker` without Kafka: nothing starts now, and nothing joins later either."""
+
+    async def join_nothing_later() -> None:
+        return None
+
+    return join_nothing_later
 
 
 @contextlib.contextmanager
