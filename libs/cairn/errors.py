@@ -32,6 +32,15 @@ class CairnError(Exception):
         self.message = message
         self.details = details
 
+    @property
+    def is_refusal(self) -> bool:
+        """A 4xx the request itself caused: retrying it cannot help, so a consumer refuses it.
+
+        A lost conditional write (412) is not one: the document moved under us, and trying
+        again can succeed.
+        """
+        return 400 <= self.http_status < 500 and not isinstance(self, PreconditionFailed)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON body an HTTP layer answers with."""
         body: dict[str, Any] = {"error": self.message, "code": self.code}

@@ -23,7 +23,7 @@ from cairn.contracts.events import (
 )
 from cairn.contracts.state import ModelVersionView, read_state
 from cairn.documents import DocumentStore, Versioned
-from cairn.errors import CairnError, ConfigError, PreconditionFailed, Unavailable
+from cairn.errors import CairnError, ConfigError, Unavailable
 from cairn.ports import Authority, DeadLetter, Publish
 from cairn.store.base import ObjectStore
 
@@ -190,7 +190,7 @@ class Deployer:
         try:
             await self.deploy(request, cause=envelope, allow_unapproved=request.allow_unapproved)
         except CairnError as error:
-            if not _refusal(error):
+            if not error.is_refusal:
                 raise  # the store or a peer is unavailable: the bus retries
             await self._refuse(envelope, error)
             outcome: Outcome = "failed"
@@ -400,11 +400,3 @@ def _record_of(view: ModelVersionView, now: datetime) -> ModelRecord:
 
 def _model_key(group: str, version: int) -> str:
     return f"{group}/{version}.json"
-
-
-def _refusal(error: CairnError) -> bool:
-    """A 4xx the HTTP API would answer: the request is wrong, retrying cannot help it.
-
-    A lost conditional write (412) is not one: the document moved under us, so trying again can.
-    """
-    return 400 <= error.http_status < 500 and not isinstance(error, PreconditionFailed)

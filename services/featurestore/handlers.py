@@ -36,7 +36,7 @@ from cairn.contracts.events import (
     TrainingSetFailed,
     TrainingSetRequested,
 )
-from cairn.errors import CairnError, InvalidInput, PreconditionFailed
+from cairn.errors import CairnError, InvalidInput
 from cairn.namespaces import DATASET_SCHEME, confine_channel
 from cairn.ports import DeadLetter, Publish
 from cairn.store.base import ObjectStore
@@ -246,7 +246,7 @@ class FeatureStoreHandlers:
 
         Anything else (the store or Redis unavailable) is raised for the bus to retry.
         """
-        if not 400 <= error.http_status < 500 or isinstance(error, PreconditionFailed):
+        if not error.is_refusal:
             raise error
         log.warning("refusing %s %s: %s", envelope.type, envelope.event_id, error.message)
         failed = FeatureIngestionFailed(
