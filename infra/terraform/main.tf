@@ -5,7 +5,7 @@
 # service), limited by the ACLs generated from the event catalogue (contracts/kafka-acls.txt).
 locals {
   namespace = var.create_namespace ? kubernetes_namespace_v1.cairn[0].metadata[0].name : var.namespace
-  services  = ["gateway", "ingest", "featurestore", "registry", "deployer", "monitor", "autoscaler", "trainer", "batch", "tuner", "edge"]
+  services  = ["gateway", "ingest", "featurestore", "registry", "deployer", "monitor", "autoscaler", "trainer", "batch", "tuner", "edge", "experiments", "labeling", "pipelines"]
   sasl      = var.kafka_security_protocol == "SASL_PLAINTEXT" || var.kafka_security_protocol == "SASL_SSL"
   settings = merge(
     {
@@ -160,6 +160,17 @@ module "trainer" {
   keda_enabled               = var.keda_enabled
   gpu_enabled                = var.gpu_enabled
   gpu_image                  = var.gpu_image
+  dask_scheduler             = var.dask_enabled ? module.dask[0].scheduler_address : null
+}
+
+# The Dask cluster distributed training jobs (instance_count > 1) run on.
+module "dask" {
+  source = "./modules/dask"
+  count  = var.dask_enabled ? 1 : 0
+
+  namespace = local.common.namespace
+  image     = local.common.image
+  workers   = var.dask_workers
 }
 
 # Batch jobs with an endpoint_name call the gateway's Service in the same namespace.
@@ -202,4 +213,39 @@ module "edge" {
   platform_secret_name       = local.common.platform_secret_name
   kafka_sasl_secret_name     = lookup(local.kafka_secret, "edge", null)
   extra_settings             = { CAIRN_EDGE_PRESIGN_DOWNLOADS = "true" }
+}
+
+module "experiments" {
+  source = "./modules/experiments"
+
+  namespace                  = local.common.namespace
+  image                      = local.common.image
+  settings                   = local.common.settings
+  s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "experiments", null)
+}
+
+# One replica: its trigger reader is one consumer group, and executions are serialised per process.
+module "pipelines" {
+  source = "./modules/pipelines"
+
+  namespace                  = local.common.namespace
+  image                      = local.common.image
+  settings                   = local.common.settings
+  s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "pipelines", null)
+}
+
+# The annotator's page is served by the service at /ui/ (expose it through your ingress).
+module "labeling" {
+  source = "./modules/labeling"
+
+  namespace                  = local.common.namespace
+  image                      = local.common.image
+  settings                   = local.common.settings
+  s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "labeling", null)
 }

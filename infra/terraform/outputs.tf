@@ -17,6 +17,9 @@ output "service_urls" {
     batch        = module.batch.url
     tuner        = module.tuner.url
     edge         = module.edge.url
+    experiments  = module.experiments.url
+    labeling     = module.labeling.url
+    pipelines    = module.pipelines.url
   }
 }
 

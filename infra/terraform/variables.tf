@@ -95,6 +95,18 @@ variable "otlp_endpoint" {
   default     = null
 }
 
+variable "dask_enabled" {
+  description = "Deploy a Dask scheduler and workers for distributed training (modules/dask)."
+  type        = bool
+  default     = true
+}
+
+variable "dask_workers" {
+  description = "Dask workers: the largest instance_count a training job can get."
+  type        = number
+  default     = 2
+}
+
 variable "keda_enabled" {
   description = "Scale trainer worker pools with KEDA ScaledObjects (KEDA must be installed)."
   type        = bool

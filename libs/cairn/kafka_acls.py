@@ -3,8 +3,9 @@
 Every event type has one owning service (architecture rule 2). On a production Kafka that rule is
 enforced by ACLs, one SASL principal per service, `User:cairn-<service>`:
 
-- Write (and Describe) on the topics of the events it owns, on the `...Requested` topics whose
-  catalogue entry lists it in `senders`, on the kernel's topics (`AuditRecorded`: every service
+- Write (and Describe) on the topics of the events it owns, on the topics whose catalogue entry
+  lists it in `senders` (requests, and facts another service may state, like the labeling
+  service's `GroundTruthRecorded`), on the kernel's topics (`AuditRecorded`: every service
   records audit entries) and on the dead-letter topics of the topics it consumes;
 - Read (and Describe) on the topics it consumes (in a consumer group or as a broadcast), and Read
   on its consumer groups: the prefix `cairn.<service>.` plus any group outside that prefix one of
@@ -158,7 +159,7 @@ def _service_acls(service: str, specs: list[EventSpec], subs: Subscriptions) -> 
     writes = {
         spec.topic
         for spec in specs
-        if spec.owner in (service, KERNEL_OWNER) or (is_request(spec) and service in spec.senders)
+        if spec.owner in (service, KERNEL_OWNER) or service in spec.senders
     }
     writes |= {by_topic[topic].dlq_topic for topic in subs.topics if topic in by_topic}
     acls: set[AclBinding] = set()

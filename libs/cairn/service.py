@@ -142,6 +142,7 @@ class Service:
         self._broadcasts: list[BroadcastReader] = []
         self._pools: list[WorkerPoolDeclaration] = []
         self._join_after_start: set[str] = set()
+        self._idle_groups: set[str] = set()
         self._front: Callable[[FastAPI], ASGIApp] | None = None
         self._wrap_lifespan()
 
@@ -160,6 +161,7 @@ class Service:
         group: str | None = None,
         worker_pool: bool = False,
         join_after_start: bool = False,
+        start: bool = True,
         **consumer_overrides: Any,
     ) -> Callable[[HandlerT], HandlerT]:
         """Subscribe the decorated handler to an event type (manual commit, retries, DLQ, dedupe).
@@ -171,12 +173,16 @@ class Service:
             worker_pool: the handler runs in a scalable worker pool (shorter session timeouts).
             join_after_start: join the group in the background once the service is up, so its
                 routes answer without waiting on that join.
+            start: False declares the subscription (contracts, Kafka ACLs) without joining its
+                group in this process: replicas of another kind (a GPU pool) join it.
             **consumer_overrides: aiokafka consumer options, e.g. `max_poll_interval_ms` for
                 handlers that run longer than aiokafka's default 5 minutes.
         """
         group_id = group or self.default_group(event_model)
         if join_after_start:
             self._join_after_start.add(group_id)
+        if not start:
+            self._idle_groups.add(group_id)
 
         def register(handler: HandlerT) -> HandlerT:
             subscribe(
@@ -395,7 +401,9 @@ class Service:
                     value = await resource.open()
                     if resource.close is not None:
                         stack.push_async_callback(resource.close, value)
-                join_later = await start_broker(self.broker, frozenset(self._join_after_start))
+                join_later = await start_broker(
+                    self.broker, frozenset(self._join_after_start), frozenset(self._idle_groups)
+                )
                 stack.push_async_callback(self.broker.stop)
                 loops = [(f"broadcast-{r.spec.type}", r.run) for r in self._broadcasts]
                 loops.append(("join-after-start", join_later))

@@ -11,11 +11,16 @@ from cairn_cli import (
     edge_cmd,
     endpoints_cmd,
     events_cmd,
+    experiments_cmd,
     features_cmd,
     keys_cmd,
+    labeling_cmd,
     models_cmd,
     monitor_cmd,
+    pipelines_cmd,
     pools_cmd,
+    processing_cmd,
+    review_cmd,
     runtime_cmd,
     serve_cmd,
     trace_cmd,
@@ -32,6 +37,7 @@ app = typer.Typer(
 )
 runtime_cmd.register(app)
 events_cmd.register(app)
+experiments_cmd.register(app)
 contracts_cmd.register(app)
 datasets_cmd.register(app)
 features_cmd.register(app)
@@ -42,11 +48,15 @@ endpoints_cmd.register(app)
 keys_cmd.register(app)
 demo_cmd.register(app)
 pools_cmd.register(app)
+pipelines_cmd.register(app)
+processing_cmd.register(app)
 serve_cmd.register(app)
 trace_cmd.register(app)
 transform_cmd.register(app)
 tune_cmd.register(app)
 edge_cmd.register(app)
+labeling_cmd.register(app)
+review_cmd.register(app)
 
 
 def main() -> None:

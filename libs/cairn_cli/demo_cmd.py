@@ -124,6 +124,14 @@ def demo(
             help="Then score the whole validation set with explanations in a transform job.",
         ),
     ] = False,
+    pipeline: Annotated[
+        bool,
+        typer.Option(
+            "--pipeline",
+            help="Then an event starts a user pipeline (process, train, evaluate, condition, "
+            "register), and the same event again is served from the step cache.",
+        ),
+    ] = False,
     drift: Annotated[
         bool,
         typer.Option(
@@ -152,9 +160,10 @@ def demo(
     Runs against the platform on --home (starting it in the background if none runs, and leaving
     it running: stop it with `cairn down`), or against --target / CAIRN_<SERVICE>_URL (compose).
     With --batch it then scores the validation set in a batch transform job, each row joined with
-    its probability and per-feature contributions. With --drift it reuses the served credit model
-    (running the golden path first when there is none) and closes the loop on the embedded
-    platform: monitoring, retraining, canary, promotion.
+    its probability and per-feature contributions. With --pipeline a published DatasetIngested
+    starts a user pipeline, and the same event again is served from the step cache. With --drift
+    it reuses the served credit model (running the golden path first when there is none) and
+    closes the loop on the embedded platform: monitoring, retraining, canary, promotion.
     """
     with service_errors():
         require_modules("`cairn demo`", DEMO_MODULES, "platform")
@@ -176,7 +185,11 @@ def demo(
             _remote_platform(settings, target, kafka)
             if remote
             else _local_platform(
-                settings, kafka, start=start, needs=_needs(drift, batch), console=console
+                settings,
+                kafka,
+                start=start,
+                needs=(*_needs(drift, batch), *(("pipelines",) if pipeline else ())),
+                console=console,
             )
         )
         with link.client:
@@ -186,6 +199,8 @@ def demo(
                 )
                 if batch:
                     _batch_step(link, settings, console, summary)
+                if pipeline:
+                    _pipeline_step(link, settings, console, summary)
             if drift:
                 _drift_loop(link, settings, console, drift_options)
     if not remote:
@@ -286,6 +301,20 @@ def _batch_step(
 
     console.rule("[bold]Batch: score the whole validation set, with explanations", align="left")
     summary["batch"] = score_validation_set(link.client, console, summary, link.store_url)
+    write_summary(settings.home / "demo" / "summary.json", summary)
+
+
+def _pipeline_step(
+    link: _Link, settings: CairnSettings, console: Console, summary: dict[str, Any]
+) -> None:
+    """An event starts a user pipeline; the same event again is served from the cache."""
+    from cairn_cli.demo.flow import write_summary
+    from cairn_cli.demo.pipeline import run_pipeline_step
+
+    console.rule("[bold]Pipeline: an event starts a user workflow", align="left")
+    summary["pipeline"] = run_pipeline_step(
+        link.client, console, summary, link.trail_settings, link.store_url
+    )
     write_summary(settings.home / "demo" / "summary.json", summary)
 
 

@@ -59,14 +59,37 @@ def train(
     max_runtime: Annotated[
         int | None, typer.Option("--max-runtime", min=1, help="Stop after this many seconds.")
     ] = None,
+    instances: Annotated[
+        int, typer.Option("--instances", min=1, help="Dask workers (xgboost) or script hosts.")
+    ] = 1,
+    input_mode: Annotated[
+        str, typer.Option("--input-mode", help="File, Pipe (streamed) or FastFile.")
+    ] = "File",
+    checkpoint_uri: Annotated[
+        str | None,
+        typer.Option("--checkpoint-uri", help="Store prefix under outputs/ for checkpoints."),
+    ] = None,
+    checkpoint_interval: Annotated[
+        int | None, typer.Option("--checkpoint-interval", min=1, help="Rounds between them.")
+    ] = None,
+    max_wait: Annotated[
+        int | None,
+        typer.Option("--max-wait", min=1, help="Seconds for the whole job, waits included."),
+    ] = None,
+    allow_cpu_fallback: Annotated[
+        bool, typer.Option("--allow-cpu-fallback", help="A GPU job may run on a CPU worker.")
+    ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait with a progress bar.")] = False,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="The experiment this job is a run of.")
+    ] = None,
     as_json: JsonOption = False,
     target: TargetOption = None,
     home: HomeOption = None,
 ) -> None:
     """Start a training job (CreateTrainingJob); --wait follows it to the end."""
     channels = parse_pairs(channel, "--channel")
-    if not channels:
+    if not channels and algorithm != "reinforcement-learning":  # RL trains on an env id
         raise typer.BadParameter(
             "give at least one, e.g. --channel train=URI", param_hint="--channel"
         )
@@ -77,6 +100,15 @@ def train(
         )
     if device not in ("cpu", "gpu"):
         raise typer.BadParameter(f"{device!r} is not cpu or gpu", param_hint="--device")
+    modes: dict[str, Literal["File", "Pipe", "FastFile"]] = {
+        "File": "File",
+        "Pipe": "Pipe",
+        "FastFile": "FastFile",
+    }
+    if input_mode not in modes:
+        raise typer.BadParameter(
+            f"{input_mode!r} is not File, Pipe or FastFile", param_hint="--input-mode"
+        )
     hyperparameters = {
         name: parse_value(value) for name, value in parse_pairs(hyperparameter, "-p").items()
     }
@@ -93,6 +125,13 @@ def train(
             device=chosen_device,
             register_group=register,
             max_runtime_s=max_runtime,
+            experiment=experiment,
+            instance_count=instances,
+            input_mode=modes[input_mode],
+            checkpoint_uri=checkpoint_uri,
+            checkpoint_interval_rounds=checkpoint_interval,
+            max_wait_s=max_wait,
+            allow_cpu_fallback=allow_cpu_fallback,
         )
         if not wait:
             if as_json:

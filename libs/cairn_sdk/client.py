@@ -27,7 +27,12 @@ from cairn_sdk.batch import BatchCalls
 from cairn_sdk.credentials import bearer_headers, resolve_token
 from cairn_sdk.edge import EdgeCalls
 from cairn_sdk.errors import EndpointFailed
+from cairn_sdk.experiments import ExperimentsCalls
 from cairn_sdk.gateway import ACCESS_KEY_ENV, GatewayCalls
+from cairn_sdk.labeling import LabelingCalls
+from cairn_sdk.pipelines import PipelineCalls
+from cairn_sdk.processing import ProcessingCalls
+from cairn_sdk.review import ReviewCalls
 from cairn_sdk.tuning import TuningCalls
 from cairn_sdk.urls import service_urls
 
@@ -42,7 +47,18 @@ CONTENT_TYPES = {
 }
 
 
-class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
+class Client(
+    GatewayCalls,
+    AdminCalls,
+    BatchCalls,
+    TuningCalls,
+    EdgeCalls,
+    ProcessingCalls,
+    ExperimentsCalls,
+    PipelineCalls,
+    LabelingCalls,
+    ReviewCalls,
+):
     """One object for every control-plane verb, the gateway's invocations, keys and audit."""
 
     def __init__(
@@ -55,6 +71,9 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
         batch_url: str | None = None,
         tuner_url: str | None = None,
         edge_url: str | None = None,
+        experiments_url: str | None = None,
+        pipelines_url: str | None = None,
+        labeling_url: str | None = None,
         *,
         api_key: str | None = None,
         access_key: str | None = None,
@@ -64,7 +83,7 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
     ) -> None:
         """Args:
         trainer_url, registry_url, deployer_url, gateway_url, ingest_url, batch_url, tuner_url,
-        edge_url: base URLs.
+        edge_url, experiments_url, pipelines_url, labeling_url: base URLs.
         api_key: the credential `KEY_ID:SECRET`, sent as `Authorization: Bearer` on every call;
             default CAIRN_API_KEY, else `<home>/credentials.json` (made by `cairn up`).
         access_key: another credential for gateway invocations only (a narrow `invoke` key);
@@ -82,6 +101,9 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
             "batch": batch_url,
             "tuner": tuner_url,
             "edge": edge_url,
+            "experiments": experiments_url,
+            "pipelines": pipelines_url,
+            "labeling": labeling_url,
         }
         self.urls = {name: url.rstrip("/") for name, url in given.items() if url}
         self.api_key = (api_key if api_key is not None else resolve_token(home)) or None
@@ -128,6 +150,9 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
             batch_url=urls.get("batch"),
             tuner_url=urls.get("tuner"),
             edge_url=urls.get("edge"),
+            experiments_url=urls.get("experiments"),
+            pipelines_url=urls.get("pipelines"),
+            labeling_url=urls.get("labeling"),
             **options,
         )
 
@@ -161,8 +186,19 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
         output_uri: str | None = None,
         max_runtime_s: int | None = None,
         tags: Mapping[str, str] | None = None,
+        experiment: str | None = None,
+        instance_count: int = 1,
+        input_mode: Literal["File", "Pipe", "FastFile"] = "File",
+        checkpoint_uri: str | None = None,
+        checkpoint_interval_rounds: int | None = None,
+        max_wait_s: int | None = None,
+        allow_cpu_fallback: bool = False,
     ) -> dict[str, Any]:
-        """CreateTrainingJob: `channels` maps a channel name (train, validation) to a URI."""
+        """CreateTrainingJob: `channels` maps a channel name (train, validation) to a URI.
+
+        `instance_count` > 1 trains XGBoost over that many Dask workers (script mode: hosts);
+        `checkpoint_uri` (under outputs/) makes a killed job resume from its last checkpoint.
+        """
         request: dict[str, Any] = {
             "job_name": job_name,
             "algorithm": algorithm,
@@ -176,15 +212,32 @@ class Client(GatewayCalls, AdminCalls, BatchCalls, TuningCalls, EdgeCalls):
                 }
                 for name, uri in channels.items()
             ],
-            "resources": {"device": device},
+            "resources": {
+                "device": device,
+                "instance_count": instance_count,
+                "allow_cpu_fallback": allow_cpu_fallback,
+            },
             "tags": dict(tags or {}),
+            "input_mode": input_mode,
         }
         if register_group:
             request["registration"] = {"model_package_group": register_group}
         if output_uri:
             request["output_uri"] = output_uri
+        stopping: dict[str, int] = {}
         if max_runtime_s:
-            request["stopping_condition"] = {"max_runtime_s": max_runtime_s}
+            stopping["max_runtime_s"] = max_runtime_s
+        if max_wait_s:
+            stopping["max_wait_time_s"] = max_wait_s
+        if stopping:
+            request["stopping_condition"] = stopping
+        if checkpoint_uri:
+            checkpoint: dict[str, Any] = {"uri": checkpoint_uri}
+            if checkpoint_interval_rounds:
+                checkpoint["interval_rounds"] = checkpoint_interval_rounds
+            request["checkpoint_config"] = checkpoint
+        if experiment:
+            request["experiment"] = experiment
         return dict(self._json("POST", "trainer", "/training-jobs", json=request))
 
     def describe_training_job(self, job_name: str) -> dict[str, Any]:

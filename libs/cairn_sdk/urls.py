@@ -7,9 +7,31 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-SERVICES = ("trainer", "registry", "deployer", "gateway", "ingest", "batch", "tuner", "edge")
+SERVICES = (
+    "trainer",
+    "registry",
+    "deployer",
+    "gateway",
+    "ingest",
+    "batch",
+    "tuner",
+    "edge",
+    "experiments",
+    "pipelines",
+    "labeling",
+)
 ServiceName = Literal[
-    "trainer", "registry", "deployer", "gateway", "ingest", "batch", "tuner", "edge"
+    "trainer",
+    "registry",
+    "deployer",
+    "gateway",
+    "ingest",
+    "batch",
+    "tuner",
+    "edge",
+    "experiments",
+    "pipelines",
+    "labeling",
 ]
 TARGET_ENV = "CAIRN_TARGET"
 

@@ -14,6 +14,7 @@ from cairn.store.base import ObjectStore
 
 from services.deployer.config import DeployerSettings
 from services.deployer.handlers import Deployer
+from services.deployer.human_loop import router as human_loop_router
 from services.deployer.routes import ROUTERS
 
 
@@ -44,6 +45,7 @@ def create_service(
     )
     for router in ROUTERS:
         service.include_router(router)
+    service.include_router(human_loop_router)
     service.background("deployer-rollouts", deployer.run_rollouts)
     return service
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from cairn.contracts.async_events import AsyncInferenceRequested
 from cairn.contracts.events import EndpointUpdated
+from cairn.contracts.review_events import HumanLoopConfigured
 from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
@@ -42,7 +44,10 @@ def create_service(
     service.api.state.readiness_checks["endpoints"] = gateway.is_ready
     service.broadcast(EndpointUpdated)(handlers.on_endpoint_updated)
     service.resource("gateway", handlers.load_stored_endpoints, handlers.close)
+    service.broadcast(HumanLoopConfigured)(gateway.human_loop.on_configured)
+    service.resource("human-loops", partial(gateway.human_loop.load_stored, service.store))
     service.background("gateway-capture", gateway.capture.run)
+    service.background("gateway-human-loop", gateway.human_loop.run)
     service.background("gateway-metrics", handlers.report_metrics_forever)
     service.include_router(endpoints_router)
     service.include_router(v2_router)

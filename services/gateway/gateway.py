@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from cairn.auth.principal import Principal
+from cairn.builtins.structured import StructuredModel
 from cairn.contracts.events import EndpointUpdated
 from cairn.errors import CairnError, Forbidden, InvalidInput, Unavailable
 from cairn.inference import (
@@ -48,6 +49,7 @@ from services.gateway.asgi import (
 from services.gateway.capture import Captured, CaptureWriter
 from services.gateway.config import GatewaySettings
 from services.gateway.domain import explanations_requested, resolve_target_model
+from services.gateway.human_loop import HumanLoop
 from services.gateway.metrics import VariantMeter
 from services.gateway.runtime import (
     EndpointRuntime,
@@ -118,6 +120,7 @@ class Gateway:
             flush_s=settings.capture_flush_s,
             flush_records=settings.capture_flush_records,
         )
+        self.human_loop = HumanLoop(service.publish)
         self.ready = False
         self.in_flight = 0
         self._background: set[asyncio.Task[Any]] = set()
@@ -217,7 +220,8 @@ class Gateway:
             headers.get("accept"),
             default=content_type if content_type in (CSV, JSON, JSONLINES) else JSON,
         )
-        if isinstance(serving.model, ScriptModel):  # user code, in its own model server
+        # user code in its own model server, or a built-in that takes whole bodies (images, ...)
+        if isinstance(serving.model, ScriptModel | StructuredModel):
             await self._invoke_script(endpoint, variant, serving.model, headers, body, send, call)
             return
         try:  # what SageMaker's container would do: its refusals are ModelErrors
@@ -236,6 +240,13 @@ class Gateway:
         await send_invocation(send, out_body, out_type, variant.name, headers)
         if self.draw() < self.settings.capture_sample_rate:
             self._capture(endpoint, variant, headers, (content_type, body), (out_type, out_body))
+        self.human_loop.offer(
+            endpoint.name,
+            variant.name,
+            headers.get(H_INFERENCE_ID),
+            (content_type, body),
+            (out_type, out_body),
+        )
         if endpoint.shadow is not None:
             self._shadow(endpoint, endpoint.shadow, matrix, headers, content_type, body, accept)
 
@@ -243,7 +254,7 @@ class Gateway:
         self,
         endpoint: EndpointRuntime,
         variant: VariantRuntime,
-        model: ScriptModel,
+        model: ScriptModel | StructuredModel,
         headers: dict[str, str],
         body: bytes,
         send: Send,
@@ -262,6 +273,13 @@ class Gateway:
         await send_invocation(send, out_body, out_type, variant.name, headers)
         if self.draw() < self.settings.capture_sample_rate:
             self._capture(endpoint, variant, headers, (content_type, body), (out_type, out_body))
+        self.human_loop.offer(
+            endpoint.name,
+            variant.name,
+            headers.get(H_INFERENCE_ID),
+            (content_type, body),
+            (out_type, out_body),
+        )
 
     def _endpoint_for(self, principal: Principal, name: str | None) -> EndpointRuntime:
         """The endpoint called, once the key may invoke it (403 before 404: names do not leak)."""

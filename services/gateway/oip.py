@@ -28,7 +28,7 @@ NUMERIC_TYPES = frozenset(
     | {"FP16", "FP32", "FP64"}
 )
 DATATYPES = NUMERIC_TYPES | {"BYTES"}
-_SIGNATURE_TYPES = {"float": "FP32", "int": "INT64", "category": "BYTES"}
+_SIGNATURE_TYPES = {"float": "FP32", "int": "INT64", "category": "BYTES", "text": "BYTES"}
 
 Matrix = npt.NDArray[np.float32]
 

@@ -78,7 +78,8 @@ class Constraints(BaseModel):
 
 
 def _inferred_type(column: InputColumn) -> InferredType:
-    return {"float": "Fractional", "int": "Integral", "category": "String"}[column.dtype]  # type: ignore[return-value]
+    types = {"float": "Fractional", "int": "Integral", "category": "String", "text": "String"}
+    return types[column.dtype]  # type: ignore[return-value]
 
 
 def category_key(value: object) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cairn.contracts.events import EndpointUpdated, ModelApprovalRequested, TrainingJobCompleted
+from cairn.contracts.pipeline_events import ModelRegistrationRequested
 from cairn.contracts.tuner_events import HyperParameterTuningJobCompleted
 from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
@@ -33,6 +34,9 @@ def create_service(
         registry.on_tuning_job_completed
     )
     service.on(EndpointUpdated, group=f"{group}.endpoint-updated")(linker.on_endpoint_updated)
+    service.on(ModelRegistrationRequested, group=f"{group}.model-registration-requested")(
+        registry.on_registration_requested
+    )
     service.on(ModelApprovalRequested, group=f"{group}.model-approval-requested")(
         registry.on_approval_requested
     )

@@ -16,8 +16,12 @@ from cairn.contracts.events import (
     ModelPackageRegistered,
     TrainingJobCompleted,
 )
+from cairn.contracts.pipeline_events import (
+    ModelRegistrationFailed,
+    ModelRegistrationRequested,
+)
 from cairn.contracts.tuner_events import HyperParameterTuningJobCompleted
-from cairn.errors import ConfigError
+from cairn.errors import CairnError, ConfigError
 from cairn.ports import Authority, Publish
 from cairn.store.base import ObjectStore
 
@@ -122,6 +126,36 @@ class Registry(RegistryDocuments):
             algorithm=done.algorithm,
             require_manifest=False,
         )
+        await self._announce(version, cause=envelope)
+
+    async def on_registration_requested(
+        self, envelope: Envelope[ModelRegistrationRequested]
+    ) -> None:
+        """The event form of POST .../versions (a pipeline's RegisterModel step); the training
+        job is the idempotency key, so a redelivery re-announces the same version."""
+        asked = envelope.data
+        request = RegisterVersion(
+            artifact_uri=asked.artifact_uri,
+            approval_status=asked.approval_status,
+            metrics=asked.metrics,
+            description=asked.description,
+            training_job=asked.training_job,
+            registered_by=f"request:{envelope.source}",
+        )
+        try:
+            version, _ = await asyncio.to_thread(
+                self.register, asked.model_package_group, request, require_manifest=False
+            )
+        except CairnError as error:
+            if not error.is_refusal:
+                raise
+            failed = ModelRegistrationFailed(
+                model_package_group=asked.model_package_group,
+                training_job=asked.training_job,
+                reason=error.message,
+            )
+            await self.publish(failed, envelope)
+            return
         await self._announce(version, cause=envelope)
 
     async def _announce(self, version: ModelVersion, cause: Envelope[Any] | None) -> None:

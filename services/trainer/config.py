@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,3 +42,23 @@ class TrainerSettings(BaseSettings):
     )
     models_prefix: str = Field(default="models", description="Store prefix of model packages.")
     scratch_dir: Path | None = Field(default=None, description="Temp root for script jobs.")
+    max_instance_count: int = Field(
+        default=8, ge=1, le=64, description="The most Dask workers (or script hosts) a job may ask."
+    )
+    dask_scheduler: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CAIRN_DASK_SCHEDULER", "CAIRN_TRAINER_DASK_SCHEDULER"),
+        description="tcp://host:8786 of an existing Dask scheduler; unset: a LocalCluster per job.",
+    )
+    dask_workers_wait_s: float = Field(
+        default=30.0, gt=0, description="How long a job waits for the scheduler's workers."
+    )
+    pipe_chunk_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=64 * 1024, description="Pipe mode: bytes per store read."
+    )
+    pipe_batch_rows: int = Field(
+        default=65_536, ge=1, description="Pipe mode: rows per batch given to XGBoost."
+    )
+    checkpoint_sync_s: float = Field(
+        default=5.0, gt=0, description="Script mode: how often the checkpoint dir is uploaded."
+    )

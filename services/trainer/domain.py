@@ -19,11 +19,29 @@ REJECTIONS_PREFIX = "trainer/rejections"
 
 JobStatus = Literal["Pending", "InProgress", "Stopping", "Completed", "Failed", "Stopped"]
 FailureCode = Literal[
-    "invalid_hyperparameters", "invalid_input", "runtime_exceeded", "algorithm_error", "internal"
+    "invalid_hyperparameters",
+    "invalid_input",
+    "runtime_exceeded",
+    "algorithm_error",
+    "insufficient_capacity",
+    "max_wait_exceeded",
+    "internal",
 ]
 Decision = Literal["create", "claim", "wait", "reject", "done", "republish"]
 TERMINAL: frozenset[str] = frozenset({"Completed", "Failed", "Stopped"})
 RUNNING: frozenset[str] = frozenset({"InProgress", "Stopping"})
+
+
+class AttemptRecord(BaseModel):
+    """One attempt at a job: who ran it, where it resumed and how far it got."""
+
+    attempt: int = Field(ge=1)
+    worker_id: str
+    started_at: datetime
+    resumed_from_round: int = Field(default=0, ge=0, description="Rounds read from a checkpoint.")
+    last_round: int | None = Field(default=None, description="The last round it reported.")
+    ended_at: datetime | None = None
+    instance_count: int = 1
 
 
 class TrainingJob(BaseModel):
@@ -58,6 +76,13 @@ class TrainingJob(BaseModel):
     keep_partial_model: bool = False
     requeued_at: datetime | None = Field(
         default=None, description="When a still-Pending job's request was last published again."
+    )
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    rounds_saved_by_resume: int = Field(
+        default=0, ge=0, description="Rounds later attempts read from checkpoints, not retrained."
+    )
+    rounds_redone: int = Field(
+        default=0, ge=0, description="Rounds an attempt trained again after the previous died."
     )
 
 
@@ -161,8 +186,15 @@ def claimed(
     correlation_id: str | None = None,
 ) -> TrainingJob:
     """The job taken by this worker for a new attempt."""
+    record = AttemptRecord(
+        attempt=job.attempt + 1,
+        worker_id=worker_id,
+        started_at=now,
+        instance_count=job.request.resources.instance_count,
+    )
     return job.model_copy(
         update={
+            "attempts": [*job.attempts, record],
             "status": "Stopping" if job.stop_requested_at else "InProgress",
             "attempt": job.attempt + 1,
             "worker_id": worker_id,
@@ -174,6 +206,39 @@ def claimed(
             "iteration": None,
         }
     )
+
+
+def resumed(job: TrainingJob, attempt: int, from_round: int) -> TrainingJob:
+    """The job once attempt `attempt` read a checkpoint of `from_round` rounds."""
+    attempts = list(job.attempts)
+    if not attempts or attempts[-1].attempt != attempt:
+        return job
+    attempts[-1] = attempts[-1].model_copy(update={"resumed_from_round": from_round})
+    previous = attempts[-2].last_round if len(attempts) > 1 else None
+    redone = max(0, (previous or 0) - from_round) if previous is not None else 0
+    return job.model_copy(
+        update={
+            "attempts": attempts,
+            "rounds_saved_by_resume": job.rounds_saved_by_resume + from_round,
+            "rounds_redone": job.rounds_redone + redone,
+        }
+    )
+
+
+def progressed(job: TrainingJob, attempt: int, iteration: int | None) -> TrainingJob:
+    """Remember how far the current attempt got (what a later attempt may have to redo)."""
+    if iteration is None or not job.attempts or job.attempts[-1].attempt != attempt:
+        return job
+    attempts = [*job.attempts[:-1], job.attempts[-1].model_copy(update={"last_round": iteration})]
+    return job.model_copy(update={"attempts": attempts})
+
+
+def wait_left_s(job: TrainingJob, now: datetime) -> float | None:
+    """Seconds of MaxWaitTimeInSeconds left (None: no limit); counted from the job's creation."""
+    limit = job.request.stopping_condition.max_wait_time_s
+    if limit is None:
+        return None
+    return limit - (now - job.created_at).total_seconds()
 
 
 def request_stop(
@@ -205,7 +270,11 @@ def finished(
     total_s: float,
 ) -> TrainingJob:
     """The job document once an attempt has ended with `outcome`."""
-    common: dict[str, Any] = {"ended_at": utc_now(), "total_time_s": total_s, "device": device}
+    now = utc_now()
+    common: dict[str, Any] = {"ended_at": now, "total_time_s": total_s, "device": device}
+    if job.attempts and job.attempts[-1].attempt == job.attempt:
+        last = job.attempts[-1].model_copy(update={"ended_at": now})
+        common["attempts"] = [*job.attempts[:-1], last]
     if isinstance(outcome, JobStopped):
         stopped = {
             "status": "Stopped",

@@ -1,13 +1,15 @@
 """Turn channel DataFrames into model inputs: infer the signature, encode categories and labels.
 
 The encoding here and `cairn.artifacts.SignatureEncoder` must agree: a category becomes its index
-in the sorted category list seen in the train channel, anything unseen becomes NaN.
+in the sorted category list seen in the train channel, anything unseen becomes NaN. With
+`text_inputs`, non-numeric columns are `text` instead and the matrix holds their strings (object
+dtype), as the servers pass them to models that tokenise or hash text themselves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,9 +27,9 @@ class TrainingData:
 
     inputs: list[InputColumn]
     label_column: str | None
-    x_train: npt.NDArray[np.float32]
+    x_train: npt.NDArray[Any]  # float32; object (strings in text columns) with text inputs
     y_train: npt.NDArray[np.float64] | None
-    x_validation: npt.NDArray[np.float32] | None = None
+    x_validation: npt.NDArray[Any] | None = None
     y_validation: npt.NDArray[np.float64] | None = None
     class_labels: list[str] | None = None
 
@@ -70,12 +72,15 @@ def pick_label_column(frame: pd.DataFrame, requested: str | None, mode: LabelMod
     return str(frame.columns[0])
 
 
-def infer_inputs(frame: pd.DataFrame) -> list[InputColumn]:
-    """Input columns in file order: numbers stay numbers, anything else is a category."""
+def infer_inputs(frame: pd.DataFrame, *, text_inputs: bool = False) -> list[InputColumn]:
+    """Input columns in file order: numbers stay numbers, anything else is a category (text)."""
     inputs = []
     for name in frame.columns:
         series = frame[name]
-        if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        textual = pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series)
+        if textual and text_inputs:
+            inputs.append(InputColumn(name=str(name), dtype="text"))
+        elif textual:
             categories = sorted({label_key(value) for value in series.dropna().unique()})
             inputs.append(InputColumn(name=str(name), dtype="category", categories=categories))
         elif pd.api.types.is_integer_dtype(series):
@@ -87,15 +92,18 @@ def infer_inputs(frame: pd.DataFrame) -> list[InputColumn]:
     return inputs
 
 
-def encode_frame(frame: pd.DataFrame, inputs: list[InputColumn]) -> npt.NDArray[np.float32]:
+def encode_frame(frame: pd.DataFrame, inputs: list[InputColumn]) -> npt.NDArray[Any]:
     """A float32 matrix in signature order; a missing column is an error, extra ones are ignored."""
     missing = [column.name for column in inputs if column.name not in frame.columns]
     if missing:
         raise InvalidInput(f"columns {missing} are missing (the train channel has them)")
-    matrix = np.empty((len(frame), len(inputs)), dtype=np.float32)
+    text = any(column.dtype == "text" for column in inputs)
+    matrix = np.empty((len(frame), len(inputs)), dtype=object if text else np.float32)
     for index, column in enumerate(inputs):
         series = frame[column.name]
-        if column.dtype == "category":
+        if column.dtype == "text":
+            matrix[:, index] = ["" if _is_missing(value) else str(value) for value in series]
+        elif column.dtype == "category":
             codes = {value: float(code) for code, value in enumerate(column.categories or [])}
             matrix[:, index] = [
                 np.nan if _is_missing(value) else codes.get(label_key(value), np.nan)
@@ -115,11 +123,12 @@ def prepare(
     *,
     label_column: str | None,
     mode: LabelMode,
+    text_inputs: bool = False,
 ) -> TrainingData:
     """Signature, matrices and labels for an algorithm that wants `mode` labels."""
     label = pick_label_column(train, label_column, mode)
     features = train.drop(columns=[label]) if label is not None else train
-    inputs = infer_inputs(features)
+    inputs = infer_inputs(features, text_inputs=text_inputs)
     data = TrainingData(
         inputs=inputs,
         label_column=label,

@@ -26,3 +26,14 @@ def gpu_status() -> tuple[bool, str]:
     if listing.returncode != 0 or "GPU" not in listing.stdout:
         return False, f"nvidia-smi lists no GPU (rc={listing.returncode})"
     return True, listing.stdout.strip().splitlines()[0]
+
+
+def gpu_count() -> int:
+    """How many GPUs `nvidia-smi -L` lists (0 when none is usable): SageMaker's SM_NUM_GPUS."""
+    usable, _ = gpu_status()
+    if not usable:
+        return 0
+    binary = shutil.which("nvidia-smi")
+    assert binary is not None  # gpu_status found it
+    listing = subprocess.run([binary, "-L"], capture_output=True, text=True, timeout=10)
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU"))

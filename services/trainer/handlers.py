@@ -12,6 +12,7 @@ from typing import Any
 from cairn.auth import Principal
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.contracts.events import TrainingJobFailed, TrainingJobRequested
+from cairn.contracts.training_events import GpuTrainingJobRequested
 from cairn.contracts.tuner_events import TrainingJobStopRequested
 from cairn.documents import DocumentStore, Versioned
 from cairn.errors import (
@@ -41,7 +42,9 @@ from services.trainer.domain import (
     requeue_due,
     stopped_event,
 )
+from services.trainer.gpu import gpu_status
 from services.trainer.locations import approval_allowed, confined_request
+from services.trainer.requests import check_scaling, claim_checkpoint_prefix
 from services.trainer.runner import JobRunner
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,7 @@ class TrainerHandlers:
             InvalidInput: a location the request may not name (the field is in the message).
             Conflict: the job name is taken by another request, or its job has started.
         """
-        request = confined_request(request, self.store)
+        request = await self._checked(request)
         job = TrainingJob(
             job_name=request.job_name, request=request, request_sha256=request_fingerprint(request)
         )
@@ -91,6 +94,23 @@ class TrainerHandlers:
         except PreconditionFailed:
             job = await self._unclaimed(request.job_name, job.request_sha256)
         return CreatedJob(job, await self.platform.publish(request))
+
+    async def _checked(self, request: TrainingJobRequested) -> TrainingJobRequested:
+        """The request with its locations confined and its scale-out asks checked.
+
+        Raises:
+            InvalidInput: a field the trainer cannot honour (the message names it).
+        """
+        request = confined_request(request, self.store)
+        check_scaling(request, self.settings)
+        await asyncio.to_thread(claim_checkpoint_prefix, request, self.store)
+        return request
+
+    def runs_gpu_jobs_here(self) -> bool:
+        """Whether this worker may train a GPU job itself (a GPU-pool member or a usable GPU)."""
+        if self.settings.device == "gpu":
+            return True
+        return self.settings.device == "auto" and gpu_status()[0]
 
     async def _unclaimed(self, job_name: str, fingerprint: str) -> TrainingJob:
         """The existing job when it holds this very request and no worker has claimed it."""
@@ -226,15 +246,44 @@ class TrainerHandlers:
     async def on_requested(self, envelope: Envelope[TrainingJobRequested]) -> None:
         """Claim the job and train it, unless it is done, taken by another request or busy."""
         try:
-            request = confined_request(envelope.data, self.store)
+            request = await self._checked(envelope.data)
             approval_allowed(request, await self.platform.principal_of(envelope))
         except (InvalidInput, Forbidden) as error:
             await self._refuse(envelope, error)
             return
         envelope = envelope.model_copy(update={"data": request})
+        resources = request.resources
+        gpu_only = resources.device == "gpu" and not resources.allow_cpu_fallback
+        if gpu_only and not self.runs_gpu_jobs_here():
+            await self._to_gpu_pool(envelope)
+            return
         mine = await self._claim(envelope)
         if mine is not None:
             await self.runner.run(mine, envelope)
+
+    async def _to_gpu_pool(self, envelope: Envelope[TrainingJobRequested]) -> None:
+        """Hand a GPU job to the GPU pool's topic; a redelivery hands it on again, harmlessly."""
+        request = envelope.data
+        log.info("job %s needs a GPU: handing it to the GPU pool", request.job_name)
+        await self.platform.publish(
+            GpuTrainingJobRequested(job_name=request.job_name, request=request), envelope
+        )
+
+    async def on_gpu_requested(self, envelope: Envelope[GpuTrainingJobRequested]) -> None:
+        """A GPU-pool worker trains a job handed on by a worker without a GPU."""
+        request = envelope.data.request
+        try:
+            request = await self._checked(request)
+        except InvalidInput as error:
+            log.warning("refusing GPU job %s: %s", request.job_name, error.message)
+            await self.platform.dead_letter(envelope, error.message, error=type(error).__name__)
+            return
+        forwarded = Envelope[TrainingJobRequested].model_validate(
+            envelope.model_dump() | {"type": "TrainingJobRequested", "data": request}
+        )
+        mine = await self._claim(forwarded)
+        if mine is not None:
+            await self.runner.run(mine, forwarded)
 
     async def _refuse(
         self, envelope: Envelope[TrainingJobRequested], error: InvalidInput | Forbidden

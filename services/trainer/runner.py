@@ -34,10 +34,14 @@ from services.trainer.domain import (
     job_key,
     logs_key,
     package_prefix_for,
+    progressed,
+    resumed,
     stopped_event,
+    wait_left_s,
 )
 from services.trainer.execution import run_job
 from services.trainer.gpu import gpu_status
+from services.trainer.scale import scale_out_for
 
 log = logging.getLogger(__name__)
 
@@ -202,17 +206,36 @@ class JobRunner:
             keep_partial_model=lambda: stop.keep_partial_model,
         )
         prefix = package_prefix_for(request, self.settings.models_prefix)
-        work = asyncio.ensure_future(
-            asyncio.to_thread(run_job, self.store, request, prefix, ctx, self.settings.scratch_dir)
+        limit_s: float = request.stopping_condition.max_runtime_s
+        wait_left = wait_left_s(job, utc_now())
+        if wait_left is not None and wait_left <= 0:
+            return JobFailure(
+                "max_wait_exceeded",
+                f"max_wait_time_s={request.stopping_condition.max_wait_time_s} passed "
+                f"before attempt {job.attempt} could start",
+            )
+        by_wait = wait_left is not None and wait_left < limit_s
+        limit_s = min(limit_s, wait_left) if wait_left is not None else limit_s
+        scale = scale_out_for(
+            self.store, self.settings, request, on_resume=self._on_resume(job, job_log)
         )
-        limit_s = request.stopping_condition.max_runtime_s
+        work = asyncio.ensure_future(
+            asyncio.to_thread(
+                run_job, self.store, request, prefix, ctx, self.settings.scratch_dir, scale
+            )
+        )
         try:
             result = await asyncio.wait_for(asyncio.shield(work), timeout=limit_s)
         except TimeoutError:
             stop.runtime.set()  # the algorithm checks it each iteration; scripts are killed
             with _suppress_all():
                 await asyncio.wait_for(work, timeout=ABANDON_WAIT_S)
-            return JobFailure("runtime_exceeded", f"max_runtime_s={limit_s} passed")
+            if by_wait:
+                return JobFailure(
+                    "max_wait_exceeded",
+                    f"max_wait_time_s={request.stopping_condition.max_wait_time_s} passed",
+                )
+            return JobFailure("runtime_exceeded", f"max_runtime_s={limit_s:g} passed")
         except TrainingStopped:
             return JobStopped(metrics=stop.last_metrics, iteration=stop.last_iteration)
         except JobFailure as failure:
@@ -224,6 +247,24 @@ class JobRunner:
             kept = result.artifact_uri if stop.keep_partial_model else None
             return JobStopped(kept, result.metrics, result.training_time_s, stop.last_iteration)
         return result
+
+    def _on_resume(self, job: TrainingJob, job_log: JobLog) -> Callable[[int], None]:
+        """Record, from the training thread, that this attempt resumed from a checkpoint."""
+
+        def record(rounds: int) -> None:
+            def update(current: TrainingJob | None) -> TrainingJob:
+                base = current or job
+                if base.worker_id != self.settings.worker_id or base.attempt != job.attempt:
+                    return base
+                return resumed(base, job.attempt, rounds)
+
+            written = self.jobs.update(job_key(job.job_name), update).doc
+            job_log.write(
+                f"attempt {job.attempt} resumed at round {rounds}; "
+                f"rounds saved by resuming so far: {written.rounds_saved_by_resume}"
+            )
+
+        return record
 
     async def publish_outcome(self, job: TrainingJob, envelope: Envelope[Any]) -> None:
         """The finished job's one outcome event: Completed, Failed or Stopped."""
@@ -293,7 +334,7 @@ class JobRunner:
             base = current or job
             if base.worker_id != self.settings.worker_id or base.status not in RUNNING:
                 return base  # taken over or finished: not ours to touch
-            return base.model_copy(update=update)
+            return progressed(base.model_copy(update=update), job.attempt, update.get("iteration"))
 
         await asyncio.to_thread(self.jobs.update, job_key(job.job_name), beat)
 

@@ -33,7 +33,11 @@ from cairn.store.base import ObjectStore
 
 from services.trainer.algorithms import RuntimeExceeded, TrainingContext, TrainingStopped
 from services.trainer.channels import ChannelFiles, download_channel, resolve_channel
+from services.trainer.checkpoints import DirectorySync
 from services.trainer.domain import JobFailure, JobResult
+from services.trainer.gpu import gpu_count
+from services.trainer.script_scale import PipeFeeder, host_env, host_names
+from services.trainer.xgboost_jobs import ScaleOut
 
 DEFAULT_SCRIPT = "train.py"
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
@@ -46,12 +50,28 @@ def run_script_job(
     package_prefix: str,
     ctx: TrainingContext,
     scratch_dir: Path | None,
+    scale: ScaleOut | None = None,
 ) -> JobResult:
     """Run a script or image job and package its model dir."""
-    with tempfile.TemporaryDirectory(prefix=f"cairn-{request.job_name}-", dir=scratch_dir) as tmp:
+    scale = scale or ScaleOut(scratch_dir=scratch_dir)
+    with (
+        tempfile.TemporaryDirectory(prefix=f"cairn-{request.job_name}-", dir=scratch_dir) as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         ml = Path(tmp) / "opt" / "ml"
-        channels = _prepare_tree(store, request, ml)
+        feeders: list[PipeFeeder] = []
+        stack.callback(_close_all, feeders)
+        channels = _prepare_tree(store, request, ml, scale, feeders)
         env = sagemaker_env(request, ml, channels, gpu=ctx.use_gpu)
+        hosts = host_names(request.resources.instance_count)
+        env.update(host_env(ml, hosts, hosts[0]))  # resourceconfig.json, containers included
+        if scale.checkpoints is not None:
+            found = scale.checkpoints.download(ml / "checkpoints")
+            ctx.log(f"checkpoints: {found} file(s) from {scale.checkpoints.prefix}/")
+            env["SM_CHECKPOINT_DIR"] = str(ml / "checkpoints")
+            stack.enter_context(
+                DirectorySync(scale.checkpoints, ml / "checkpoints", scale.checkpoint_sync_s)
+            )
         args = hyperparameter_args(request.hyperparameters)
         log_metrics = LogMetrics(request.metric_definitions, ctx)
         started = time.monotonic()
@@ -61,6 +81,7 @@ def run_script_job(
             code = run_container(request.image, ml, env, args, ctx)
         else:
             code = _run_subprocess(store, request, ml, env, args, ctx, log_metrics)
+        stack.close()  # last checkpoint upload, pipes released
         training_time_s = time.monotonic() - started
         if ctx.should_stop():
             _stopped(ctx, ml)
@@ -70,6 +91,11 @@ def run_script_job(
             store, request, ml, channels, package_prefix, ctx, log_metrics.latest
         )
         return JobResult(uri, manifest.metrics, manifest.device, training_time_s)
+
+
+def _close_all(feeders: list[PipeFeeder]) -> None:
+    for feeder in feeders:
+        feeder.close()
 
 
 def _stopped(ctx: TrainingContext, ml: Path) -> None:
@@ -130,10 +156,8 @@ def sagemaker_env(
         "SM_CHANNELS": json.dumps(sorted(c.name for c in channels)),
         "SM_HPS": json.dumps(hps),
         "SM_USER_ARGS": json.dumps(hyperparameter_args(request.hyperparameters)),
-        "SM_CURRENT_HOST": "algo-1",
-        "SM_HOSTS": json.dumps(["algo-1"]),
         "SM_NUM_CPUS": str(os.cpu_count() or 1),
-        "SM_NUM_GPUS": "1" if gpu else "0",
+        "SM_NUM_GPUS": str(gpu_count()) if gpu else "0",
         "SM_TRAINING_JOB_NAME": request.job_name,
         "PYTHONUNBUFFERED": "1",
     }
@@ -156,20 +180,37 @@ def _hp_text(value: Any) -> str:
 
 
 def _prepare_tree(
-    store: ObjectStore, request: TrainingJobRequested, ml: Path
+    store: ObjectStore,
+    request: TrainingJobRequested,
+    ml: Path,
+    scale: ScaleOut,
+    feeders: list[PipeFeeder],
 ) -> list[ChannelFiles]:
+    """The /opt/ml-like tree; Pipe mode gets a named pipe per channel instead of its files."""
     for folder in ("model", "output/data", "input/config", "code"):
         (ml / folder).mkdir(parents=True, exist_ok=True)
     config = ml / "input" / "config"
     hps = {name: _hp_text(value) for name, value in request.hyperparameters.items()}
     (config / "hyperparameters.json").write_text(json.dumps(hps))
+    mode = request.input_mode
     (config / "inputdataconfig.json").write_text(
-        json.dumps({c.name: {"ContentType": c.content_type} for c in request.input_channels})
+        json.dumps(
+            {
+                c.name: {"ContentType": c.content_type, "TrainingInputMode": mode}
+                for c in request.input_channels
+            }
+        )
     )
     channels = []
     for input_channel in request.input_channels:
         files = resolve_channel(store, input_channel)
-        download_channel(store, files, ml / "input" / "data" / input_channel.name)
+        data_dir = ml / "input" / "data"
+        (data_dir / input_channel.name).mkdir(parents=True, exist_ok=True)
+        if mode == "Pipe":
+            fifo = data_dir / f"{input_channel.name}_0"
+            feeders.append(PipeFeeder(store, files, fifo, scale.pipe_chunk_bytes))
+        else:
+            download_channel(store, files, data_dir / input_channel.name)
         channels.append(files)
     return channels
 
@@ -203,26 +244,37 @@ def _run_subprocess(
         raise InvalidInput("algorithm 'script' needs an entry_point (a store key of a .py or tar)")
     script = _fetch_code(store, request.entry_point, ml / "code")
     full_env = {**os.environ, **env, "PYTHONPATH": str(script.parent)}
-    ctx.log(f"running {script.name} {' '.join(args)}")
-    process = subprocess.Popen(
-        [sys.executable, str(script), *args],
-        cwd=script.parent,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, so a timeout kills its children too
-    )
-    reader = threading.Thread(target=_pump, args=(process, ctx, metrics), daemon=True)
-    reader.start()
-    while process.poll() is None:
-        if ctx.should_stop():
-            os.killpg(process.pid, signal.SIGKILL)
+    hosts = host_names(request.resources.instance_count)
+    ctx.log(f"running {script.name} {' '.join(args)} on {len(hosts)} host(s) {hosts}")
+    processes = []
+    for host in hosts:
+        process = subprocess.Popen(
+            [sys.executable, str(script), *args],
+            cwd=script.parent,
+            env={**full_env, **host_env(ml, hosts, host)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group, so a timeout kills its children too
+        )
+        prefix = f"[{host}] " if len(hosts) > 1 else ""
+        reader = threading.Thread(
+            target=_pump, args=(process, ctx, metrics, prefix, host == hosts[0]), daemon=True
+        )
+        reader.start()
+        processes.append((process, reader))
+    while any(process.poll() is None for process, _ in processes):
+        failed = any(process.poll() not in (None, 0) for process, _ in processes)
+        if ctx.should_stop() or failed:  # one host failing ends the job, as on SageMaker
+            for process, _ in processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
             break
         time.sleep(_POLL_S)
-    code = process.wait()
-    reader.join(timeout=5)
-    return code
+    codes = [process.wait() for process, _ in processes]
+    for _, reader in processes:
+        reader.join(timeout=5)
+    return next((code for code in codes if code != 0), 0)
 
 
 class LogMetrics:
@@ -250,11 +302,19 @@ class LogMetrics:
             self.ctx.progress(self.reports, None, dict(self.latest))
 
 
-def _pump(process: subprocess.Popen[str], ctx: TrainingContext, metrics: LogMetrics) -> None:
+def _pump(
+    process: subprocess.Popen[str],
+    ctx: TrainingContext,
+    metrics: LogMetrics,
+    prefix: str = "",
+    report: bool = True,
+) -> None:
+    """Log a host's output; metrics come from the first host's only (one series per job)."""
     assert process.stdout is not None
     for line in process.stdout:
-        ctx.log(line.rstrip("\n"))
-        metrics.read(line)
+        ctx.log(prefix + line.rstrip("\n"))
+        if report:
+            metrics.read(line)
 
 
 def _failure_reason(ml: Path, code: int) -> str:

@@ -204,7 +204,9 @@ async def test_the_trainer_declares_its_worker_pools_at_start(
     declared = {pool.name: pool for pool in list_states(s3_store, WorkerPoolDeclaration)}
     assert {"trainer-cpu", "trainer-gpu"} <= set(declared)
     assert declared["trainer-cpu"].service == "trainer"
-    assert declared["trainer-gpu"].group_id == "cairn.trainer" and declared["trainer-gpu"].gpu
+    assert declared["trainer-cpu"].group_id == "cairn.trainer"
+    assert declared["trainer-gpu"].group_id == "cairn.trainer.gpu" and declared["trainer-gpu"].gpu
+    assert declared["trainer-gpu"].event_types == ["GpuTrainingJobRequested"]
 
 
 async def dead_letters(

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
-SERVICES = ["ingest", "trainer", "registry", "deployer", "gateway", "batch"]
+SERVICES = ["ingest", "trainer", "registry", "deployer", "gateway", "batch", "pipelines"]
 DEMO_ARGS = ["--rows", "8000", "--num-round", "30", "--no-start", "--batch"]
 
 

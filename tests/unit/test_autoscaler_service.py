@@ -357,7 +357,7 @@ def test_keda_scaled_object_carries_the_same_numbers() -> None:
     assert trigger["metadata"]["activationLagThreshold"] == "5"
 
 
-def test_the_trainers_declared_pools_fill_its_partitions_without_clamping() -> None:
+def test_the_trainers_declared_pools_fit_their_own_partitions_without_clamping() -> None:
     from services.trainer.pools import TRAINER_POOLS
 
     pools = {pool.name: pool for pool in select_pools(list(TRAINER_POOLS))}
@@ -365,8 +365,8 @@ def test_the_trainers_declared_pools_fill_its_partitions_without_clamping() -> N
         "trainer-cpu": 6,
         "trainer-gpu": 2,
     }
-    assert {pool.group_id for pool in pools.values()} == {"cairn.trainer"}
-    assert (
-        sum(pool.max_replicas for pool in pools.values()) == pools["trainer-cpu"].partition_count()
-    )
+    # GPU work has its own topic and group, so each pool is sized on its own lag.
+    assert pools["trainer-cpu"].group_id == "cairn.trainer"
+    assert pools["trainer-gpu"].group_id == "cairn.trainer.gpu"
+    assert all(pool.max_replicas <= pool.partition_count() for pool in pools.values())
     assert pools["trainer-gpu"].gpu and pools["trainer-gpu"].env == {"CAIRN_TRAINER_DEVICE": "gpu"}

@@ -83,7 +83,7 @@ def test_event_schema_is_the_full_envelope(tmp_path: Path) -> None:
     schema = json.loads((tmp_path / "events" / "TrainingJobRequested.json").read_text())
     assert set(schema["required"]) >= {"type", "source", "correlation_id", "data"}
     assert schema["properties"]["data"] == {"$ref": "#/$defs/TrainingJobRequested"}
-    assert "input_channels" in schema["$defs"]["TrainingJobRequested"]["required"]
+    assert "algorithm" in schema["$defs"]["TrainingJobRequested"]["required"]
 
     entries = {
         e["type"]: e for e in json.loads((tmp_path / "catalogue.json").read_text())["events"]
@@ -98,7 +98,7 @@ def test_event_schema_is_the_full_envelope(tmp_path: Path) -> None:
         "description": "A user or service asks for a training job (CreateTrainingJob).",
         "schema": "events/TrainingJobRequested.json",
         "required_scope": "train",
-        "senders": ["monitor", "tuner"],
+        "senders": ["monitor", "tuner", "pipelines", "labeling"],
     }
 
     asyncapi = yaml.safe_load((tmp_path / "asyncapi.yaml").read_text())

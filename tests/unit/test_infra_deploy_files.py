@@ -23,6 +23,7 @@ from cairn.runtime.discovery import discover_services
 from cairn.settings import CairnSettings
 from cryptography.fernet import Fernet
 from docker.utils.build import exclude_paths
+from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from services.autoscaler.keda import keda_scaled_object
@@ -89,11 +90,20 @@ def _settings_fields() -> set[str]:
             and issubclass(value, BaseSettings)
             and value.__module__ == config.__name__
         ]
-    return {
+    names = {
         f"{cls.model_config.get('env_prefix', '')}{field}".upper()
         for cls in classes
         for field in cls.model_fields
     }
+    aliases = {  # a field may also be read under a shared name (CAIRN_DASK_SCHEDULER)
+        choice.upper()
+        for cls in classes
+        for info in cls.model_fields.values()
+        if isinstance(info.validation_alias, AliasChoices)
+        for choice in info.validation_alias.choices
+        if isinstance(choice, str)
+    }
+    return names | aliases
 
 
 def _compose() -> dict[str, Any]:
@@ -361,8 +371,10 @@ def test_terraform_keda_defaults_match_the_autoscaler_pools(pool: Any) -> None:
     assert numbers["max_replicas"] == spec["maxReplicaCount"]
     assert numbers["cooldown_period_s"] == spec["cooldownPeriod"]
     assert numbers["polling_interval_s"] == spec["pollingInterval"]
-    assert variables["topics"]["default"] == [t["metadata"]["topic"] for t in spec["triggers"]]
-    assert variables["consumer_group"]["default"] == trigger["consumerGroup"]
+    own = "gpu_" if pool.gpu else ""  # the GPU pool reads its own topic in its own group
+    topics = [t["metadata"]["topic"] for t in spec["triggers"]]
+    assert variables[f"{own}topics"]["default"] == topics
+    assert variables[f"{own}consumer_group"]["default"] == trigger["consumerGroup"]
 
 
 def test_keda_module_renders_the_autoscaler_trigger_shape() -> None:

@@ -58,8 +58,9 @@ def test_anonymous_callers_get_401_on_every_route(name: str, tmp_path: Path) -> 
 def test_a_key_without_the_routes_scope_gets_403(name: str, tmp_path: Path) -> None:
     service, app = _build(name, tmp_path)
     client = TestClient(app)
-    # `label` belongs to the labeling service, which these services do not serve.
-    headers = scoped_headers(service.store, service.settings, ["label"])
+    # `label` belongs to the labeling service, `device` to edge agents: each serves only its own.
+    scope = "device" if name == "labeling" else "label"
+    headers = scoped_headers(service.store, service.settings, [scope])
     refused = {
         (m, p): client.request(m, p, headers=headers).status_code for m, p in _routes(service)
     }

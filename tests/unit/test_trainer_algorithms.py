@@ -112,7 +112,7 @@ CASES = [
     ("knn", {"k": 5, "predictor_type": "regressor"}, REGRESSION, "target", "validation:r2", 0.8),
     ("kmeans", {"k": 3}, MULTICLASS.drop(columns=["species"]), None, None, None),
     ("pca", {"num_components": 2}, CREDIT, "default", "train:explained_variance_ratio", 0.2),
-    ("random-cut-forest", {"num_trees": 50}, CREDIT.drop(columns=["default"]), None, None, None),
+    ("isolation-forest", {"num_trees": 50}, CREDIT.drop(columns=["default"]), None, None, None),
 ]
 
 
@@ -153,7 +153,7 @@ def test_kmeans_finds_the_three_blobs() -> None:
 
 
 def test_anomaly_scores_rank_outliers_above_normal_rows() -> None:
-    data, trained = train("random-cut-forest", {}, CREDIT.drop(columns=["default"]), None)
+    data, trained = train("isolation-forest", {}, CREDIT.drop(columns=["default"]), None)
     assert trained.details["detector"] == "sklearn.ensemble.IsolationForest"
     normal = data.x_validation[:20].copy()
     outliers = normal.copy()
@@ -182,7 +182,7 @@ def test_xgboost_early_stopping_keeps_the_best_round() -> None:
         ("kmeans", {"k": "many"}, "k"),
         ("pca", {"num_components": -1}, "num_components"),
         ("knn", {"k": 3, "predictor_type": "ranker"}, "predictor_type"),
-        ("random-cut-forest", {"num_trees": 5}, "num_trees"),
+        ("isolation-forest", {"num_trees": 5}, "num_trees"),
     ],
 )
 def test_bad_hyperparameters_fail_fast_naming_the_parameter(

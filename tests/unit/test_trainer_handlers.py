@@ -115,7 +115,8 @@ def envelope(data: TrainingJobRequested) -> Envelope[TrainingJobRequested]:
 
 async def test_a_job_trains_packages_and_reports_once(store: InMemoryObjectStore) -> None:
     harness = Harness(store)
-    await harness.handlers.on_requested(envelope(request(resources={"device": "gpu"})))
+    gpu_or_cpu = {"device": "gpu", "allow_cpu_fallback": True}
+    await harness.handlers.on_requested(envelope(request(resources=gpu_or_cpu)))
     started, completed = harness.of(TrainingJobStarted), harness.of(TrainingJobCompleted)
     assert len(started) == 1 and len(completed) == 1 and not harness.of(TrainingJobFailed)
     assert [p.iteration for p in harness.of(TrainingJobProgressed)] == [5, 10, 15, 20]
@@ -291,12 +292,19 @@ async def test_an_image_job_without_docker_fails_with_a_clear_reason(
 async def test_a_cpu_pool_worker_never_uses_a_gpu(
     store: InMemoryObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """CAIRN_TRAINER_DEVICE=cpu keeps a worker off the GPU even when one is visible."""
+    """CAIRN_TRAINER_DEVICE=cpu keeps a worker off the GPU even when one is visible: a GPU job
+    goes to the GPU pool, and one that allows CPU fallback trains here on CPU."""
+    from cairn.contracts.training_events import GpuTrainingJobRequested
+
     import services.trainer.runner as trainer_runner
 
     monkeypatch.setattr(trainer_runner, "gpu_status", lambda: (True, "GPU 0: fake"))
     harness = Harness(store, device="cpu")
     await harness.handlers.on_requested(envelope(request(resources={"device": "gpu"})))
+    [handed_on] = harness.of(GpuTrainingJobRequested)
+    assert handed_on.request.job_name == "job-1" and not harness.of(TrainingJobStarted)
+    gpu_or_cpu = {"device": "gpu", "allow_cpu_fallback": True}
+    await harness.handlers.on_requested(envelope(request(resources=gpu_or_cpu)))
     [started] = harness.of(TrainingJobStarted)
     assert started.device == "cpu"
     [completed] = harness.of(TrainingJobCompleted)

@@ -13,7 +13,8 @@ from cairn.contracts.envelope import utc_now
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 
-Framework = Literal["xgboost", "sklearn", "script"]
+# torch: safetensors weights + a JSON architecture; rrcf: trees as JSON; gensim: vectors only.
+Framework = Literal["xgboost", "sklearn", "script", "torch", "rrcf", "gensim"]
 Task = Literal[
     "binary_classification",
     "multiclass_classification",
@@ -21,9 +22,12 @@ Task = Literal[
     "clustering",
     "dimensionality_reduction",
     "anomaly_detection",
+    "topic_model",
+    "embedding",
     "custom",
 ]
-InputDtype = Literal["float", "int", "category"]
+# `text` columns stay strings: the model's own code tokenises or hashes them (see cairn.builtins).
+InputDtype = Literal["float", "int", "category", "text"]
 
 
 def _finite(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """Write and load model packages: files first, `manifest.json` last, every sha256 verified on load.
 
-Only safe formats are ever loaded: XGBoost's UBJSON model and scikit-learn estimators through
-skops with an explicit list of trusted types. Nothing here unpickles.
+Only safe formats are ever loaded: XGBoost's UBJSON model, scikit-learn estimators through
+skops with an explicit list of trusted types, and the built-ins of `cairn.builtins` (safetensors
+weights, JSON configs and trees). Nothing here unpickles.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ TRUSTED_SKLEARN_TYPES: tuple[str, ...] = (
     "sklearn.linear_model._ridge.Ridge",
     "sklearn.cluster._kmeans.KMeans",
     "sklearn.decomposition._pca.PCA",
+    "sklearn.decomposition._lda.LatentDirichletAllocation",
     "sklearn.neighbors._classification.KNeighborsClassifier",
     "sklearn.neighbors._regression.KNeighborsRegressor",
     "sklearn.neighbors._kd_tree.KDTree",
@@ -149,6 +151,10 @@ def load_model(store: ObjectStore, uri: str, *, nthread: int = 1) -> LoadedModel
         return XGBoostModel(manifest, blobs, nthread=nthread)
     if manifest.framework == "sklearn":
         return SklearnModel(manifest, blobs)
+    if manifest.framework in ("torch", "rrcf", "gensim"):
+        from cairn.builtins import load_builtin
+
+        return load_builtin(manifest, blobs)
     raise UnsupportedModelPackage(
         f"{manifest.framework} packages cannot be served (files: {sorted(manifest.files)})",
         framework=manifest.framework,
@@ -301,7 +307,9 @@ class SklearnModel(LoadedModel):
             distances = np.asarray(self.estimator.transform(features))
             cluster = distances.argmin(axis=1)
             return np.column_stack([cluster, distances[np.arange(len(cluster)), cluster]])
-        if task == "dimensionality_reduction":
+        if task == "topic_model" and bool((features < 0).any()):
+            raise InvalidInput("word counts cannot be negative")
+        if task in ("dimensionality_reduction", "topic_model"):
             return np.asarray(self.estimator.transform(features))
         if task == "anomaly_detection":
             # score_samples is high for normal points; negate so higher means more anomalous.

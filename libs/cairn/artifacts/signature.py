@@ -1,4 +1,8 @@
-"""Turn request rows into the float32 matrix a model takes, in signature order."""
+"""Turn request rows into the float32 matrix a model takes, in signature order.
+
+A signature with a `text` column gives an object matrix instead: text cells stay strings (a
+missing one is ""), the other cells are floats as usual; the model's own code reads the strings.
+"""
 
 from __future__ import annotations
 
@@ -34,11 +38,13 @@ class SignatureEncoder:
             else None
             for column in self.inputs
         ]
+        self._text = [column.dtype == "text" for column in self.inputs]
+        self.dtype: type = object if any(self._text) else np.float32
 
     def encode_rows(self, rows: Sequence[Sequence[Cell]]) -> npt.NDArray[np.float32]:
         """A (len(rows), n_inputs) float32 matrix; SignatureMismatch names the bad row/column."""
         width = len(self.inputs)
-        matrix = np.empty((len(rows), width), dtype=np.float32)
+        matrix: npt.NDArray[Any] = np.empty((len(rows), width), dtype=self.dtype)
         for row_index, row in enumerate(rows):
             if len(row) != width:
                 raise SignatureMismatch(
@@ -71,7 +77,9 @@ class SignatureEncoder:
             rows.append([record[name] for name in self.names])
         return self.encode_rows(rows)
 
-    def _cell(self, row_index: int, column_index: int, value: Cell) -> float:
+    def _cell(self, row_index: int, column_index: int, value: Cell) -> float | str:
+        if self._text[column_index]:
+            return "" if value is None else str(value)
         codes = self._codes[column_index]
         if value is None:
             return math.nan

@@ -112,7 +112,9 @@ def build_broker(
 
 
 async def start_broker(
-    broker: KafkaBroker, deferred_groups: frozenset[str] = frozenset()
+    broker: KafkaBroker,
+    deferred_groups: frozenset[str] = frozenset(),
+    idle_groups: frozenset[str] = frozenset(),
 ) -> Callable[[], Coroutine[Any, Any, None]]:
     """Start a broker with all its subscribers joining their groups at once.
 
@@ -123,10 +125,13 @@ async def start_broker(
     Subscribers of `deferred_groups` are not started here: the returned coroutine function starts
     them, for a service that must not wait on those joins to be ready (the gateway serves
     invocations while its async workers' group still rebalances around a replica that died).
+    Subscribers of `idle_groups` are never started: declared (contracts, ACLs) for the replicas
+    that do join, such as the trainer's GPU pool, and left alone by this one.
     """
     await broker.connect()
-    now = [s for s in broker.subscribers if getattr(s, "group_id", None) not in deferred_groups]
-    later = [s for s in broker.subscribers if getattr(s, "group_id", None) in deferred_groups]
+    groups = [(s, getattr(s, "group_id", None)) for s in broker.subscribers]
+    now = [s for s, group in groups if group not in deferred_groups | idle_groups]
+    later = [s for s, group in groups if group in deferred_groups and group not in idle_groups]
     await asyncio.gather(*(subscriber.start() for subscriber in now))
     for publisher in broker.publishers:
         await publisher.start()

@@ -1,6 +1,17 @@
 """Event contracts: the envelope, the catalogue and every event model."""
 
-from cairn.contracts import async_events, batch_events, edge_events, events, tuner_events
+from cairn.contracts import (
+    async_events,
+    batch_events,
+    edge_events,
+    events,
+    labeling_events,
+    pipeline_events,
+    processing_events,
+    review_events,
+    training_events,
+    tuner_events,
+)
 from cairn.contracts.catalogue import (
     EventSpec,
     catalogue,
@@ -24,9 +35,14 @@ __all__ = [
     "edge_events",
     "event",
     "events",
+    "labeling_events",
     "load_contract_modules",
+    "pipeline_events",
+    "processing_events",
+    "review_events",
     "spec_for",
     "spec_for_topic",
+    "training_events",
     "tuner_events",
     "validate_data",
 ]

@@ -55,7 +55,7 @@ class DataProcessing(_Data):
     join_source: Literal["None", "Input"] = "None"
 
 
-@event(owner="batch", key="job_name", required_scope="deploy")
+@event(owner="batch", key="job_name", required_scope="deploy", senders=("pipelines",))
 class TransformJobRequested(_Data):
     """A user asks for a batch transform job (CreateTransformJob); the same name resumes it."""
 

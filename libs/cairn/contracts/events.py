@@ -39,11 +39,28 @@ class InputChannel(_Data):
 
 class ResourceConfig(_Data):
     device: Literal["cpu", "gpu"] = "cpu"
-    instance_count: int = Field(default=1, ge=1, le=64)
+    instance_count: int = Field(
+        default=1, ge=1, le=64, description="Dask workers for xgboost; SM_HOSTS for scripts."
+    )
+    allow_cpu_fallback: bool = Field(
+        default=False, description="A GPU job may run on a CPU worker when no GPU worker takes it."
+    )
 
 
 class StoppingCondition(_Data):
     max_runtime_s: int = Field(default=86_400, ge=1)
+    max_wait_time_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="MaxWaitTimeInSeconds: the job's whole life, waits and attempts included.",
+    )
+
+
+class CheckpointConfig(_Data):
+    """SageMaker's CheckpointConfig: where a job saves checkpoints and resumes from them."""
+
+    uri: str = Field(description="A store prefix under outputs/ that only this job may use.")
+    interval_rounds: int = Field(default=10, ge=1, le=10_000, description="Save every N rounds.")
 
 
 class RegistrationSpec(_Data):
@@ -77,7 +94,7 @@ class MetricDefinition(_Data):
     key="job_name",
     partitions=8,
     required_scope="train",
-    senders=("monitor", "tuner"),
+    senders=("monitor", "tuner", "pipelines", "labeling"),
 )
 class TrainingJobRequested(_Data):
     """A user or service asks for a training job (CreateTrainingJob)."""
@@ -87,7 +104,10 @@ class TrainingJobRequested(_Data):
         description="Built-in algorithm (xgboost, linear-learner, ...) or script."
     )
     hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
-    input_channels: list[InputChannel] = Field(min_length=1)
+    input_channels: list[InputChannel] = Field(
+        default_factory=list,
+        description="Data channels; reinforcement-learning jobs have none (an env id instead).",
+    )
     output_uri: str | None = Field(default=None, description="Where the model package is written.")
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
     stopping_condition: StoppingCondition = Field(default_factory=StoppingCondition)
@@ -95,10 +115,20 @@ class TrainingJobRequested(_Data):
     entry_point: str | None = Field(default=None, description="Script key for bring-your-own.")
     image: str | None = Field(default=None, description="Container image for the Docker backend.")
     tags: dict[str, str] = Field(default_factory=dict)
+    experiment: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+        description="The experiment this job is a run of; default `default`.",
+    )
     metric_definitions: list[MetricDefinition] = Field(
         default_factory=list,
         max_length=40,
         description="Script and image jobs: metrics read from log lines, reported as progress.",
+    )
+    checkpoint_config: CheckpointConfig | None = None
+    input_mode: Literal["File", "Pipe", "FastFile"] = Field(
+        default="File",
+        description="File: whole channels; Pipe: streamed in chunks; FastFile: File, lazily.",
     )
 
 
@@ -147,6 +177,8 @@ class TrainingJobFailed(_Data):
         "invalid_input",
         "runtime_exceeded",
         "algorithm_error",
+        "insufficient_capacity",
+        "max_wait_exceeded",
         "internal",
     ] = "internal"
 
@@ -267,7 +299,12 @@ class RolloutPolicy(_Data):
     max_p99_latency_ms: float | None = Field(default=None, gt=0)
 
 
-@event(owner="deployer", key="endpoint_name", required_scope="deploy", senders=("monitor",))
+@event(
+    owner="deployer",
+    key="endpoint_name",
+    required_scope="deploy",
+    senders=("monitor", "pipelines"),
+)
 class DeploymentRequested(_Data):
     """Create, update or delete an endpoint (CreateEndpoint / UpdateEndpoint / DeleteEndpoint)."""
 
@@ -384,7 +421,7 @@ class ColumnSchema(_Data):
     nullable: bool = True
 
 
-@event(owner="ingest", key="dataset_name", required_scope="data")
+@event(owner="ingest", key="dataset_name", required_scope="data", senders=("labeling", "trainer"))
 class DatasetRegistrationRequested(_Data):
     """Register the objects under a store prefix as a new version of a dataset."""
 
@@ -590,7 +627,7 @@ class DriftDetected(_Data):
     report_uri: str
 
 
-@event(owner="monitor", key="endpoint_name")
+@event(owner="monitor", key="endpoint_name", senders=("labeling",))
 class GroundTruthRecorded(_Data):
     """True labels for captured inferences, joined by inference id."""
 

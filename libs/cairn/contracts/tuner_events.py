@@ -139,7 +139,7 @@ class TrainingJobDefinition(_Data):
     max_runtime_s: int = Field(default=86_400, ge=1)
 
 
-@event(owner="tuner", key="tuning_job_name", required_scope="train")
+@event(owner="tuner", key="tuning_job_name", required_scope="train", senders=("pipelines",))
 class HyperParameterTuningJobRequested(_Data):
     """A user asks for a tuning job (CreateHyperParameterTuningJob)."""
 
@@ -158,6 +158,11 @@ class HyperParameterTuningJobRequested(_Data):
         default=None, description="Register the best trial's model into this group."
     )
     tags: dict[str, str] = Field(default_factory=dict)
+    experiment: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+        description="The experiment the tuning job and its trials are runs of.",
+    )
 
 
 @event(owner="tuner", key="tuning_job_name")

@@ -114,6 +114,8 @@ def encode_items(model: LoadedModel, items: list[Any]) -> Matrix:
     """Rows (all lists) or records (all objects) -> the model's input matrix."""
     if not items:
         raise InvalidInput("the request holds no rows")
+    if model.n_inputs == 1 and all(isinstance(item, str | int | float) for item in items):
+        items = [[item] for item in items]  # {"instances": ["a sentence", ...]} (BlazingText)
     if all(isinstance(item, dict) for item in items):
         return model.encode_records(items)
     if all(isinstance(item, list) for item in items):

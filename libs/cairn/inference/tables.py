@@ -6,6 +6,8 @@ columns map to their codes with unseen values as NaN, exactly as the row encoder
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -42,13 +44,17 @@ def encode_table(model: LoadedModel, table: pa.Table, *, by_name: bool) -> Matri
                 got=table.num_columns,
             )
         columns = list(table.columns)
-    matrix = np.empty((table.num_rows, len(inputs)), dtype=np.float32)
+    text = any(spec.dtype == "text" for spec in inputs)
+    matrix = np.empty((table.num_rows, len(inputs)), dtype=object if text else np.float32)
     for index, (spec, column) in enumerate(zip(inputs, columns, strict=True)):
         matrix[:, index] = _encode_column(spec, column)
     return matrix
 
 
-def _encode_column(spec: InputColumn, column: pa.ChunkedArray) -> npt.NDArray[np.float32]:
+def _encode_column(spec: InputColumn, column: pa.ChunkedArray) -> npt.NDArray[Any]:
+    if spec.dtype == "text":  # strings for the model's own tokeniser; null -> ""
+        strings = pc.fill_null(pc.cast(column, pa.string()), "")
+        return np.asarray(strings.to_pylist(), dtype=object)
     if spec.dtype == "category":
         categories = pa.array(spec.categories or [], type=pa.string())
         values = column if pa.types.is_string(column.type) else _category_strings(column)

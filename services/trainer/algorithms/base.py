@@ -10,12 +10,13 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from cairn.artifacts import OutputColumn
-from cairn.artifacts.manifest import Task
+from cairn.artifacts.manifest import Framework, Task
 from cairn.errors import InvalidInput
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from services.trainer.features import LabelMode, TrainingData
+from services.trainer.features import LabelMode, TrainingData, prepare
 
 Device = Literal["cpu", "gpu"]
 ProgressFn = Callable[[int, int | None, dict[str, float]], None]
@@ -25,6 +26,12 @@ class InvalidHyperparameters(InvalidInput):
     """A hyperparameter is unknown, of the wrong type or out of range; the job fails fast."""
 
     code = "invalid_hyperparameters"
+
+
+class MissingExtra(InvalidInput):
+    """The algorithm needs libraries this install lacks; the message names the extra."""
+
+    code = "missing_extra"
 
 
 class RuntimeExceeded(Exception):
@@ -65,7 +72,7 @@ class TrainingContext:
 class TrainedModel:
     """A trained model's files and everything the manifest says about it."""
 
-    framework: Literal["xgboost", "sklearn"]
+    framework: Framework
     framework_version: str
     task: Task
     files: dict[str, bytes]
@@ -81,9 +88,17 @@ class Algorithm(abc.ABC, Generic[HP]):
 
     name: ClassVar[str]
     hyperparameters_model: type[HP]
+    # (modules, extra): what must be importable to train, and the extra that installs it.
+    requires: ClassVar[tuple[tuple[str, ...], str] | None] = None
 
     def parse(self, raw: Mapping[str, Any]) -> HP:
         """Validated hyperparameters; InvalidHyperparameters names each bad one and why."""
+        if self.requires is not None:
+            from cairn.builtins import missing_extra
+
+            why = missing_extra(*self.requires, what=f"algorithm {self.name!r}")
+            if why is not None:
+                raise MissingExtra(why)
         try:
             return self.hyperparameters_model.model_validate(dict(raw))
         except ValidationError as error:
@@ -98,6 +113,19 @@ class Algorithm(abc.ABC, Generic[HP]):
     @abc.abstractmethod
     def label_mode(self, hyperparameters: HP) -> LabelMode:
         """Whether the algorithm wants class indices, numeric targets or no label."""
+
+    def prepare(
+        self,
+        train: pd.DataFrame,
+        validation: pd.DataFrame | None,
+        *,
+        label_column: str | None,
+        hyperparameters: HP,
+    ) -> TrainingData:
+        """The channels as model inputs; text algorithms keep strings (`text_inputs=True`)."""
+        return prepare(
+            train, validation, label_column=label_column, mode=self.label_mode(hyperparameters)
+        )
 
     @abc.abstractmethod
     def train(self, data: TrainingData, hyperparameters: HP, ctx: TrainingContext) -> TrainedModel:

@@ -118,8 +118,26 @@ variable "gpu_tolerations" {
   default = [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }]
 }
 
+variable "dask_scheduler" {
+  description = "tcp://host:8786 of the Dask scheduler for instance_count > 1 (modules/dask); null: a LocalCluster per job."
+  type        = string
+  default     = null
+}
+
+variable "gpu_consumer_group" {
+  description = "Consumer group of the GPU pool (it alone reads GPU jobs)."
+  type        = string
+  default     = "cairn.trainer.gpu"
+}
+
+variable "gpu_topics" {
+  description = "Topics the GPU pool consumes (GpuTrainingJobRequested)."
+  type        = list(string)
+  default     = ["cairn.trainer.gpu-training-job-requested"]
+}
+
 variable "consumer_group" {
-  description = "Consumer group every trainer worker joins."
+  description = "Consumer group of the CPU workers (and the API replica)."
   type        = string
   default     = "cairn.trainer"
 }
@@ -162,8 +180,8 @@ variable "gpu_pool" {
     polling_interval_s       = number
   })
   default = {
-    lag_threshold            = 8
-    activation_lag_threshold = 8
+    lag_threshold            = 1
+    activation_lag_threshold = 0
     min_replicas             = 0
     max_replicas             = 2
     cooldown_period_s        = 120

@@ -1,0 +1,1 @@
+"""labeling: labeling jobs, work queues for a workforce, consolidation, the annotator's page."""

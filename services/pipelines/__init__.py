@@ -1,0 +1,1 @@
+"""pipelines: pipeline definitions, executions, step caching and triggers on any event."""

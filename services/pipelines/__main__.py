@@ -1,0 +1,5 @@
+"""`python -m services.pipelines` runs the pipelines service."""
+
+from services.pipelines.app import service
+
+service.run()
