@@ -5,7 +5,7 @@ local store in row groups. Each run is a child process whose heap is capped with
 `ulimit -d` sets; it counts malloc and anonymous mappings, the memory a DataFrame lives in) before
 anything is imported, then runs the trainer's own `run_job` in File or Pipe mode.
 
-    .venv/bin/python -m bench.training.pipe_memory [--limit-mib 768] [--ratio 3]
+    .venv/bin/python -m bench.training.pipe_memory [--limit-mib 1536] [--ratio 3]
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def child(root: str, mode: str, limit_mib: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--limit-mib", type=int, default=768)
+    parser.add_argument("--limit-mib", type=int, default=1536)
     parser.add_argument("--ratio", type=float, default=3.0)
     parser.add_argument("--child", nargs=3)
     args = parser.parse_args()
