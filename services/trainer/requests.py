@@ -47,6 +47,10 @@ def check_scaling(request: TrainingJobRequested, settings: TrainerSettings) -> N
     """
     kind = _kind(request)
     count = request.resources.instance_count
+    if count < 1:
+        raise InvalidInput(
+            f"resources.instance_count: {count} is below 1", field="resources.instance_count"
+        )
     if count > settings.max_instance_count:
         raise InvalidInput(
             f"resources.instance_count: {count} is above this trainer's maximum "

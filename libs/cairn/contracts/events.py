@@ -40,7 +40,9 @@ class InputChannel(_Data):
 class ResourceConfig(_Data):
     device: Literal["cpu", "gpu"] = "cpu"
     instance_count: int = Field(
-        default=1, ge=1, le=64, description="Dask workers for xgboost; SM_HOSTS for scripts."
+        default=1,
+        description="Dask workers for xgboost; SM_HOSTS for scripts. The trainer refuses < 1 and"
+        " counts above its configured maximum with a 400 naming this field.",
     )
     allow_cpu_fallback: bool = Field(
         default=False, description="A GPU job may run on a CPU worker when no GPU worker takes it."

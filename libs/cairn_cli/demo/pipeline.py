@@ -171,6 +171,7 @@ def run_pipeline_step(
         execution = _next_execution(client, seen)
         seen.add(execution["execution_id"])
         done = watch(client, execution["execution_id"], as_json=False)
+        console.line()  # the live view draws on its own console: start ours on a fresh line
         if done["status"] != "Succeeded":
             console.print(dag_view(done))
             raise InvalidInput(f"pipeline execution {done['status']}: {done.get('failure_reason')}")
