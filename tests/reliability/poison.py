@@ -57,7 +57,12 @@ def build_service(name: str, settings: CairnSettings) -> Service:
 def consumptions(service: Service) -> list[Consumption]:
     """Every topic the service reads, from its subscribers and broadcast readers."""
     found: list[Consumption] = []
+    # A group declared but not joined by this replica (the trainer's GPU pool on a CPU worker)
+    # is read only by the replicas that join it.
+    idle = getattr(service, "_idle_groups", set())
     for subscriber in service.broker.subscribers:
+        if getattr(subscriber, "group_id", None) in idle:
+            continue
         for topic in getattr(subscriber, "topics", ()):
             spec = spec_for_topic(str(getattr(topic, "name", topic)))
             group = str(subscriber.group_id)  # type: ignore[attr-defined]

@@ -20,14 +20,21 @@ import pyarrow as pa
 from cairn.contracts.async_events import AsyncInferenceRequested
 from cairn.contracts.batch_events import (
     TransformInput,
+    TransformJobCompleted,
+    TransformJobFailed,
     TransformJobRequested,
+    TransformJobStopped,
     TransformOutput,
     TransformShardCompleted,
     TransformShardRequested,
 )
 from cairn.contracts.events import (
+    DatasetIngested,
     DatasetRegistrationRequested,
+    DatasetRejected,
+    DeploymentFailed,
     DeploymentRequested,
+    DeploymentRolledBack,
     DriftDetected,
     EndpointMetricsReported,
     EndpointUpdated,
@@ -47,19 +54,50 @@ from cairn.contracts.events import (
     TrainingJobFailed,
     TrainingJobProgressed,
     TrainingJobRequested,
+    TrainingJobStarted,
     TrainingSetRequested,
     VariantSpec,
     VariantTraffic,
 )
+from cairn.contracts.labeling_events import LabelingJobRequested
+from cairn.contracts.pipeline_events import (
+    ModelRegistrationFailed,
+    ModelRegistrationRequested,
+    PipelineCallbackRequested,
+    PipelineExecutionFailed,
+    PipelineExecutionStarted,
+    PipelineExecutionStopped,
+    PipelineExecutionSucceeded,
+    PipelineStepStarted,
+    PipelineStepSucceeded,
+)
+from cairn.contracts.processing_events import (
+    ProcessingInput,
+    ProcessingJobCompleted,
+    ProcessingJobFailed,
+    ProcessingJobRequested,
+    ProcessingJobStarted,
+)
+from cairn.contracts.review_events import (
+    HumanLoopConfig,
+    HumanLoopConfigured,
+    HumanReviewRequested,
+    Payload,
+)
 from cairn.contracts.state import ModelVersionView, write_state
+from cairn.contracts.training_events import GpuTrainingJobRequested
 from cairn.contracts.tuner_events import (
     HyperParameterTuningJobCompleted,
+    HyperParameterTuningJobFailed,
     HyperParameterTuningJobRequested,
+    HyperParameterTuningJobStarted,
+    HyperParameterTuningJobStopped,
     ParameterRanges,
     TrainingJobDefinition,
     TrainingJobStopped,
     TrainingJobStopRequested,
     TuningObjective,
+    TuningTrialCompleted,
 )
 from cairn.datasets import write_dataset_version
 from cairn.service import Service
@@ -119,15 +157,27 @@ def _channel(name: str) -> list[InputChannel]:
     return [InputChannel(name="train", uri=f"data/{name}/train.csv", label_column="y")]
 
 
+def _refused_training(name: str) -> TrainingJobRequested:
+    """A channel in another service's namespace: the trainer refuses it, failing the job by name."""
+    return TrainingJobRequested(
+        job_name=name,
+        algorithm="xgboost",
+        input_channels=[InputChannel(name="train", uri="platform/keys/")],
+    )
+
+
+def _execution(name: str) -> dict[str, str]:
+    return {"execution_id": name[:64], "pipeline_name": name[:63]}
+
+
 PROBES: dict[str, Probe] = {
     # Trainer: a channel in another service's namespace is refused, failing the job by name.
-    "TrainingJobRequested": Probe(
-        lambda n: TrainingJobRequested(
-            job_name=n,
-            algorithm="xgboost",
-            input_channels=[InputChannel(name="train", uri="platform/keys/")],
-        ),
-        {"trainer": "TrainingJobFailed"},
+    "TrainingJobRequested": Probe(_refused_training, {"trainer": "TrainingJobFailed"}),
+    "GpuTrainingJobRequested": Probe(
+        lambda n: GpuTrainingJobRequested(job_name=n, request=_refused_training(n))
+    ),
+    "TrainingJobStarted": Probe(
+        lambda n: TrainingJobStarted(job_name=n, worker_id="poison", device="cpu")
     ),
     "TrainingJobStopRequested": Probe(lambda n: TrainingJobStopRequested(job_name=n)),
     "TrainingJobProgressed": Probe(
@@ -297,13 +347,157 @@ PROBES: dict[str, Probe] = {
             worker_id="poison",
         )
     ),
+    # Tuner lifecycle, read by experiments and pipelines: no such tuning job or run yet.
+    "HyperParameterTuningJobStarted": Probe(
+        lambda n: HyperParameterTuningJobStarted(
+            tuning_job_name=n[:32], strategy="Random", max_number_of_training_jobs=2
+        )
+    ),
+    "HyperParameterTuningJobFailed": Probe(
+        lambda n: HyperParameterTuningJobFailed(tuning_job_name=n[:32], reason="poison suite")
+    ),
+    "HyperParameterTuningJobStopped": Probe(
+        lambda n: HyperParameterTuningJobStopped(tuning_job_name=n[:32])
+    ),
+    "TuningTrialCompleted": Probe(
+        lambda n: TuningTrialCompleted(
+            tuning_job_name=n[:32],
+            trial_number=0,
+            training_job_name=n,
+            status="Failed",
+            parameters={"eta": 0.1},
+        )
+    ),
+    # Processing: an input in another service's namespace is refused, failing the job by name.
+    "ProcessingJobRequested": Probe(
+        lambda n: ProcessingJobRequested(
+            job_name=n,
+            builtin="data-quality",
+            inputs=[ProcessingInput(input_name="data", source="platform/keys/")],
+        ),
+        {"trainer": "ProcessingJobFailed"},
+    ),
+    "ProcessingJobStarted": Probe(lambda n: ProcessingJobStarted(job_name=n, worker_id="poison")),
+    "ProcessingJobCompleted": Probe(
+        lambda n: ProcessingJobCompleted(
+            job_name=n, logs_key=f"processing/{n}/logs.txt", processing_time_s=0.5
+        )
+    ),
+    "ProcessingJobFailed": Probe(lambda n: ProcessingJobFailed(job_name=n, reason="poison suite")),
+    # Pipelines: executions and callbacks nobody started.
+    "PipelineExecutionStarted": Probe(
+        lambda n: PipelineExecutionStarted(**_execution(n), pipeline_version=1, started_by="poison")
+    ),
+    "PipelineExecutionSucceeded": Probe(lambda n: PipelineExecutionSucceeded(**_execution(n))),
+    "PipelineExecutionFailed": Probe(
+        lambda n: PipelineExecutionFailed(**_execution(n), reason="poison suite")
+    ),
+    "PipelineExecutionStopped": Probe(
+        lambda n: PipelineExecutionStopped(**_execution(n), stopped_by="poison")
+    ),
+    "PipelineStepStarted": Probe(
+        lambda n: PipelineStepStarted(
+            **_execution(n), step_name="train", step_type="Training", attempt=1, request_id=n
+        )
+    ),
+    "PipelineStepSucceeded": Probe(
+        lambda n: PipelineStepSucceeded(**_execution(n), step_name="train", step_type="Training")
+    ),
+    "PipelineCallbackRequested": Probe(
+        lambda n: PipelineCallbackRequested(callback_token=f"{n}-callback-token")
+    ),
+    # Registry: a registration of an artifact that does not exist is refused by name.
+    "ModelRegistrationRequested": Probe(
+        lambda n: ModelRegistrationRequested(
+            model_package_group=n[:63], artifact_uri=f"models/{n}/", training_job=n
+        )
+    ),
+    "ModelRegistrationFailed": Probe(
+        lambda n: ModelRegistrationFailed(
+            model_package_group=n[:63], training_job=n, reason="poison suite"
+        )
+    ),
+    # Facts other services read (pipelines' triggers and steps, labeling's registrations).
+    "DatasetIngested": Probe(
+        lambda n: DatasetIngested(
+            dataset_name=n,
+            version=1,
+            uri=f"dataset://{n}@1",
+            location=f"datasets/{n}/1/",
+            sha256="0" * 64,
+            row_count=0,
+            columns=[],
+            created=True,
+        )
+    ),
+    "DatasetRejected": Probe(
+        lambda n: DatasetRejected(dataset_name=n, source_uri=f"data/{n}/", reason="poison suite")
+    ),
+    "DeploymentFailed": Probe(
+        lambda n: DeploymentFailed(
+            endpoint_name=n, action="create", reason="poison suite", failure_code="poison"
+        )
+    ),
+    "DeploymentRolledBack": Probe(
+        lambda n: DeploymentRolledBack(
+            endpoint_name=n, rolled_back_variant="canary", restored_revision=1, reason="poison"
+        )
+    ),
+    "TransformJobCompleted": Probe(
+        lambda n: TransformJobCompleted(
+            job_name=n,
+            output_path=f"outputs/{n}/",
+            manifest_key=f"outputs/{n}/manifest.json",
+            records_in=1,
+            records_out=1,
+            records_failed=0,
+            elapsed_s=0.5,
+        )
+    ),
+    "TransformJobFailed": Probe(lambda n: TransformJobFailed(job_name=n, reason="poison suite")),
+    "TransformJobStopped": Probe(
+        lambda n: TransformJobStopped(job_name=n, shards_done=0, shards_total=1)
+    ),
+    # Labeling: a job on a dataset nobody registered fails by name.
+    "LabelingJobRequested": Probe(
+        lambda n: LabelingJobRequested(
+            job_name=n[:63],
+            dataset_uri=f"dataset://{n}@1",
+            task_type="text-classification",
+            labels=["a", "b"],
+            workforce_name=n[:63],
+        )
+    ),
+    "HumanLoopConfigured": Probe(
+        lambda n: HumanLoopConfigured(
+            endpoint_name=n,
+            revision=1,
+            config=HumanLoopConfig(random_sampling_percentage=5.0, labels=["0", "1"]),
+        )
+    ),
+    "HumanReviewRequested": Probe(
+        lambda n: HumanReviewRequested(
+            review_id=n.replace("_", "-")[:64].ljust(8, "x"),
+            endpoint_name=n,
+            variant_name="main",
+            requested_at=datetime.now(UTC),
+            reasons=["poison suite"],
+            input=Payload(content_type="text/csv", data="1,2"),
+            output=Payload(content_type="application/json", data='{"predictions": [0.5]}'),
+            labels=["0", "1"],
+            review_dataset=f"{n}-reviews"[:63],
+        )
+    ),
 }
 
 
 def _gateway_applied(service: Service, data: BaseModel) -> bool:
+    gateway = service.api.state.gateway
+    if isinstance(data, HumanLoopConfigured):
+        applied = gateway.human_loop.configs.get(data.endpoint_name)
+        return applied is not None and applied[0] == data.revision
     assert isinstance(data, EndpointUpdated)
-    table = service.api.state.gateway.table
-    return bool(table.revisions.get(data.endpoint_name) == data.revision)
+    return bool(gateway.table.revisions.get(data.endpoint_name) == data.revision)
 
 
 # A broadcast reader keeps no ledger: its effect is read off the running service.
