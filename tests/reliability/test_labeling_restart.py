@@ -10,11 +10,6 @@ starts of the service); the default run has tests/integration/test_labeling_cras
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,62 +27,11 @@ from services.ingest.app import create_service as create_ingest
 from tests.support.auth import PLATFORM_KEY, admin_headers
 from tests.support.http_server import served
 from tests.support.labeling_stack import HANG_GUARD_S
+from tests.support.service_process import ServiceProcess
 from tests.support.tansu import unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 ITEMS = 6
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class LabelingProcess:
-    """`python -m services.labeling` with the test's broker, store and platform key."""
-
-    def __init__(self, settings: CairnSettings, log: Path) -> None:
-        self.env = {
-            **os.environ,
-            "CAIRN_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "CAIRN_STORE_URL": str(settings.store_url),
-            "CAIRN_PLATFORM_KEY": PLATFORM_KEY,
-            "CAIRN_HOME": str(settings.home),
-            "CAIRN_OTEL_EXPORTER": "none",
-            "CAIRN_BUS_SESSION_TIMEOUT_MS": "1000",
-            "CAIRN_BUS_HEARTBEAT_INTERVAL_MS": "100",
-            "CAIRN_LABELING_SWEEP_INTERVAL_S": "0.1",
-        }
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-
-    def start(self) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.labeling"],
-                env={**self.env, "CAIRN_HTTP_PORT": str(port), "CAIRN_HTTP_HOST": "127.0.0.1"},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + HANG_GUARD_S
-        while True:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the labeling service did not start"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -98,13 +42,18 @@ def settings(kafka_settings: CairnSettings, tmp_path: Path) -> CairnSettings:
 
 
 @pytest.fixture
-def labeling(settings: CairnSettings, tmp_path: Path) -> Iterator[LabelingProcess]:
-    process = LabelingProcess(settings, tmp_path / "labeling.log")
+def labeling(settings: CairnSettings, tmp_path: Path) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(
+        "labeling",
+        settings,
+        tmp_path / "labeling.log",
+        env={"CAIRN_LABELING_SWEEP_INTERVAL_S": "0.1"},
+        hang_guard_s=HANG_GUARD_S,
+    )
     try:
         yield process
     finally:
-        if process.process is not None and process.process.poll() is None:
-            process.kill()
+        process.stop()
 
 
 @pytest.fixture
@@ -144,7 +93,7 @@ def labelled_rows(store: ObjectStore, uri: str) -> list[dict[str, object]]:
 
 
 async def test_kill_mid_job_loses_and_doubles_no_answer(
-    settings: CairnSettings, store: ObjectStore, labeling: LabelingProcess
+    settings: CairnSettings, store: ObjectStore, labeling: ServiceProcess
 ) -> None:
     admin = admin_headers(store, settings)
     truth = ["cat", "dog"] * (ITEMS // 2)

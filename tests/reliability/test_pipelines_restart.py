@@ -6,11 +6,6 @@ carries the same deterministic job name, so the owning service runs it once."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,62 +18,12 @@ from pydantic import SecretStr
 
 from tests.integration.test_pipelines_service import standing_in, steps
 from tests.support.auth import PLATFORM_KEY, scoped_headers
+from tests.support.service_process import ServiceProcess
 from tests.support.tansu import unique_name
 from tests.unit.test_pipelines_definition import credit_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 HANG_GUARD_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class PipelinesProcess:
-    """`python -m services.pipelines` with the test's broker, store and platform key."""
-
-    def __init__(self, settings: CairnSettings, log: Path) -> None:
-        self.env = {
-            **os.environ,
-            "CAIRN_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "CAIRN_STORE_URL": str(settings.store_url),
-            "CAIRN_PLATFORM_KEY": PLATFORM_KEY,
-            "CAIRN_HOME": str(settings.home),
-            "CAIRN_OTEL_EXPORTER": "none",
-            "CAIRN_BUS_SESSION_TIMEOUT_MS": "1000",
-            "CAIRN_BUS_HEARTBEAT_INTERVAL_MS": "100",
-            "CAIRN_PIPELINES_SWEEP_INTERVAL_S": "0.2",
-        }
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = f"http://127.0.0.1:{free_port()}"
-
-    def start(self) -> None:
-        port = self.url.rsplit(":", 1)[1]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "services.pipelines"],
-                env={**self.env, "CAIRN_HTTP_PORT": port, "CAIRN_HTTP_HOST": "127.0.0.1"},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + HANG_GUARD_S
-        while True:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the pipelines service did not start"
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -89,17 +34,22 @@ def settings(kafka_settings: CairnSettings, tmp_path: Path) -> CairnSettings:
 
 
 @pytest.fixture
-def pipelines(settings: CairnSettings, tmp_path: Path) -> Iterator[PipelinesProcess]:
-    process = PipelinesProcess(settings, tmp_path / "pipelines.log")
+def pipelines(settings: CairnSettings, tmp_path: Path) -> Iterator[ServiceProcess]:
+    process = ServiceProcess(
+        "pipelines",
+        settings,
+        tmp_path / "pipelines.log",
+        env={"CAIRN_PIPELINES_SWEEP_INTERVAL_S": "0.2"},
+        hang_guard_s=HANG_GUARD_S,
+    )
     try:
         yield process
     finally:
-        if process.process is not None and process.process.poll() is None:
-            process.kill()
+        process.stop()
 
 
 async def test_a_killed_pipelines_service_resumes_and_runs_no_step_twice(
-    settings: CairnSettings, pipelines: PipelinesProcess
+    settings: CairnSettings, pipelines: ServiceProcess
 ) -> None:
     name = unique_name("kill")
     headers = scoped_headers(open_store(settings=settings), settings, ["train", "read"])
