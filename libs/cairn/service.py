@@ -143,6 +143,7 @@ class Service:
         self._pools: list[WorkerPoolDeclaration] = []
         self._join_after_start: set[str] = set()
         self._idle_groups: set[str] = set()
+        self._observer_groups: set[str] = set()
         self._front: Callable[[FastAPI], ASGIApp] | None = None
         self._wrap_lifespan()
 
@@ -162,6 +163,7 @@ class Service:
         worker_pool: bool = False,
         join_after_start: bool = False,
         start: bool = True,
+        observer: bool = False,
         **consumer_overrides: Any,
     ) -> Callable[[HandlerT], HandlerT]:
         """Subscribe the decorated handler to an event type (manual commit, retries, DLQ, dedupe).
@@ -175,6 +177,8 @@ class Service:
                 routes answer without waiting on that join.
             start: False declares the subscription (contracts, Kafka ACLs) without joining its
                 group in this process: replicas of another kind (a GPU pool) join it.
+            observer: the service watches requests another service owns; an unauthorised
+                one is skipped here (its owner dead-letters it), not dead-lettered twice.
             **consumer_overrides: aiokafka consumer options, e.g. `max_poll_interval_ms` for
                 handlers that run longer than aiokafka's default 5 minutes.
         """
@@ -183,6 +187,8 @@ class Service:
             self._join_after_start.add(group_id)
         if not start:
             self._idle_groups.add(group_id)
+        if observer:
+            self._observer_groups.add(group_id)
 
         def register(handler: HandlerT) -> HandlerT:
             subscribe(
@@ -194,6 +200,7 @@ class Service:
                 settings=self.settings,
                 worker_pool=worker_pool,
                 authorise=self._authorise_request,
+                observer=observer,
                 **consumer_overrides,
             )
             return handler

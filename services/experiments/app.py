@@ -85,8 +85,9 @@ def create_service(
         (PipelineExecutionStopped, pipelines.on_stopped),
     ]
     for event_model, handler in subscriptions:
-        # Joined in the background: the routes answer while twenty-odd groups join.
-        service.on(event_model, join_after_start=True)(handler)
+        # Joined in the background: the routes answer while twenty-odd groups join. Observers:
+        # an unsigned request is dead-lettered by the service that owns it, not again here.
+        service.on(event_model, join_after_start=True, observer=True)(handler)
     service.include_router(router)
     return service
 

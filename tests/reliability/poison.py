@@ -41,6 +41,7 @@ class Consumption:
     service: str
     spec: EventSpec
     group: str | None  # None: a broadcast reader, which logs and skips poison (never a DLQ)
+    observer: bool = False  # skips an unauthorised request (its owner's group dead-letters it)
 
     @property
     def label(self) -> str:
@@ -60,13 +61,14 @@ def consumptions(service: Service) -> list[Consumption]:
     # A group declared but not joined by this replica (the trainer's GPU pool on a CPU worker)
     # is read only by the replicas that join it.
     idle = getattr(service, "_idle_groups", set())
+    observers = getattr(service, "_observer_groups", set())
     for subscriber in service.broker.subscribers:
         if getattr(subscriber, "group_id", None) in idle:
             continue
         for topic in getattr(subscriber, "topics", ()):
             spec = spec_for_topic(str(getattr(topic, "name", topic)))
             group = str(subscriber.group_id)  # type: ignore[attr-defined]
-            found.append(Consumption(service.name, spec, group))
+            found.append(Consumption(service.name, spec, group, group in observers))
     for topic in service.broadcast_topics:
         found.append(Consumption(service.name, spec_for_topic(topic), None))
     return sorted(found, key=lambda c: (c.spec.topic, c.group or ""))

@@ -12,12 +12,15 @@ from cairn import bus
 from cairn.bus import ProcessedLedger, RetryPolicy, build_broker, publish_event, subscribe
 from cairn.bus.subscribe import consumer_options, dead_letter_headers, decode_for
 from cairn.contracts import Envelope, spec_for
-from cairn.errors import EventValidationError, InvalidInput, UnknownEventType
+from cairn.contracts.events import TrainingJobRequested
+from cairn.errors import EventValidationError, Forbidden, InvalidInput, UnknownEventType
 from cairn.settings import CairnSettings
 from cairn.store.local import LocalObjectStore
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import BaseModel
+
+from tests.reliability.probes import PROBES
 
 SETTINGS = CairnSettings(
     kafka_bootstrap_servers="127.0.0.1:1",
@@ -251,3 +254,43 @@ def _envelope_bytes(event_type: str, data: dict[str, Any]) -> bytes:
         .model_dump_json()
         .encode()
     )
+
+
+@pytest.mark.parametrize("observer", [False, True])
+async def test_an_unauthorised_request_is_dead_lettered_by_its_owner_and_skipped_by_an_observer(
+    observer: bool, tmp_path: Path
+) -> None:
+    async def deny(spec: Any, value: bytes) -> None:
+        raise Forbidden("not signed")
+
+    handled: list[Envelope[Any]] = []
+
+    async def handler(envelope: Envelope[Any]) -> None:
+        handled.append(envelope)
+
+    broker = build_broker(SETTINGS, client_id="test")
+    ledger = ProcessedLedger(LocalObjectStore(tmp_path), "group-a")
+    subscribe(
+        broker,
+        TrainingJobRequested,
+        handler,
+        group_id="group-a",
+        ledger=ledger,
+        settings=SETTINGS,
+        authorise=deny,
+        observer=observer,
+    )
+    dead: list[dict[str, str]] = []
+
+    @broker.subscriber(spec_for(TrainingJobRequested).dlq_topic)
+    async def capture(message: KafkaMessage) -> None:
+        dead.append(message.headers)
+
+    async with TestKafkaBroker(broker) as test_broker:
+        envelope = await publish_event(
+            test_broker, PROBES["TrainingJobRequested"].make("unsigned"), source="test"
+        )
+
+    assert handled == []
+    assert not await ledger.seen(envelope.event_id)
+    assert [h[bus.DLQ_REASON] for h in dead] == ([] if observer else ["unauthorised"])

@@ -166,9 +166,11 @@ class EnvelopeConsumer:
         ledger: ProcessedLedger,
         policy: RetryPolicy,
         authorise: RequestAuthoriser | None = None,
+        observer: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.authorise = authorise
+        self.observer = observer
         self.broker = broker
         self.spec = spec
         self.handler = handler
@@ -192,6 +194,10 @@ class EnvelopeConsumer:
             try:
                 await self._authorise(record.value)
             except (Unauthenticated, Forbidden) as error:
+                if self.observer:  # the request's owner dead-letters it: once is enough
+                    log.info("ignoring unauthorised %s: %s", self.spec.type, error)
+                    await self._commit(message)
+                    return
                 await self._dead_letter(message, record, error, REASON_UNAUTHORISED, attempts=0)
                 return
         with correlation_context(envelope.correlation_id):
@@ -313,6 +319,7 @@ def subscribe(
     settings: CairnSettings,
     worker_pool: bool = False,
     authorise: RequestAuthoriser | None = None,
+    observer: bool = False,
     **consumer_overrides: Any,
 ) -> DefaultSubscriber:
     """Register `handler` for one event type in a consumer group, delivering at least once.
@@ -333,6 +340,8 @@ def subscribe(
         worker_pool: members that fail over in seconds and take one record at a time.
         authorise: checks the signature of privileged requests (`EventSpec.required_scope`);
             one that fails is dead-lettered with reason `unauthorised`, never handled.
+        observer: this group only watches another service's requests (experiments folding
+            jobs into runs): an unauthorised one is skipped, since its owner dead-letters it.
         **consumer_overrides: aiokafka consumer options, e.g. `max_poll_interval_ms`.
     """
     spec = spec_for(event_type)
@@ -348,6 +357,7 @@ def subscribe(
         ledger=ledger,
         policy=RetryPolicy.from_settings(settings),
         authorise=authorise,
+        observer=observer,
     )
     options = consumer_options(settings, worker_pool=worker_pool) | consumer_overrides
     subscriber: DefaultSubscriber = broker.subscriber(
