@@ -8,6 +8,7 @@ can never both win from the same version and no update is lost.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -16,12 +17,13 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from cairn.errors import DocumentUnreadable, ObjectNotFound, PreconditionFailed
+from cairn.errors import CairnError, DocumentUnreadable, ObjectNotFound, PreconditionFailed
 from cairn.store.base import ObjectStore
 
 T = TypeVar("T", bound=BaseModel)
 
 _JSON = "application/json"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,25 @@ class DocumentStore(Generic[T]):
         """Keys (relative to this store's prefix) starting with `prefix`, in order."""
         start = len(self.prefix)
         return [info.key[start:] for info in self.store.list(self.prefix + prefix)]
+
+    def top_level(self) -> list[T]:
+        """Every document directly under the prefix (not in sub-folders), in key order.
+
+        A listing must not fail on one bad document: an unreadable one is skipped with a warning.
+        """
+        found: list[T] = []
+        start = len(self.prefix)
+        for info in self.store.list(self.prefix, recursive=False):
+            if not info.key.endswith(".json"):
+                continue
+            try:
+                versioned = self.get_or_none(info.key[start:])
+            except CairnError as error:
+                log.warning("skipping unreadable document %s: %s", info.key, error)
+                continue
+            if versioned is not None:
+                found.append(versioned.doc)
+        return found
 
     def list(self, prefix: str = "") -> list[Versioned[T]]:
         """Documents whose keys start with `prefix`, in key order (skips ones deleted meanwhile)."""

@@ -150,21 +150,7 @@ class BatchHandlers:
         return found.doc
 
     async def list_jobs(self) -> list[TransformJob]:
-        return await asyncio.to_thread(self._list_jobs)
-
-    def _list_jobs(self) -> list[TransformJob]:
-        found = []
-        for info in self.store.list(JOBS_PREFIX + "/", recursive=False):
-            if not info.key.endswith(".json"):
-                continue
-            try:
-                versioned = self.jobs.get_or_none(info.key[len(JOBS_PREFIX) + 1 :])
-            except CairnError as error:
-                log.warning("skipping unreadable job document %s: %s", info.key, error)
-                continue
-            if versioned is not None:
-                found.append(versioned.doc)
-        return found
+        return await asyncio.to_thread(self.jobs.top_level)
 
     async def stop(self, job_name: str) -> TransformJob:
         """Stop a running job: workers leave its remaining shards; a re-request resumes it."""

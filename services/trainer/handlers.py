@@ -226,22 +226,7 @@ class TrainerHandlers:
         )
 
     async def list_jobs(self) -> list[TrainingJob]:
-        return await asyncio.to_thread(self._list_jobs)
-
-    def _list_jobs(self) -> list[TrainingJob]:
-        """Job docs sit directly under the prefix (logs one folder down); bad ones are skipped."""
-        jobs = []
-        for info in self.store.list(JOBS_PREFIX + "/", recursive=False):
-            if not info.key.endswith(".json"):
-                continue
-            try:
-                versioned = self.jobs.get_or_none(info.key[len(JOBS_PREFIX) + 1 :])
-            except CairnError as error:
-                log.warning("skipping unreadable job document %s: %s", info.key, error)
-                continue
-            if versioned is not None:
-                jobs.append(versioned.doc)
-        return jobs
+        return await asyncio.to_thread(self.jobs.top_level)
 
     async def on_requested(self, envelope: Envelope[TrainingJobRequested]) -> None:
         """Claim the job and train it, unless it is done, taken by another request or busy."""

@@ -143,21 +143,7 @@ class ProcessingHandlers:
         return found.doc
 
     async def list_jobs(self) -> list[ProcessingJob]:
-        return await asyncio.to_thread(self._list_jobs)
-
-    def _list_jobs(self) -> list[ProcessingJob]:
-        jobs = []
-        for info in self.store.list(PROCESSING_PREFIX + "/", recursive=False):
-            if not info.key.endswith(".json"):
-                continue
-            try:
-                found = self.jobs.get_or_none(info.key[len(PROCESSING_PREFIX) + 1 :])
-            except CairnError as error:
-                log.warning("skipping unreadable processing job %s: %s", info.key, error)
-                continue
-            if found is not None:
-                jobs.append(found.doc)
-        return jobs
+        return await asyncio.to_thread(self.jobs.top_level)
 
     async def logs(self, job_name: str) -> str:
         """The latest attempt's log: the script's stdout and stderr (empty before it ran)."""

@@ -105,21 +105,7 @@ class TunerHandlers:
         return versioned.doc
 
     async def list_jobs(self) -> list[TuningJob]:
-        return await asyncio.to_thread(self._list_jobs)
-
-    def _list_jobs(self) -> list[TuningJob]:
-        found = []
-        for info in self.store.list(JOBS_PREFIX + "/", recursive=False):
-            if not info.key.endswith(".json"):
-                continue
-            try:
-                versioned = self.jobs.get_or_none(info.key[len(JOBS_PREFIX) + 1 :])
-            except CairnError as error:
-                log.warning("skipping unreadable tuning job %s: %s", info.key, error)
-                continue
-            if versioned is not None:
-                found.append(versioned.doc)
-        return found
+        return await asyncio.to_thread(self.jobs.top_level)
 
     async def stop(self, name: str, reason: str) -> TuningJob:
         """StopHyperParameterTuningJob: no new trial; running trials are stopped.

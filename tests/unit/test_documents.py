@@ -146,3 +146,14 @@ def test_a_corrupt_document_is_reported_not_silently_replaced(
     with pytest.raises(CairnError, match="not a valid Job"):
         jobs.update("bad.json", lambda job: Job(job_id="new"))
     assert store.get_bytes("jobs/bad.json") == b'{"status": 3}'
+
+
+def test_top_level_lists_the_folder_itself_and_skips_what_it_cannot_read(
+    jobs: DocumentStore[Job], store: InMemoryObjectStore
+) -> None:
+    for job_id in ["b", "a"]:
+        jobs.create(f"{job_id}.json", Job(job_id=job_id))
+    jobs.create("a/attempt-1.json", Job(job_id="inner"))  # a job's own sub-folder
+    store.put_bytes("jobs/a/log.txt", b"log")
+    store.put_bytes("jobs/bad.json", b'{"status": 3}')
+    assert [job.job_id for job in jobs.top_level()] == ["a", "b"]
