@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.tansu",
     "tests.support.redis_server",
     "tests.support.demo_platform",
+    "tests.support.browser",
 ]

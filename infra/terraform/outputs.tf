@@ -20,6 +20,7 @@ output "service_urls" {
     experiments  = module.experiments.url
     labeling     = module.labeling.url
     pipelines    = module.pipelines.url
+    console      = module.console.url
   }
 }
 

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -367,8 +368,9 @@ class Service:
         """What `run` serves: the API, behind the front if one is set."""
         return self._front(self.api) if self._front is not None else self.api
 
-    def run(self) -> None:
-        """Serve the API and consume events until SIGTERM/SIGINT (blocking)."""
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve the API and consume events until SIGTERM/SIGINT (blocking); on `sockets` when
+        given (bound by the caller: the gateway's processes share one port), else on the port."""
         setup_telemetry(self.name, self.settings)
         config = uvicorn.Config(
             self.asgi,
@@ -378,7 +380,7 @@ class Service:
             log_config=None,
             access_log=False,
         )
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=sockets)
 
     def _ledger(self, group_id: str) -> ProcessedLedger:
         ledger = self._ledgers.get(group_id)

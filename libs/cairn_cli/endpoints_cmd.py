@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from cairn_sdk.graphs import GraphFileError, load_inference_graph
 from rich.console import Console
 
 from cairn_cli.sdk_common import (
@@ -59,6 +60,14 @@ BakeOption = Annotated[
 ErrorRateOption = Annotated[
     float | None, typer.Option("--max-error-rate", min=0, max=1, help="Rollback above this rate.")
 ]
+GraphOption = Annotated[
+    str | None,
+    typer.Option(
+        "--graph",
+        help="[NAME=]FILE: a variant (default AllTraffic) routed as the inference graph in FILE "
+        "(YAML or JSON, Cairn's or KServe's InferenceGraph keys).",
+    ),
+]
 WaitOption = Annotated[
     bool, typer.Option("--wait", help="Wait until the endpoint is InService and served.")
 ]
@@ -82,6 +91,18 @@ def parse_variant(text: str, flag: str) -> dict[str, Any]:
     return variant
 
 
+def graph_variant(text: str) -> dict[str, Any]:
+    """`[NAME=]FILE` as a VariantSpec dict with its graph; exit 2 naming --graph."""
+    name, _, path = text.rpartition("=") if "=" in text else ("AllTraffic", "", text)
+    if not Path(path).is_file():
+        raise typer.BadParameter(f"{path!r} is not a file", param_hint="--graph")
+    try:
+        graph = load_inference_graph(path)
+    except GraphFileError as error:
+        raise typer.BadParameter(str(error), param_hint="--graph") from None
+    return {"variant_name": name, "graph": graph}
+
+
 def _config(
     variants: list[str] | None,
     shadow: str | None,
@@ -90,10 +111,13 @@ def _config(
     linear_step_percent: float | None,
     bake_time: float | None,
     max_error_rate: float | None,
+    graph: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]:
-    if not variants:
+    production = [parse_variant(text, "--variant") for text in variants or []]
+    if graph is not None:
+        production.append(graph_variant(graph))
+    if not production:
         raise typer.BadParameter("give at least one production variant", param_hint="--variant")
-    production = [parse_variant(text, "--variant") for text in variants]
     names = [variant["variant_name"] for variant in production]
     if len(set(names)) != len(names):
         raise typer.BadParameter(f"variant names repeat: {names}", param_hint="--variant")
@@ -114,6 +138,13 @@ def _config(
     return production, shadow_variant, policy
 
 
+def _model_of(variant: dict[str, Any]) -> str:
+    graph = variant.get("graph")
+    if graph:
+        return f"graph of {len(graph.get('nodes') or {})} nodes"
+    return f"{variant['model_package_group']}:{variant['model_version']}"
+
+
 def _show(document: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(document)
@@ -126,7 +157,7 @@ def _show(document: dict[str, Any], as_json: bool) -> None:
     rows = [
         (
             v["variant_name"],
-            f"{v['model_package_group']}:{v['model_version']}",
+            _model_of(v),
             v["weight"],
             v["instance_count"],
             "production",
@@ -138,7 +169,7 @@ def _show(document: dict[str, Any], as_json: bool) -> None:
         rows.append(
             (
                 shadow["variant_name"],
-                f"{shadow['model_package_group']}:{shadow['model_version']}",
+                _model_of(shadow),
                 shadow["weight"],
                 shadow["instance_count"],
                 "shadow",
@@ -157,6 +188,7 @@ def create(
     linear_step_percent: StepOption = None,
     bake_time: BakeOption = None,
     max_error_rate: ErrorRateOption = None,
+    graph: GraphOption = None,
     wait: WaitOption = False,
     as_json: JsonOption = False,
     target: TargetOption = None,
@@ -164,7 +196,14 @@ def create(
 ) -> None:
     """Create an endpoint serving model versions (CreateEndpoint)."""
     production, shadow_variant, policy = _config(
-        variant, shadow, rollout, canary_percent, linear_step_percent, bake_time, max_error_rate
+        variant,
+        shadow,
+        rollout,
+        canary_percent,
+        linear_step_percent,
+        bake_time,
+        max_error_rate,
+        graph,
     )
     with service_errors(), client_for(target, home) as client:
         document = client.create_endpoint(
@@ -183,6 +222,7 @@ def update(
     linear_step_percent: StepOption = None,
     bake_time: BakeOption = None,
     max_error_rate: ErrorRateOption = None,
+    graph: GraphOption = None,
     wait: WaitOption = False,
     as_json: JsonOption = False,
     target: TargetOption = None,
@@ -190,7 +230,14 @@ def update(
 ) -> None:
     """Replace an endpoint's variants with a rollout (UpdateEndpoint)."""
     production, shadow_variant, policy = _config(
-        variant, shadow, rollout, canary_percent, linear_step_percent, bake_time, max_error_rate
+        variant,
+        shadow,
+        rollout,
+        canary_percent,
+        linear_step_percent,
+        bake_time,
+        max_error_rate,
+        graph,
     )
     with service_errors(), client_for(target, home) as client:
         document = client.update_endpoint(
@@ -426,6 +473,8 @@ def _cells(line: str) -> list[Any]:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `endpoints` and `invoke` to the `cairn` app."""
+    """Add `endpoints` (with `autoscale`) and `invoke` to the `cairn` app."""
+    from cairn_cli import autoscale_cmd  # noqa: F401  (adds `endpoints autoscale`)
+
     app.add_typer(endpoints_app)
     app.command("invoke")(invoke)

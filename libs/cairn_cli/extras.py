@@ -22,6 +22,7 @@ PLATFORM_MODULES = (
     "skops",
     "alibi_detect",
     "matplotlib",
+    "plotly",
 )
 DEMO_MODULES = ("numpy", "pandas")
 

@@ -24,7 +24,7 @@ from cairn_cli.sdk_common import (
     wait_for_job,
 )
 
-CONTENT_TYPES = ("text/csv", "application/x-parquet", "application/jsonlines")
+CONTENT_TYPES = ("text/csv", "application/x-parquet", "application/jsonlines", "text/plain")
 
 jobs_app = typer.Typer(
     name="jobs", help="List, inspect and wait for training jobs.", no_args_is_help=True

@@ -391,6 +391,38 @@ class Client(
     def delete_endpoint(self, endpoint_name: str) -> dict[str, Any]:
         return dict(self._json("DELETE", "deployer", f"/endpoints/{endpoint_name}"))
 
+    def put_scaling_policy(
+        self,
+        endpoint_name: str,
+        variant_name: str,
+        *,
+        target_invocations_per_instance: float,
+        min_capacity: int = 1,
+        max_capacity: int = 1,
+        scale_in_cooldown_s: float = 300.0,
+        scale_out_cooldown_s: float = 60.0,
+    ) -> dict[str, Any]:
+        """RegisterScalableTarget + PutScalingPolicy (target tracking on InvocationsPerInstance,
+        invocations a minute); min_capacity 0 lets the variant scale to zero (serverless)."""
+        body = {
+            "target_invocations_per_instance": target_invocations_per_instance,
+            "min_capacity": min_capacity,
+            "max_capacity": max_capacity,
+            "scale_in_cooldown_s": scale_in_cooldown_s,
+            "scale_out_cooldown_s": scale_out_cooldown_s,
+        }
+        path = f"/endpoints/{endpoint_name}/variants/{variant_name}/scaling-policy"
+        return dict(self._json("PUT", "deployer", path, json=body))
+
+    def delete_scaling_policy(self, endpoint_name: str, variant_name: str) -> dict[str, Any]:
+        path = f"/endpoints/{endpoint_name}/variants/{variant_name}/scaling-policy"
+        return dict(self._json("DELETE", "deployer", path))
+
+    def describe_scaling(self, endpoint_name: str, limit: int = 20) -> dict[str, Any]:
+        """Each variant's instance count and policy, and the latest scaling activities."""
+        path = f"/endpoints/{endpoint_name}/scaling"
+        return dict(self._json("GET", "deployer", path, params={"limit": limit}))
+
     def wait_for_endpoint(
         self,
         endpoint_name: str,

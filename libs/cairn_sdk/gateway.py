@@ -29,8 +29,9 @@ class Invocation:
     @property
     def predictions(self) -> list[Any]:
         """The predicted values, one per row, whatever the answer's format was."""
-        if isinstance(self.body, dict) and "predictions" in self.body:
-            return [_single(record) for record in self.body["predictions"]]
+        for key in ("predictions", "scores"):  # SageMaker's RCF answers {"scores": [...]}
+            if isinstance(self.body, dict) and key in self.body:
+                return [_single(record) for record in self.body[key]]
         if isinstance(self.body, dict) and "outputs" in self.body:
             return list(self.body["outputs"][0]["data"])
         if isinstance(self.body, list):

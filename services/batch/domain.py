@@ -1,9 +1,10 @@
 """Batch transform jobs: their documents, the shard plan and the rules of the job's life. No I/O.
 
-A job is split into shards: byte ranges of CSV / JSON Lines files (each record belongs to the
-shard holding its first byte, so a record straddling a boundary is read whole by exactly one
-shard) or runs of Parquet row groups. Each shard's output is written once; the job completes when
-every shard is done and the outputs are assembled, one `<input>.out` per input file.
+A job is split into shards: byte ranges of CSV / JSON Lines / text files (each record belongs to
+the shard holding its first byte, so a record straddling a boundary is read whole by exactly one
+shard), runs of Parquet row groups, or a whole image file (one record). Each shard's output is
+written once; the job completes when every shard is done and the outputs are assembled, one
+`<input>.out` per input file.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ JOBS_PREFIX = "batch/jobs"
 CSV = "text/csv"
 JSONLINES = "application/jsonlines"
 PARQUET = "application/x-parquet"
-CONTENT_TYPES = (CSV, JSONLINES, PARQUET)
+TEXT = "text/plain"
+JSON = "application/json"
+PNG = "image/png"
+# Image files are whole records (one request each); a `.lst` manifest of them is a line each.
+IMAGE_TYPES = ("application/x-image", PNG, "image/jpeg")
+CONTENT_TYPES = (CSV, JSONLINES, PARQUET, TEXT, *IMAGE_TYPES)
+ACCEPT_TYPES = (CSV, JSONLINES, PARQUET, JSON, PNG)
+IMAGE_MANIFEST_SUFFIX = ".lst"
 ERRORS_FOLDER = "errors"
 MANIFEST_NAME = "manifest.json"
 MAX_PAYLOAD_PRODUCT_MB = 100
@@ -132,6 +140,11 @@ def splittable(request: TransformJobRequested) -> bool:
         request.transform_input.split_type == "Line"
         and request.transform_input.compression_type == "None"
     )
+
+
+def whole_file(content_type: str, key: str) -> bool:
+    """An image file is one record, sent whole; a `.lst` manifest of images is read by line."""
+    return content_type in IMAGE_TYPES and not key.endswith(IMAGE_MANIFEST_SUFFIX)
 
 
 def byte_ranges(size: int, shard_bytes: int) -> list[tuple[int, int]]:

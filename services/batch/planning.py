@@ -27,6 +27,7 @@ from services.batch.domain import (
     output_key,
     part_key,
     splittable,
+    whole_file,
 )
 from services.batch.inputs import open_ranged
 from services.batch.records import row_group_layout
@@ -77,7 +78,7 @@ def plan_shards(
                 first = starts[groups[0]] if groups else 0
                 shard = Shard(index=next(index), row_groups=groups, first_row=first, **common)
                 shards.append(shard)
-        elif splittable(plan.request):
+        elif splittable(plan.request) and not whole_file(plan.content_type, item.key):
             for start, end in byte_ranges(item.size, shard_bytes):
                 shards.append(Shard(index=next(index), start=start, end=end, **common))
         else:

@@ -63,6 +63,8 @@ class LocalTextScorer:
             output = self.model.predict(matrix)
             contributions = self.model.explain(matrix) if self.explain else None
         except (CairnError, ValueError, NotImplementedError) as error:
+            if len(batch) > 1:  # a model that checks values as it predicts: find the bad ones
+                return self._score_one_by_one(batch, header, errors)
             reason = f"scoring failed: {reason_of(error)}"
             errors.extend(record_error(item, reason) for item in batch)
             return None
@@ -77,6 +79,21 @@ class LocalTextScorer:
             explained = explanation_records(contributions, self.model.input_names)
             records = [r | {"explanation": e} for r, e in zip(records, explained, strict=True)]
         return Scored(batch, items, records=records)
+
+    def _score_one_by_one(
+        self, batch: list[Item], header: list[str] | None, errors: list[RecordError]
+    ) -> Scored | None:
+        """Each record alone, so only those the model refuses fail (IP Insights checks each
+        address as it predicts)."""
+        parts = [part for item in batch if (part := self.score([item], header, errors))]
+        if not parts:
+            return None
+        items = [i for p in parts for i in p.items or []] if all(p.items for p in parts) else None
+        if self.plan.accept == CSV:
+            lines = [line for p in parts for line in p.csv_lines or []]
+            return Scored([i for p in parts for i in p.batch], items, csv_lines=lines)
+        records = [record for p in parts for record in p.records or []]
+        return Scored([i for p in parts for i in p.batch], items, records=records)
 
     def _block_matrix(self, lines: list[bytes], header: list[str] | None) -> Matrix | None:
         """The mini-batch's matrix parsed in one go (CSV only), or None to go record by record."""
@@ -123,7 +140,8 @@ class LocalTextScorer:
 def model_input(plan: Plan, parsed: Any, header: list[str] | None, input_names: list[str]) -> Any:
     """What the model sees of a record: the input filter's selection; a CSV row with a header
     naming the model's columns is put in the model's column order; `{"features": [...]}` is
-    the row it wraps and a lone value is a row of one."""
+    the row it wraps, a one-key object the value of a one-input model, a lone value a row of
+    one."""
     selected = plan.input_filter.select(parsed)
     if header is not None and isinstance(selected, list):
         names = plan.input_filter.select(header)
@@ -131,6 +149,8 @@ def model_input(plan: Plan, parsed: Any, header: list[str] | None, input_names: 
             selected = [selected[names.index(name)] for name in input_names]
     if isinstance(selected, dict) and set(selected) == {"features"}:
         selected = selected["features"]
+    if isinstance(selected, dict) and len(selected) == 1 and len(input_names) == 1:
+        selected = list(selected.values())  # BlazingText's {"source": "..."}, whatever its name
     if not isinstance(selected, list | dict):
         selected = [selected]
     return selected

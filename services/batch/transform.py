@@ -1,4 +1,4 @@
-"""Transforming one shard of CSV / JSON Lines records: mini-batch, score, join, filter, format.
+"""Transforming one shard of CSV / JSON Lines / text lines: mini-batch, score, join, filter, format.
 
 Records are grouped into mini-batches (one per record for SingleRecord, up to MaxPayloadInMB for
 MultiRecord) and each batch goes to a scorer: the model loaded in the worker
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from cairn.errors import CairnError
 from cairn.inference import CSV
 
+from services.batch.domain import TEXT
 from services.batch.records import TextRecords
 from services.batch.validation import Plan
 
@@ -193,10 +194,12 @@ class TextTransformer:
 
 
 def parse_record(plan: Plan, line: bytes) -> Any:
-    """A CSV record as its row of cells, a JSON Lines record as its value."""
+    """A CSV record as its row of cells, a JSON Lines record as its value, a text line as is."""
     text = line.decode()
     if plan.content_type == CSV:
         return next(csv.reader([text]))
+    if plan.content_type == TEXT:
+        return text.strip()
     return json.loads(text)
 
 

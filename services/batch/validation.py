@@ -12,10 +12,16 @@ from cairn.namespaces import confine, confine_channel
 from cairn.store.base import ObjectStore
 
 from services.batch.domain import (
+    ACCEPT_TYPES,
     CONTENT_TYPES,
     CSV,
+    IMAGE_TYPES,
+    JSON,
+    JSONLINES,
     MAX_PAYLOAD_PRODUCT_MB,
     PARQUET,
+    PNG,
+    TEXT,
 )
 from services.batch.jsonpath import JsonPath, parse_jsonpath
 
@@ -42,7 +48,8 @@ class Plan:
 def checked(request: TransformJobRequested, store: ObjectStore | None) -> Plan:
     """The request, normalised (content types, store keys); InvalidInput names the bad field."""
     content_type = _content_type(request.transform_input.content_type, "content_type")
-    accept = _content_type(request.transform_output.accept or content_type, "accept")
+    accept_type = request.transform_output.accept or _default_accept(content_type)
+    accept = _content_type(accept_type, "accept")
     _check_combination(request, content_type, accept)
     processing = request.data_processing
     input_filter = parse_jsonpath(processing.input_filter, field="data_processing.input_filter")
@@ -76,14 +83,22 @@ def check_invoke(principal: Principal, endpoint_name: str) -> None:
         )
 
 
+def _default_accept(content_type: str) -> str:
+    """The input's own type, but images are answered in JSON and text lines in JSON Lines."""
+    if content_type in IMAGE_TYPES:
+        return JSON
+    return JSONLINES if content_type == TEXT else content_type
+
+
 def _content_type(value: str, name: str) -> str:
     normalised = media_type(value, default="")
-    if normalised not in CONTENT_TYPES:
+    allowed = CONTENT_TYPES if name == "content_type" else ACCEPT_TYPES
+    if normalised not in allowed:
         owner = "transform_input" if name == "content_type" else "transform_output"
         raise InvalidInput(
-            f"{owner}.{name}: {value!r} is not supported; use {', '.join(CONTENT_TYPES)}",
+            f"{owner}.{name}: {value!r} is not supported; use {', '.join(allowed)}",
             field=f"{owner}.{name}",
-            supported=list(CONTENT_TYPES),
+            supported=list(allowed),
         )
     return normalised
 
@@ -94,6 +109,30 @@ def _check_combination(request: TransformJobRequested, content_type: str, accept
             f"max_payload_mb: {request.max_payload_mb} MB x max_concurrent_transforms "
             f"{request.max_concurrent_transforms} is over {MAX_PAYLOAD_PRODUCT_MB} MB",
             field="max_payload_mb",
+        )
+    images = content_type in IMAGE_TYPES
+    if images and accept not in (JSON, JSONLINES, PNG):
+        raise InvalidInput(
+            "transform_output.accept: image inputs are answered in application/json, "
+            "application/jsonlines or (segmentation masks) image/png",
+            field="transform_output.accept",
+        )
+    if not images and accept in (JSON, PNG):
+        raise InvalidInput(
+            f"transform_output.accept: {accept} answers whole image files; records are written "
+            "as text/csv, application/jsonlines or application/x-parquet",
+            field="transform_output.accept",
+        )
+    if images and request.endpoint_name is not None:
+        raise InvalidInput(
+            "transform_input.content_type: image inputs are scored with a registered model "
+            "(model_package_group, model_version), not through an endpoint",
+            field="transform_input.content_type",
+        )
+    if images and request.data_processing.join_source == "Input":
+        raise InvalidInput(
+            "data_processing.join_source: an image cannot be joined to its answer",
+            field="data_processing.join_source",
         )
     if accept == PARQUET and content_type != PARQUET:
         raise InvalidInput(

@@ -1,5 +1,9 @@
 """The batch worker: one `TransformShardRequested` -> the shard's output, written once.
 
+Records are scored by the model loaded here (tabular models through `scoring`, the deep
+built-ins that take whole bodies through `structured`: JSON Lines, text lines, image files) or
+by the job's live endpoint.
+
 A shard is redone from the start when its worker dies; its output object and its errors file are
 create-only and the same bytes each time, so a second writer finds them and moves on, and the
 shard document turns Done once (a conditional write) with its counts.
@@ -15,7 +19,7 @@ import time
 from cairn.contracts.batch_events import TransformShardCompleted, TransformShardRequested
 from cairn.contracts.envelope import Envelope, utc_now
 from cairn.documents import DocumentStore
-from cairn.errors import PreconditionFailed
+from cairn.errors import CairnError, InvalidInput, PreconditionFailed
 from cairn.ports import Platform
 from cairn.store.base import ObjectStore
 
@@ -32,12 +36,14 @@ from services.batch.domain import (
     job_key,
     part_key,
     shard_key,
+    whole_file,
 )
 from services.batch.endpoint import EndpointClient
 from services.batch.inputs import LocalCopies, Models, open_ranged
 from services.batch.records import TextRecords, read_gzip_file, read_row_groups, read_text_shard
 from services.batch.remote import RemoteColumnScorer, RemoteTextScorer
 from services.batch.scoring import LocalColumnScorer, LocalTextScorer
+from services.batch.structured import StructuredTextScorer, is_structured, score_file
 from services.batch.transform import RecordError, TextScorer, TextTransformer
 from services.batch.validation import Plan, checked
 
@@ -98,14 +104,17 @@ class ShardWorker:
         plan = checked(job.request, self.store)
         size = job.input_files[shard.file_index].size
         errors: list[RecordError]
-        if plan.content_type == PARQUET:
+        if whole_file(plan.content_type, shard.input_key):
+            body, errors = self._score_file(job, plan, shard)
+            records_in, records_out = 1, 1 - len(errors)
+        elif plan.content_type == PARQUET:
             with open_ranged(self.store, shard.input_key, size) as source:
                 table = read_row_groups(source, shard.row_groups)
             transformer = ParquetTransformer(self._column_scorer(job, plan), plan)
             body, records_out, errors = transformer.run(table, shard.first_row)
             records_in = table.num_rows
         else:
-            result = TextTransformer(self._text_scorer(job, plan), plan).run(
+            result = TextTransformer(self._text_scorer(job, plan, shard), plan).run(
                 self._records(job, shard, size)
             )
             body = b"".join(line + b"\n" for line in result.lines)
@@ -128,11 +137,28 @@ class ShardWorker:
         with open_ranged(self.store, shard.input_key, size) as handle:
             return read_text_shard(handle, shard.start, shard.end, header=header)
 
-    def _text_scorer(self, job: TransformJob, plan: Plan) -> TextScorer:
+    def _score_file(
+        self, job: TransformJob, plan: Plan, shard: Shard
+    ) -> tuple[bytes, list[RecordError]]:
+        """An image file, one record: the model's answer to it, or the reason it has none."""
+        assert job.model_uri is not None, "image inputs are scored with a registered model"
+        model = self.models.get(job.model_uri)
+        try:
+            if not is_structured(model):
+                raise InvalidInput(f"{model.manifest.algorithm} takes table rows, not images")
+            return score_file(model, plan, self.store.get_bytes(shard.input_key)), []
+        except CairnError as error:
+            position = {"byte_offset": 0, "record_in_shard": 0}
+            return b"", [RecordError(position, error.message, shard.input_key)]
+
+    def _text_scorer(self, job: TransformJob, plan: Plan, shard: Shard) -> TextScorer:
         if job.request.endpoint_name is not None:
             return RemoteTextScorer(self.endpoints, plan)
         assert job.model_uri is not None, "a planned job names its model or endpoint"
-        return LocalTextScorer(self.models.get(job.model_uri), plan)
+        model = self.models.get(job.model_uri)
+        if is_structured(model):
+            return StructuredTextScorer(model, plan, shard.input_key, self.store.get_bytes)
+        return LocalTextScorer(model, plan)
 
     def _column_scorer(self, job: TransformJob, plan: Plan) -> ColumnScorer:
         if job.request.endpoint_name is not None:

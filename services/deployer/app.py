@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     DeploymentRequested,
     EndpointMetricsReported,
@@ -12,10 +13,12 @@ from cairn.service import Service, lazy_service
 from cairn.settings import CairnSettings
 from cairn.store.base import ObjectStore
 
+from services.deployer.autoscaling import VariantScaler
 from services.deployer.config import DeployerSettings
 from services.deployer.handlers import Deployer
 from services.deployer.human_loop import router as human_loop_router
 from services.deployer.routes import ROUTERS
+from services.deployer.scaling_routes import router as scaling_router
 
 
 def create_service(
@@ -30,6 +33,13 @@ def create_service(
         service.store, service.publish, config, authority=service, dead_letter=service.dead_letter
     )
     service.api.state.deployer = deployer
+    scaler = VariantScaler(deployer, window_s=config.scaling_window_s, tick_s=config.scaling_tick_s)
+    service.api.state.scaler = scaler
+
+    async def on_metrics(envelope: Envelope[EndpointMetricsReported]) -> None:
+        scaler.observe(envelope)  # every report counts, with or without a rollout
+        await deployer.on_metrics(envelope)
+
     group = config.consumer_group
     service.on(DeploymentRequested, group=f"{group}.deployment-requested")(
         deployer.on_deployment_requested
@@ -40,13 +50,13 @@ def create_service(
     service.on(ModelApprovalChanged, group=f"{group}.model-approval-changed")(
         deployer.on_approval_changed
     )
-    service.on(EndpointMetricsReported, group=f"{group}.endpoint-metrics-reported")(
-        deployer.on_metrics
-    )
+    service.on(EndpointMetricsReported, group=f"{group}.endpoint-metrics-reported")(on_metrics)
     for router in ROUTERS:
         service.include_router(router)
     service.include_router(human_loop_router)
+    service.include_router(scaling_router)
     service.background("deployer-rollouts", deployer.run_rollouts)
+    service.background("deployer-scaling", scaler.run)
     return service
 
 

@@ -21,3 +21,11 @@ class DeployerSettings(BaseSettings):
     republish_after_s: float = Field(
         default=10.0, gt=0, description="Re-announce a revision left unpublished this long."
     )
+    scaling_tick_s: float = Field(
+        default=5.0, gt=0, description="How often the variants' scaling policies are evaluated."
+    )
+    scaling_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Invocations a minute are averaged over this window (SageMaker: 1 minute).",
+    )

@@ -23,6 +23,8 @@ from cairn.documents import DocumentStore, Versioned
 from cairn.errors import CairnError, Unavailable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
+from services.deployer.scaling import ScalingActivity, ScalingPolicy
+
 log = logging.getLogger("cairn.deployer")
 
 DocT = TypeVar("DocT", bound=BaseModel)
@@ -105,6 +107,12 @@ class EndpointDoc(Stored):
     rollout: RolloutState | None = None
     last_rollback: RollbackRecord | None = None
     published_revision: int = 0
+    scaling_policies: dict[str, ScalingPolicy] = Field(
+        default_factory=dict, description="Target-tracking policies by variant name."
+    )
+    scaling_activities: list[ScalingActivity] = Field(
+        default_factory=list, description="The latest changes of instance counts, oldest first."
+    )
     created_at: datetime
     updated_at: datetime
 

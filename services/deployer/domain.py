@@ -18,6 +18,7 @@ from cairn.contracts.events import (
     VariantSpec,
     VariantState,
 )
+from cairn.contracts.graph import InferenceGraph
 from cairn.errors import Conflict, InvalidInput, NotFound
 
 from services.deployer import rollout
@@ -28,6 +29,7 @@ from services.deployer.documents import (
     ModelRecord,
     WeightChange,
 )
+from services.deployer.graph import resolve_graph
 
 ModelIndex = Mapping[tuple[str, int], ModelRecord]
 Served = tuple[list[VariantState], VariantState | None]
@@ -43,6 +45,10 @@ class EndpointAlreadyExists(Conflict):
 
 class EndpointBusy(Conflict):
     code = "endpoint_busy"
+
+
+class NoRolloutInProgress(Conflict):
+    code = "no_rollout_in_progress"
 
 
 class EndpointDocumentUnreadable(Conflict):
@@ -135,6 +141,7 @@ def resolve_variant(
         weight=spec.initial_weight,
         instance_count=spec.instance_count,
         containers=_containers(spec, models, allow_unapproved),
+        graph=_graph(spec, models, allow_unapproved),
     )
 
 
@@ -149,6 +156,18 @@ def _containers(
         artifact_uri = _check_deployable(step, models.get(ref), allow_unapproved)
         steps.append(ContainerState(**container.model_dump(), artifact_uri=artifact_uri))
     return steps
+
+
+def _graph(spec: VariantSpec, models: ModelIndex, allow_unapproved: bool) -> InferenceGraph | None:
+    """An inference graph's model steps, each held to the same approval rule as a single model."""
+    if spec.graph is None:
+        return None
+
+    def artifact_of(ref: tuple[str, int]) -> str:
+        step = spec.model_copy(update={"model_package_group": ref[0], "model_version": ref[1]})
+        return _check_deployable(step, models.get(ref), allow_unapproved)
+
+    return resolve_graph(spec.graph, artifact_of)
 
 
 def config_of(request: DeploymentRequested, allow_unapproved: bool = False) -> EndpointConfig:
@@ -236,8 +255,12 @@ def _changed_variants(doc: EndpointDoc, production: list[VariantState]) -> list[
         v.variant_name
         for v in production
         if v.variant_name not in baseline
-        or (baseline[v.variant_name].artifact_uri, baseline[v.variant_name].containers)
-        != (v.artifact_uri, v.containers)
+        or (
+            baseline[v.variant_name].artifact_uri,
+            baseline[v.variant_name].containers,
+            baseline[v.variant_name].graph,
+        )
+        != (v.artifact_uri, v.containers, v.graph)
     ]
 
 

@@ -27,7 +27,7 @@ from cairn.errors import CairnError, ConfigError, Unavailable
 from cairn.ports import Authority, DeadLetter, Publish
 from cairn.store.base import ObjectStore
 
-from services.deployer import domain, pipelines, rollout
+from services.deployer import domain, graph, pipelines, rollout
 from services.deployer.config import DeployerSettings
 from services.deployer.documents import (
     EndpointDoc,
@@ -38,7 +38,11 @@ from services.deployer.documents import (
     last_revision,
     readable,
 )
-from services.deployer.domain import EndpointDocumentUnreadable, ModelVersionUnknown
+from services.deployer.domain import (
+    EndpointDocumentUnreadable,
+    ModelVersionUnknown,
+    NoRolloutInProgress,
+)
 from services.deployer.policies import AutoDeployPolicies
 
 log = logging.getLogger("cairn.deployer")
@@ -140,6 +144,7 @@ class Deployer:
         index: dict[tuple[str, int], ModelRecord] = {}
         refs = [(spec.model_package_group, spec.model_version) for spec in specs]
         refs += [(c.model_package_group, c.model_version) for s in specs for c in s.containers]
+        refs += graph.graph_refs(request)
         for ref in refs:
             if ref not in index and (record := self._model_record(*ref)) is not None:
                 index[ref] = record
@@ -158,6 +163,11 @@ class Deployer:
                 pipelines.read_pipeline_manifests, self.store, request, models
             )
             pipelines.check_pipelines(request, manifests)
+        if request.action != "delete" and graph.graph_specs(request):
+            graph_manifests = await asyncio.to_thread(
+                graph.read_graph_manifests, self.store, request, models
+            )
+            graph.check_graphs(request, graph_manifests)
 
         def apply(current: EndpointDoc | None) -> EndpointDoc:
             new = domain.apply_request(current, request, models, self.clock(), allow_unapproved)
@@ -300,7 +310,30 @@ class Deployer:
         if not changed or rollback is None:  # a new revision here is always the rollback
             return
         log.warning("rolled back endpoint %s: %s", doc.endpoint_name, rollback.reason)
-        cause = _rollout_cause(found.doc.rollout) or envelope
+        await self._announce_rollback(doc, _rollout_cause(found.doc.rollout) or envelope)
+
+    async def roll_back(self, endpoint_name: str, reason: str) -> EndpointDoc:
+        """Undo the rollout in progress by hand, as a tripped alarm would."""
+        undone: list[RolloutState] = []
+
+        def undo(current: EndpointDoc | None) -> EndpointDoc:
+            doc = domain.require_live(current, endpoint_name)
+            if doc.rollout is None:
+                raise NoRolloutInProgress(
+                    f"endpoint {endpoint_name!r} has no rollout in progress to roll back",
+                    endpoint_name=endpoint_name,
+                )
+            undone.append(doc.rollout)
+            variants = ", ".join(doc.rollout.watched_variants)
+            return rollout.roll_back(doc, variants, reason, self.clock())
+
+        doc, _ = await asyncio.to_thread(self._change, endpoint_name, undo)
+        await self._announce_rollback(doc, _rollout_cause(undone[-1]))
+        return doc
+
+    async def _announce_rollback(self, doc: EndpointDoc, cause: Envelope[Any] | None) -> None:
+        rollback = doc.last_rollback
+        assert rollback is not None  # called right after a rollback was stored
         await self._announce(doc, cause)
         await self.publish(
             DeploymentRolledBack(

@@ -117,6 +117,18 @@ async def set_weights(name: str, body: WeightsBody, deployer: DeployerDep) -> En
     return await deployer.set_weights(name, body.variants)
 
 
+class RollbackBody(Stored):
+    """POST /endpoints/{name}/rollback: why (kept in the endpoint's last_rollback)."""
+
+    reason: str = Field(default="rolled back by hand", min_length=1, max_length=500)
+
+
+@endpoints.post("/{name}/rollback", dependencies=[requires("deploy", action="endpoint.rollback")])
+async def roll_back(name: str, body: RollbackBody, deployer: DeployerDep) -> EndpointDoc:
+    """Undo the rollout in progress: restore the revision it started from (409 when none)."""
+    return await deployer.roll_back(name, body.reason)
+
+
 auto_deploy = APIRouter(prefix="/auto-deploy", tags=["deployer"])
 
 

@@ -13,6 +13,7 @@ from cairn.errors import CairnError, PayloadTooLarge
 from opentelemetry import propagate, trace
 from starlette.types import Receive, Scope, Send
 
+from services.gateway.graph import graph_steps_header
 from services.gateway.sagemaker_errors import sagemaker_error
 
 H_CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
@@ -65,6 +66,7 @@ async def send_invocation(
         (b"content-type", content_type.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"x-amzn-invoked-production-variant", variant.encode()),
+        *graph_steps_header(),
     ]
     custom = headers.get(H_CUSTOM_ATTRIBUTES)
     if custom is not None:

@@ -13,6 +13,7 @@ not queued again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from services.gateway.async_requests import (
     requested_event,
 )
 from services.gateway.gateway import Gateway
+from services.gateway.instances import ScaledToZero
 
 log = logging.getLogger("cairn.gateway.async")
 
@@ -123,7 +125,8 @@ class AsyncInvocations:
     ) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
         body = await read_body(receive, headers, self.max_inline_bytes)
         principal = self.gateway._authenticate(scope, headers, body)
-        self.gateway._endpoint_for(principal, name)  # InvokeEndpoint's refusals, in its order
+        with contextlib.suppress(ScaledToZero):  # queued: the async worker loads the model
+            self.gateway._endpoint_for(principal, name)  # InvokeEndpoint's refusals, in order
         request = parse_headers(headers, self.new_id)
         check_input(request, len(body))
         if request.input_location is None and request.content_type is None:

@@ -218,7 +218,9 @@ class AsyncWorker:
                 loop.run_in_executor(self.executor, model.predict, matrix),
                 timeout=request.invocation_timeout_s,
             )
-            out_body, out_type = format_response(result, model.output_names, answer_type(request))
+            out_body, out_type = format_response(
+                result, model.output_names, answer_type(request), envelope=model.response_envelope
+            )
         except CairnError as error:
             return Failure(error.message, "model_error")
         except TimeoutError:

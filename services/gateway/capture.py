@@ -3,11 +3,16 @@
 The layout and the record are the kernel's `CaptureRecord` contract (the gateway owns it; the
 monitor reads it).
 
-The request path samples with one random draw and appends a tuple to a buffer; serialising and
-writing happen in a thread every `flush_s` seconds or `flush_records` records, and each written
-file is announced with an `InferenceCaptured` event. Each line is SageMaker's capture record
+The request path samples with one random draw and appends a tuple to a buffer. Every `flush_s`
+seconds or `flush_records` records the buffer is serialised on the event loop in slices of
+~0.2 ms, between requests, and written in a thread; each written file is announced with an
+`InferenceCaptured` event. Each line is SageMaker's capture record
 (`captureData.endpointInput/endpointOutput`, `eventMetadata.eventId/inferenceId/inferenceTime`),
 so tools written for SageMaker Model Monitor read it unchanged.
+
+Serialising in a thread was the gateway's p99: a thread running Python holds the GIL, and the
+loop waited up to the 5 ms switch interval at each hand-over while 1,000 records were built
+(bench/gateway/README.md has the profile).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +35,7 @@ from cairn.store.base import ObjectStore
 log = logging.getLogger("cairn.gateway.capture")
 
 _TEXT_ENCODINGS = {"text/csv": "CSV", "application/json": "JSON", "application/jsonlines": "JSON"}
+_SLICE_S = 0.0002  # serialising yields to waiting requests this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,23 @@ def capture_record(record: Captured) -> CaptureRecord:
 def capture_line(record: Captured) -> str:
     """One JSON line of a capture file."""
     return capture_record(record).model_dump_json()
+
+
+async def capture_lines(records: list[Captured]) -> bytes:
+    """The records as a JSON-lines body, built on the event loop a slice at a time.
+
+    Each slice lasts about `_SLICE_S`, so a request that arrives during a flush waits at most
+    that long, where a thread would hold the GIL for up to 5 ms at each hand-over.
+    """
+    lines: list[str] = []
+    deadline = time.perf_counter() + _SLICE_S
+    for record in records:
+        lines.append(capture_line(record))
+        if time.perf_counter() > deadline:
+            await asyncio.sleep(0)
+            deadline = time.perf_counter() + _SLICE_S
+    lines.append("")
+    return "\n".join(lines).encode()
 
 
 def capture_key(endpoint: str, variant: str, at: float) -> str:
@@ -148,16 +172,21 @@ class CaptureWriter:
         records, self._buffer = self._buffer, []
         if not records:
             return []
-        written = await asyncio.to_thread(self._write, records)
+        files = [
+            (endpoint, variant, group, await capture_lines(group))
+            for (endpoint, variant, _), group in group_by_file(records).items()
+        ]
+        written = await asyncio.to_thread(self._write, files)
         for event in written:
             await self.publish(event)
         return written
 
-    def _write(self, records: list[Captured]) -> list[InferenceCaptured]:
+    def _write(
+        self, files: list[tuple[str, str, list[Captured], bytes]]
+    ) -> list[InferenceCaptured]:
         events: list[InferenceCaptured] = []
-        for (endpoint, variant, _), group in group_by_file(records).items():
+        for endpoint, variant, group, body in files:
             key = capture_key(endpoint, variant, group[0].at)
-            body = "".join(capture_line(record) + "\n" for record in group).encode()
             self.store.put_bytes(key, body, content_type="application/jsonlines")
             events.append(
                 InferenceCaptured(

@@ -60,6 +60,15 @@ class GatewaySettings(BaseSettings):
         description="How long a script model's inference.py may take per request (SageMaker's "
         "60 s) before its model server is killed and restarted.",
     )
+    max_processes: int = Field(
+        default=0,
+        ge=0,
+        description="Most gateway processes the variants' instance counts may start on this "
+        "machine (they share the port with SO_REUSEPORT); 0: one per core.",
+    )
+    process_index: int = Field(
+        default=0, ge=0, description="Set by the primary (0) on the processes it starts."
+    )
     script_start_timeout_s: float = Field(
         default=120.0, gt=0, description="How long a script model's model_fn may take to load."
     )

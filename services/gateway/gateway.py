@@ -50,6 +50,7 @@ from services.gateway.capture import Captured, CaptureWriter
 from services.gateway.config import GatewaySettings
 from services.gateway.domain import explanations_requested, resolve_target_model
 from services.gateway.human_loop import HumanLoop
+from services.gateway.instances import ScaledToZero
 from services.gateway.metrics import VariantMeter
 from services.gateway.runtime import (
     EndpointRuntime,
@@ -209,7 +210,11 @@ class Gateway:
         call: _Call,
     ) -> None:
         body = await read_body(receive, headers, self.settings.max_body_bytes)
-        endpoint = self._endpoint_for(self._authenticate(scope, headers, body), name)
+        principal = self._authenticate(scope, headers, body)
+        try:
+            endpoint = self._endpoint_for(principal, name)
+        except ScaledToZero as cold:  # a variant at 0 instances: load it, then answer
+            endpoint = await self.table.warm(cold.endpoint_name)
         variant = self._variant(endpoint, headers.get(H_TARGET_VARIANT))
         call.meter = variant.meter
         span.set_attribute("cairn.endpoint", endpoint.name)
@@ -231,7 +236,11 @@ class Gateway:
             if explanations_requested(headers.get(H_EXPLANATIONS)):
                 explanations = await self.explain(serving, matrix)
             out_body, out_type = format_response(
-                result, serving.model.output_names, accept, explanations
+                result,
+                serving.model.output_names,
+                accept,
+                explanations,
+                envelope=serving.model.response_envelope,
             )
         except CairnError as error:
             log.info("model error on %s/%s: %s", endpoint.name, variant.name, error.message)
@@ -291,6 +300,8 @@ class Gateway:
             raise Forbidden(f"key {who} may not invoke {endpoint_name!r}", required_scope="invoke")
         endpoint = self.table.endpoints.get(endpoint_name)
         if endpoint is None:
+            if endpoint_name in self.table.cold:
+                raise ScaledToZero(endpoint_name)
             if not self.ready:
                 raise Unavailable("the gateway is still loading its endpoints: try again")
             raise EndpointNotFound(endpoint_name)

@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse, Response
 
 from services.gateway import v1, v2
 from services.gateway.gateway import Gateway
+from services.gateway.graph import graph_steps_header
+from services.gateway.instances import cold_view
 from services.gateway.runtime import loaded_models
 
 
@@ -39,8 +41,10 @@ _INVOKE_MODEL = [requires("invoke", endpoint_param="model")]
 
 @endpoints_router.get("/endpoints", dependencies=[requires("read")])
 async def list_endpoints(gateway: GatewayDep) -> list[dict[str, Any]]:
-    """What this replica serves: endpoints, revisions, variants and weights."""
-    return [endpoint.describe() for endpoint in gateway.table.endpoints.values()]
+    """What this replica serves: endpoints, revisions, variants and weights (and those scaled
+    to zero, with nothing loaded: `scaled_to_zero` names their variants at 0 instances)."""
+    loaded = [endpoint.describe() for endpoint in gateway.table.endpoints.values()]
+    return [*loaded, *(cold_view(update) for update in gateway.table.cold.values())]
 
 
 @endpoints_router.get("/endpoints/{name}/models", dependencies=[requires("read")])
@@ -122,9 +126,10 @@ async def _infer(gateway: Gateway, request: Request, model: str, version: str | 
         body, header_length = await v2.infer(gateway, model, version, raw, header)
     except CairnError as error:
         return _v2_error(error)
+    steps = {name.decode(): value.decode() for name, value in graph_steps_header()}
     if header_length is None:
-        return Response(body, media_type=v2.JSON)
-    headers = {"Inference-Header-Content-Length": str(header_length)}
+        return Response(body, media_type=v2.JSON, headers=steps)
+    headers = {"Inference-Header-Content-Length": str(header_length), **steps}
     return Response(body, media_type=BINARY_MEDIA_TYPE, headers=headers)
 
 
@@ -149,6 +154,8 @@ async def v1_explain(model: str, request: Request, gateway: GatewayDep) -> Respo
 async def _v1_predict(gateway: Gateway, request: Request, model: str, *, explain: bool) -> Response:
     try:
         raw = await request.body()
-        return Response(await v1.predict(gateway, model, raw, explain=explain), media_type=v2.JSON)
+        answer = await v1.predict(gateway, model, raw, explain=explain)
+        steps = {name.decode(): value.decode() for name, value in graph_steps_header()}
+        return Response(answer, media_type=v2.JSON, headers=steps)
     except CairnError as error:
         return _v2_error(error)

@@ -17,11 +17,14 @@ from typing import Any
 
 from cairn.artifacts import LoadedModel, load_model, package_prefix
 from cairn.contracts.events import EndpointUpdated, VariantState
+from cairn.contracts.graph import GraphStep, InferenceGraph
 from cairn.errors import InvalidInput, NotFound
 from cairn.store.base import ObjectStore
 
 from services.gateway.batching import MicroBatcher
 from services.gateway.domain import WeightedChoice, is_newer, serves_traffic
+from services.gateway.graph import GraphBatcher, GraphModel, graph_uri
+from services.gateway.instances import COLD_START_SECONDS, ColdStart, cold_variants
 from services.gateway.metrics import BATCH_ROWS, MODEL_LOAD_SECONDS, VariantMeter
 from services.gateway.pipeline import PipelineModel, pipeline_uri
 
@@ -180,6 +183,8 @@ class ModelCache:
 
     async def serving(self, state: VariantState) -> ServingModel:
         """A variant's model: its package, or its inference pipeline's steps chained as one."""
+        if state.graph is not None:
+            return await self._graph(state.graph)
         if len(state.containers) <= 1:
             return await self.get(package_prefix(state.artifact_uri, self.store))
         uris = tuple(package_prefix(step.artifact_uri, self.store) for step in state.containers)
@@ -198,6 +203,24 @@ class ModelCache:
         size = sum(step.size_bytes for step in steps)
         chained = self._pipelines[uri] = ServingModel(uri, model, batcher, size, uris)
         return chained
+
+    async def _graph(self, graph: InferenceGraph) -> ServingModel:
+        """An inference graph over its steps' (shared, pinned) models; built once per graph."""
+        uri = graph_uri(graph)
+        if (built := self._pipelines.get(uri)) is not None:
+            return built
+
+        def uri_of(step: GraphStep) -> str:
+            return package_prefix(str(step.artifact_uri), self.store)
+
+        uris = tuple(dict.fromkeys(uri_of(step) for step in graph.model_steps()))
+        steps = await asyncio.gather(*(self.get(step) for step in uris))
+        models = {step.uri: (step.model, step.batcher) for step in steps}
+        model = GraphModel(graph, models, uri_of)
+        size = sum(step.size_bytes for step in steps)
+        built = ServingModel(uri, model, GraphBatcher(model, self.executor), size, uris)
+        self._pipelines[uri] = built
+        return built
 
     def _load(self, uri: str) -> ServingModel:
         started = time.perf_counter()
@@ -235,6 +258,14 @@ class ModelCache:
         }
         self._evict()
 
+    def unload(self, uris: set[str]) -> None:
+        """Drop these models now unless a deployed variant still pins them (scaled to zero)."""
+        for uri in uris - self.pinned:
+            dropped = self._models.pop(uri, None)
+            if dropped is not None:
+                self.on_evict(dropped.model)
+                log.info("unloaded model %s: its variant is at 0 instances", uri)
+
     def _evict(self) -> None:
         unpinned = [uri for uri in self._models if uri not in self.pinned]
         used = sum(self._models[uri].size_bytes for uri in unpinned)
@@ -253,6 +284,9 @@ class RoutingTable:
     def __init__(self, cache: ModelCache, make_meter: Callable[[str, str], VariantMeter]) -> None:
         self.cache = cache
         self.endpoints: dict[str, EndpointRuntime] = {}
+        # Endpoints with a variant at 0 instances: nothing loaded until a request cold-starts them.
+        self.cold: dict[str, EndpointUpdated] = {}
+        self.on_cold_start: Callable[[ColdStart], None] = lambda started: None
         self.revisions: dict[str, int] = {}
         self._make_meter = make_meter
         self._meters: dict[tuple[str, str], VariantMeter] = {}
@@ -270,21 +304,17 @@ class RoutingTable:
             if not is_newer(self.revisions.get(update.endpoint_name), update):
                 return False
             endpoints = dict(self.endpoints)
-            if serves_traffic(update):
+            cold = {name: u for name, u in self.cold.items() if name != update.endpoint_name}
+            previous = endpoints.pop(update.endpoint_name, None)
+            if serves_traffic(update) and cold_variants(update):
+                cold[update.endpoint_name] = update
+            elif serves_traffic(update):
                 endpoints[update.endpoint_name] = await self._build(update)
-            else:
-                endpoints.pop(update.endpoint_name, None)
-            self.endpoints = endpoints
+            self.endpoints, self.cold = endpoints, cold
             self.revisions[update.endpoint_name] = update.revision
-            self.cache.pin(
-                frozenset(
-                    uri
-                    for endpoint in endpoints.values()
-                    for variant in [*endpoint.production, endpoint.shadow]
-                    if variant is not None
-                    for uri in variant.serving.steps or (variant.serving.uri,)
-                )
-            )
+            self._pin()
+            if previous is not None and update.endpoint_name in cold:
+                self.cache.unload(set(_uris(previous)))
             log.info(
                 "endpoint %s at revision %d (%s): %s",
                 update.endpoint_name,
@@ -294,6 +324,26 @@ class RoutingTable:
                 or "removed",
             )
             return True
+
+    def _pin(self) -> None:
+        self.cache.pin(frozenset(uri for e in self.endpoints.values() for uri in _uris(e)))
+
+    async def warm(self, name: str) -> EndpointRuntime:
+        """Load a scaled-to-zero endpoint for a request (a cold start), once for all waiters."""
+        started = time.perf_counter()
+        async with self._lock:  # requests that queued here find it warm
+            update = self.cold.get(name)
+            if update is None:
+                return self.get(name)
+            runtime = await self._build(update)
+            self.endpoints = {**self.endpoints, name: runtime}
+            self.cold = {other: u for other, u in self.cold.items() if other != name}
+            self._pin()
+        elapsed = time.perf_counter() - started
+        COLD_START_SECONDS.labels(name).observe(elapsed)
+        log.info("cold start of endpoint %s revision %d: %.3fs", name, update.revision, elapsed)
+        self.on_cold_start(ColdStart(update, cold_variants(update), elapsed))
+        return runtime
 
     async def _build(self, update: EndpointUpdated) -> EndpointRuntime:
         specs = list(update.production_variants)
@@ -319,3 +369,13 @@ class RoutingTable:
 
     def meters(self) -> list[VariantMeter]:
         return list(self._meters.values())
+
+
+def _uris(endpoint: EndpointRuntime) -> list[str]:
+    """The packages an endpoint's variants hold loaded (a pipeline's or graph's steps)."""
+    return [
+        uri
+        for variant in [*endpoint.production, endpoint.shadow]
+        if variant is not None
+        for uri in variant.serving.steps or (variant.serving.uri,)
+    ]

@@ -19,6 +19,7 @@ from cairn.inference.tensors import split_body
 
 from services.gateway.capture import Captured
 from services.gateway.gateway import Gateway
+from services.gateway.instances import ScaledToZero
 from services.gateway.oip import InferRequest, infer_response, model_metadata, output_tensors
 from services.gateway.runtime import EndpointRuntime, VariantRuntime
 
@@ -54,6 +55,8 @@ def lookup(
     """The endpoint a v2 model names, and its variant when a version is named."""
     endpoint = gateway.table.endpoints.get(model)
     if endpoint is None:
+        if model in gateway.table.cold:  # 503 until an InvokeEndpoint cold-starts it
+            raise ScaledToZero(model)
         raise NotFound(f"model {model!r} is not deployed")
     variant = pick_variant(gateway, endpoint, version) if version is not None else None
     return endpoint, variant

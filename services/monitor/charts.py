@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Literal
 
 import matplotlib
 
@@ -10,8 +11,21 @@ matplotlib.use("Agg")  # no display in a service; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel
 
 from services.monitor.drift import FeatureResult
+
+DISTRIBUTION_BINS = 20
+
+
+class FeatureDistribution(BaseModel):
+    """Reference and current shares of one feature, binned alike, for clients that plot them."""
+
+    kind: Literal["numeric", "categorical"]
+    edges: list[float] | None = None  # numeric: len(shares) + 1 bin edges
+    categories: list[str] | None = None
+    reference: list[float]
+    current: list[float]
 
 
 def drift_chart(
@@ -52,3 +66,37 @@ def drift_chart(
         return buffer.getvalue()
     finally:
         plt.close(figure)
+
+
+def binned_distribution(
+    reference: npt.NDArray[np.float64],
+    current: npt.NDArray[np.float64],
+    domain: list[str] | None,
+) -> FeatureDistribution:
+    """The reference's and the current batch's shares per category or per common numeric bin."""
+    current = current[~np.isnan(current)]
+    reference = reference[~np.isnan(reference)]
+    if domain is not None:
+        size = len(domain)
+        ref_counts = np.bincount(reference.astype(int), minlength=size)[:size]
+        cur_counts = np.bincount(current.astype(int), minlength=size)[:size]
+        return FeatureDistribution(
+            kind="categorical",
+            categories=domain,
+            reference=_shares(ref_counts),
+            current=_shares(cur_counts),
+        )
+    both = np.concatenate([reference, current])
+    low, high = (float(both.min()), float(both.max())) if len(both) else (0.0, 1.0)
+    edges = np.linspace(low, high if high > low else low + 1, DISTRIBUTION_BINS + 1)
+    return FeatureDistribution(
+        kind="numeric",
+        edges=edges.tolist(),
+        reference=_shares(np.histogram(reference, bins=edges)[0]),
+        current=_shares(np.histogram(current, bins=edges)[0]),
+    )
+
+
+def _shares(counts: npt.NDArray[np.int64]) -> list[float]:
+    total = int(counts.sum())
+    return [float(count) / total if total else 0.0 for count in counts]

@@ -43,6 +43,10 @@ class ScheduleNotFound(NotFound):
     code = "schedule_not_found"
 
 
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
 class PolicyNotFound(NotFound):
     code = "retrain_policy_not_found"
 

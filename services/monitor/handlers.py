@@ -34,6 +34,7 @@ from services.monitor.domain import (
     RUNS,
     SCHEDULES,
     PendingRun,
+    RunNotFound,
     RunSummary,
     Schedule,
     ScheduleNotFound,
@@ -179,6 +180,12 @@ class Monitor:
 
     def list_runs(self, endpoint: str) -> list[RunSummary]:
         return readable(self.runs, f"{endpoint}/")
+
+    def report(self, endpoint: str, run_id: str) -> RunReport:
+        found = self.executor.reports.get_or_none(f"{endpoint}/{run_id}/report.json")
+        if found is None:
+            raise RunNotFound(f"no monitoring run {run_id!r} for endpoint {endpoint!r}")
+        return found.doc
 
     def statistics(self, group: str, version: int) -> Statistics:
         return self.baselines.statistics(group, version)

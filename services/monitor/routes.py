@@ -9,6 +9,7 @@ from cairn.auth import requires
 from cairn.contracts.events import MonitoringScheduleRequested
 from cairn.errors import InvalidInput
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParam
 from pydantic import Field, ValidationError
 
 from services.monitor.baseline import Statistics
@@ -22,6 +23,7 @@ from services.monitor.domain import (
 )
 from services.monitor.handlers import Monitor
 from services.monitor.retrain import Retrainer
+from services.monitor.runs import RunReport
 
 
 class ScheduleBody(Stored):
@@ -103,6 +105,16 @@ async def run_now(endpoint: str, monitor: MonitorDep) -> RunSummary | None:
 @schedules.get("/{endpoint}/runs", dependencies=READ)
 async def list_runs(endpoint: str, monitor: MonitorDep) -> list[RunSummary]:
     return await asyncio.to_thread(monitor.list_runs, endpoint)
+
+
+@schedules.get("/{endpoint}/runs/{run_id}", dependencies=READ)
+async def get_run_report(
+    endpoint: Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")],
+    run_id: Annotated[str, PathParam(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")],
+    monitor: MonitorDep,
+) -> RunReport:
+    """One run's whole report: per-feature tests and reference vs current distributions."""
+    return await asyncio.to_thread(monitor.report, endpoint, run_id)
 
 
 @baselines.get("/{group}/{version}", dependencies=READ)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, RootModel
 
 from services.monitor.baseline_store import Baseline, Baselines
 from services.monitor.capture import CapturedRow
-from services.monitor.charts import drift_chart
+from services.monitor.charts import FeatureDistribution, binned_distribution, drift_chart
 from services.monitor.checks import (
     CurrentBatch,
     check_quality,
@@ -51,6 +51,9 @@ class RunReport(BaseModel):
     drift: dict[str, Any]
     features: list[FeatureResult] = Field(default_factory=list)
     charts: dict[str, str] = Field(default_factory=dict)
+    distributions: dict[str, FeatureDistribution] = Field(
+        default_factory=dict, description="Reference vs current shares per feature, binned alike."
+    )
     model_quality: dict[str, float] = Field(default_factory=dict)
 
 
@@ -106,6 +109,7 @@ class RunExecutor:
             },
             features=checked.results,
             charts=self._charts(baseline, schedule, checked, f"{REPORTS}/{endpoint}/{run_id}/"),
+            distributions=self._distributions(baseline, schedule, checked),
             model_quality=summary.quality_metrics,
         )
         with contextlib.suppress(PreconditionFailed):
@@ -187,6 +191,20 @@ class RunExecutor:
             self.store.put_bytes(key, png, content_type="image/png")
             charts[result.feature] = key
         return charts
+
+    def _distributions(
+        self, baseline: Baseline, schedule: Schedule, checked: Checked
+    ) -> dict[str, FeatureDistribution]:
+        """Every tested feature's reference and current shares (a few hundred numbers each)."""
+        detector = self.baselines.detector(baseline, schedule)
+        return {
+            result.feature: binned_distribution(
+                detector.reference_values(index),
+                checked.matrix[:, index],
+                baseline.constraints.features[index].string_domain,
+            )
+            for index, result in enumerate(checked.results)
+        }
 
     # Ground truth ------------------------------------------------------------------------------
 

@@ -1,7 +1,12 @@
-"""Read training channels from the object store into DataFrames, with a sha256 per input file."""
+"""Read training channels from the object store into DataFrames, with a sha256 per input file.
+
+CSV, JSON Lines and Parquet are tables; `text/plain` (BlazingText's channel) is one `text`
+column, a row per non-empty line.
+"""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -20,7 +25,9 @@ _SUFFIXES = {
     "text/csv": (".csv", ".csv.gz"),
     "application/x-parquet": (".parquet", ".pq"),
     "application/jsonlines": (".jsonl", ".json", ".jsonl.gz"),
+    "text/plain": (".txt", ".txt.gz"),
 }
+TEXT_COLUMN = "text"
 
 
 @dataclass
@@ -106,10 +113,14 @@ def _parse(key: str, data: bytes, content_type: str) -> pd.DataFrame:
             return pq.read_table(io.BytesIO(data)).to_pandas()
         if content_type == "application/jsonlines":
             return pd.read_json(io.BytesIO(data), lines=True, compression=_compression(key))
+        if content_type == "text/plain":  # BlazingText's channel: one sentence a line
+            raw = gzip.decompress(data) if key.endswith(".gz") else data
+            lines = [line.strip() for line in raw.decode().splitlines() if line.strip()]
+            return pd.DataFrame({TEXT_COLUMN: pd.Series(lines, dtype=object)})
         if key.endswith(".gz"):
             return pd.read_csv(io.BytesIO(data), compression="gzip")
         return pa_csv.read_csv(io.BytesIO(data)).to_pandas()
-    except (ValueError, OSError, json.JSONDecodeError) as error:
+    except (ValueError, OSError, json.JSONDecodeError, EOFError) as error:
         raise InvalidInput(f"cannot read {key} as {content_type}: {error}") from error
 
 

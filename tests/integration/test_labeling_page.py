@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,17 +15,11 @@ import pytest
 from cairn.datasets import data_keys, resolve_dataset_uri
 from cairn.settings import CairnSettings
 
+from tests.support.browser import needs_browser, wait_for
 from tests.support.labeling_stack import REVIEWS, LabelingStack, labeling_stack
 from tests.support.tansu import unique_name
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not (shutil.which("chromium") and shutil.which("chromedriver")),
-        reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-    ),
-]
-BROWSER_WAIT_S = 20.0
+pytestmark = [pytest.mark.integration, needs_browser]
 KEYS = {"pos": "1", "neg": "2"}
 
 
@@ -34,40 +27,6 @@ KEYS = {"pos": "1", "neg": "2"}
 async def stack(kafka_settings: CairnSettings, tmp_path: Path) -> AsyncIterator[LabelingStack]:
     async with labeling_stack(kafka_settings, tmp_path) as running:
         yield running
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[object]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1100,900",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        service=DriverService(executable_path=shutil.which("chromedriver")), options=options
-    )
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def wait_for(driver: object, condition: object) -> object:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, BROWSER_WAIT_S, poll_frequency=0.05).until(condition)  # type: ignore[arg-type]
 
 
 def label_everything(driver: object, url: str, token: str, shots: Path, who: str) -> int:

@@ -139,6 +139,14 @@ async def test_schedule_runs_reports_drift_and_retrains_once(
         assert s3_store.get_bytes(report["charts"]["f0"]).startswith(b"\x89PNG")
         runs = (await api.get(f"/schedules/{endpoint}/runs")).json()
         assert [run["run_id"] for run in runs] == [drift.data.run_id]
+        # The report over HTTP keeps each feature's binned distributions (the console plots them).
+        served_report = (await api.get(f"/schedules/{endpoint}/runs/{drift.data.run_id}")).json()
+        f0 = served_report["distributions"]["f0"]
+        assert len(f0["edges"]) == len(f0["reference"]) + 1 == len(f0["current"]) + 1
+        assert sum(f0["reference"]) == pytest.approx(1) and sum(f0["current"]) == pytest.approx(1)
+        assert f0["reference"] != f0["current"]
+        missing = await api.get(f"/schedules/{endpoint}/runs/no-such-run")
+        assert missing.status_code == 404 and missing.json()["code"] == "run_not_found"
 
         # The monitor's own DriftDetected started one retrain; two redeliveries add none. A
         # sentinel drift of another run (same endpoint, so the same partition) comes after them:

@@ -6,7 +6,6 @@ Screenshots go to a temporary folder (printed)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -19,17 +18,13 @@ from cairn.contracts.review_events import HumanReviewRequested, Payload
 from cairn.settings import CairnSettings
 
 from tests.integration.test_human_review import next_event
-from tests.integration.test_labeling_page import browser, wait_for
+from tests.support.browser import needs_browser, wait_for
 from tests.support.labeling_stack import LabelingStack, labeling_stack
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not (shutil.which("chromium") and shutil.which("chromedriver")),
-        reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
-    ),
+    needs_browser,
 ]
-__all__ = ["browser"]  # the fixture, used by name below
 
 
 @pytest.fixture

@@ -22,7 +22,17 @@ from typing import Any
 import pytest
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
-SERVICES = ["ingest", "trainer", "registry", "deployer", "gateway", "batch", "pipelines"]
+SERVICES = [
+    "ingest",
+    "trainer",
+    "registry",
+    "deployer",
+    "gateway",
+    "batch",
+    "pipelines",
+    "monitor",  # the console's drift chart
+    "console",  # the console's browser tests
+]
 DEMO_ARGS = ["--rows", "8000", "--num-round", "30", "--no-start", "--batch"]
 
 
@@ -60,7 +70,7 @@ class DemoPlatform:
             self.process = subprocess.Popen(
                 [CAIRN, "up", *only], env=self.env, stdout=sink, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 240  # a hang guard: a loaded 2-core machine is slow
         while (state := all_healthy(self.env)) is None:
             assert self.process.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, f"services not healthy:\n{self.log.read_text()}"
@@ -68,9 +78,14 @@ class DemoPlatform:
         self.state = state
 
     def stop(self) -> None:
+        """`cairn down`; a supervisor that outlives it is killed, so no platform is left behind."""
         down = cli(self.env, "down", "--timeout", "20")
         if self.process is not None:
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
         assert down.returncode == 0, down.stderr
 
     def restart(self) -> None:
@@ -91,8 +106,8 @@ def demo_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoPlat
     env = {key: value for key, value in os.environ.items() if not key.startswith("CAIRN_")}
     env.update(CAIRN_HOME=str(home), CAIRN_OTEL_EXPORTER="none")
     platform = DemoPlatform(home=home, env=env, log=home.parent / "up.log")
-    platform.start()
     try:
+        platform.start()
         platform.demo = platform.cli("demo", *DEMO_ARGS, timeout_s=180)
         assert platform.demo.returncode == 0, platform.demo.stdout + platform.demo.stderr
         platform.summary = json.loads((home / "demo" / "summary.json").read_text())

@@ -132,7 +132,31 @@ def test_byte_ranges_cover_the_file_and_row_groups_are_grouped_by_size() -> None
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        ({"transform_input": {"content_type": "image/png"}}, "transform_input.content_type"),
+        ({"transform_input": {"content_type": "image/gif"}}, "transform_input.content_type"),
+        (  # image files are answered by the deep built-ins in JSON (or a PNG mask), not CSV
+            {
+                "transform_input": {"content_type": "image/png"},
+                "transform_output": {"accept": "text/csv"},
+            },
+            "transform_output.accept",
+        ),
+        ({"transform_output": {"accept": "application/json"}}, "transform_output.accept"),
+        (
+            {
+                "transform_input": {"content_type": "application/x-image"},
+                "data_processing": {"join_source": "Input"},
+            },
+            "data_processing.join_source",
+        ),
+        (
+            {
+                "model_package_group": None,
+                "model_version": None,
+                "endpoint_name": "e",
+                "transform_input": {"content_type": "image/jpeg"},
+            },
+            "transform_input.content_type",
+        ),
         ({"data_processing": {"input_filter": "$[1:"}}, "data_processing.input_filter"),
         ({"max_payload_mb": 50, "max_concurrent_transforms": 3}, "max_payload_mb"),
         (

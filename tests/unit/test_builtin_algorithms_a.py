@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 from cairn.artifacts import UnsupportedModelPackage
+from cairn.contracts.events import InputChannel
 from cairn.errors import InvalidInput
+from cairn.store import InMemoryObjectStore
 from sklearn.metrics import roc_auc_score
 
 from services.trainer.algorithms import ALGORITHMS, InvalidHyperparameters, TrainingContext
 from services.trainer.algorithms.base import MissingExtra
-from tests.support.builtin_serving import batch_predict, invoke, package, train
+from services.trainer.channels import read_channel, resolve_channel
+from tests.support.builtin_serving import (
+    answer_document,
+    batch_predict,
+    batch_transform,
+    invoke,
+    package,
+    packaged,
+    train,
+)
+
+JSONLINES = "application/jsonlines"
 
 torch = pytest.importorskip("torch")
 
@@ -67,6 +81,14 @@ def test_ip_insights_scores_unseen_entity_ip_pairs_as_anomalous() -> None:
     np.testing.assert_allclose(batch, scores, rtol=1e-5)
     with pytest.raises(Exception, match="not an IPv4"):
         invoke(model, {"instances": [["user-1", "999.1.1.1"]]})
+    assert set(answer_document(model, {"instances": records[:2]})) == {"predictions"}
+    store, uri = packaged("ip-insights", data, trained)
+    rows = "".join(f"{e},{ip}\n" for e, ip in usual[:5].tolist()) + "user-1,999.1.1.1\n"
+    out = batch_transform(store, uri, {"pairs.csv": rows.encode()}, "text/csv", JSONLINES)
+    lines = [json.loads(line) for line in out["pairs.csv"].splitlines()]
+    assert [set(line) for line in lines] == [{"dot_product"}] * 5  # SageMaker's JSON Lines
+    np.testing.assert_allclose([line["dot_product"] for line in lines], scores[:5], rtol=1e-5)
+    assert b"not an IPv4" in out["errors"]  # the bad record fails alone, with its reason
 
 
 def planted_topics(rng: np.random.Generator, docs: int) -> tuple[pd.DataFrame, np.ndarray]:
@@ -100,6 +122,10 @@ def test_lda_recovers_planted_topics_and_serves_topic_mixtures() -> None:
     assert purity(mixtures, planted[240:]) > 0.9
     with pytest.raises(InvalidInput, match="negative"):
         invoke(model, [[-1] * 30])
+    counts = frame[240:250].to_csv(header=False, index=False).encode()
+    out = batch_transform(*packaged("lda", data, trained), {"docs.csv": counts}, "text/csv")
+    batch = np.array([[float(v) for v in line.split(b",")] for line in out["docs.csv"].split()])
+    np.testing.assert_allclose(batch, mixtures[:10], rtol=1e-4)
 
 
 def test_ntm_topic_weights_separate_planted_topics() -> None:
@@ -128,6 +154,10 @@ def test_ntm_topic_weights_separate_planted_topics() -> None:
     assert purity(weights, planted[320:]) > 0.85
     with pytest.raises(InvalidInput, match="negative"):
         invoke(model, [[-1] * 30])
+    docs = "".join(json.dumps({"features": row}) + "\n" for row in frame[320:325].values.tolist())
+    out = batch_transform(*packaged("ntm", data, trained), {"d.jsonl": docs.encode()}, JSONLINES)
+    lines = [json.loads(line)["topic_weights"] for line in out["d.jsonl"].splitlines()]
+    np.testing.assert_allclose(lines, weights[:5], rtol=1e-4)
 
 
 def test_factorization_machines_learn_sparse_interactions_a_constant_cannot() -> None:
@@ -189,6 +219,14 @@ def test_random_cut_forest_scores_planted_anomalies_higher() -> None:
     assert scores[8:].min() > np.quantile(scores[:8], 0.9)
     batch = batch_predict(model, pd.DataFrame(np.vstack([inliers, outliers]), columns=list("abc")))
     np.testing.assert_allclose(batch, scores)  # scoring leaves the trees as they were
+    document = answer_document(model, inliers[:2].tolist())
+    assert list(document) == ["scores"] and list(document["scores"][0]) == ["score"]
+    rows = "".join(json.dumps(row) + "\n" for row in outliers[:3].tolist()).encode()
+    out = batch_transform(
+        *packaged("random-cut-forest", data, trained), {"x.jsonl": rows}, JSONLINES
+    )
+    lines = [json.loads(line) for line in out["x.jsonl"].splitlines()]
+    np.testing.assert_allclose([line["score"] for line in lines], scores[8:11])
 
 
 @pytest.mark.parametrize(
@@ -267,9 +305,27 @@ def test_blazingtext_supervised_classifies_text_well_above_chance() -> None:
     fasttext_lines = pd.DataFrame({"line": "__label__" + frame["label"] + " " + frame["text"]})
     _, from_lines = train("blazingtext", hp, fasttext_lines[:400], fasttext_lines[400:])
     assert from_lines.metrics == trained.metrics  # the same data, given as fastText lines
-    answer = invoke(model, {"instances": ["goal referee striker the team", "bake flour oven"]})
-    assert [row["label"] for row in answer] == [["__label__sport"], ["__label__food"]]
+    answer = answer_document(model, {"instances": ["goal referee striker the team", "bake oven"]})
+    assert [row["label"] for row in answer] == [["__label__sport"], ["__label__food"]]  # a list
     assert all(0.5 < row["prob"][0] <= 1.0 for row in answer)
+    assert answer_document(model, b"goal referee striker the team\nbake oven\n", "text/plain") == (
+        answer
+    )
+    text_channel = "".join(line + "\n" for line in fasttext_lines["line"][:400]).encode()
+    store = InMemoryObjectStore()
+    store.put_bytes("data/bt/train.txt", text_channel)
+    channel = InputChannel(name="train", uri="data/bt", content_type="text/plain")
+    lines_frame = read_channel(store, resolve_channel(store, channel))
+    _, from_text = train("blazingtext", hp, lines_frame, fasttext_lines[400:])
+    assert from_text.metrics == trained.metrics  # SageMaker's text channel: the same data
+    store, uri = packaged("blazingtext", data, trained)
+    sources = b'{"source": "goal referee striker the team"}\n{"source": "bake oven"}\n'
+    out = batch_transform(store, uri, {"s.jsonl": sources}, JSONLINES)
+    assert [json.loads(line) for line in out["s.jsonl"].splitlines()] == answer
+    out = batch_transform(
+        store, uri, {"s.txt": b"goal referee striker the team\nbake oven\n"}, "text/plain"
+    )
+    assert [json.loads(line) for line in out["s.txt"].splitlines()] == answer
 
 
 def test_blazingtext_word2vec_puts_co_occurring_words_together() -> None:
@@ -287,7 +343,8 @@ def test_blazingtext_word2vec_puts_co_occurring_words_together() -> None:
     assert trained.metrics["train:loss"] > 0
     model = package("blazingtext", data, trained)
     sport, food = ["goal", "striker", "league"], ["oven", "flour", "garlic"]
-    answer = invoke(model, {"instances": [*sport, *food, "unheard-of"]})
+    answer = answer_document(model, {"instances": [*sport, *food, "unheard-of"]})
+    assert [list(row) for row in answer] == [["vector", "word"]] * 7  # SageMaker's bare list
     assert [row["word"] for row in answer] == [*sport, *food, "unheard-of"]
     vectors = np.array([row["vector"] for row in answer])
     assert not vectors[-1].any()  # SageMaker answers zeros for a word outside the vocabulary

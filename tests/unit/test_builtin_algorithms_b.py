@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import io
 import json
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,7 @@ from services.trainer.algorithms import (
 from services.trainer.algorithms.deep_inputs import RawChannel
 from services.trainer.domain import JobFailure
 from services.trainer.execution import run_job
+from tests.support.builtin_serving import batch_transform
 from tests.support.deep_data import (
     detection_channel,
     digit_images,
@@ -52,6 +57,11 @@ from tests.support.deep_data import (
 )
 
 torch = pytest.importorskip("torch")
+JSONLINES = "application/jsonlines"
+
+
+def tempfile_dir() -> Path:
+    return Path(tempfile.gettempdir())
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -79,6 +89,7 @@ class Job:
         self.progress: list[tuple[int, dict[str, float]]] = []
         ctx = TrainingContext(progress=lambda i, total, m: self.progress.append((i, m)))
         result = run_job(self.store, request, "models/job/", ctx)
+        self.uri, self.device = result.artifact_uri, result.device
         self.metrics = result.metrics
         self.manifest = read_manifest(self.store, result.artifact_uri)
         self.model = load_model(self.store, result.artifact_uri)
@@ -116,6 +127,16 @@ def test_object2vec_separates_related_from_unrelated_pairs() -> None:
     related = np.array([row["scores"][1] for row in answer["predictions"]])
     labels = np.array([r["label"] for r in held_out])
     assert related[labels == 1].mean() > related[labels == 0].mean() + 0.5
+    assert job.device == job.manifest.device == ("gpu" if torch.cuda.is_available() else "cpu")
+    # Batch transform: SageMaker's JSON Lines, a record a line; a bad record fails alone.
+    pairs = [{"in0": r["in0"], "in1": r["in1"]} for r in held_out[:4]]
+    lines = jsonl([*pairs, {"in0": [40], "in1": [1]}]) + b"\n{not json\n"
+    out = batch_transform(job.store, job.uri, {"pairs.jsonl": lines}, JSONLINES)
+    batch = [json.loads(line) for line in out["pairs.jsonl"].splitlines()]
+    assert [set(row) for row in batch] == [{"scores", "predicted_label"}] * 4
+    for row, served in zip(batch, answer["predictions"], strict=False):
+        assert row["scores"] == pytest.approx(served["scores"], abs=1e-5)
+    assert b"outside 0..39" in out["errors"] and out["errors"].count(b"\n") == 2
     embeddings = job.ask({"instances": [{"in0": [1, 2, 3]}, {"in0": [31, 32]}]})
     assert [len(row["embeddings"]) for row in embeddings["predictions"]] == [16, 16]
     with pytest.raises(InvalidInput, match=r"outside 0\.\.39"):
@@ -171,6 +192,18 @@ def test_deepar_beats_a_seasonal_naive_forecast_and_serves_quantiles() -> None:
         assert len(forecast["mean"]) == horizon and np.all(low <= high)
     with pytest.raises(InvalidInput, match="target"):
         job.ask({"instances": [{"start": "2024-01-01", "target": ["x"], "cat": [0]}]})
+    # Batch transform takes its configuration from DEEPAR_INFERENCE_CONFIG, as SageMaker's.
+    config = {"num_samples": 20, "output_types": ["quantiles"], "quantiles": ["0.5"]}
+    out = batch_transform(
+        job.store,
+        job.uri,
+        {"history.jsonl": jsonl(history)},
+        JSONLINES,
+        environment={"DEEPAR_INFERENCE_CONFIG": json.dumps(config)},
+    )
+    forecasts = [json.loads(line) for line in out["history.jsonl"].splitlines()]
+    assert [list(f) for f in forecasts] == [["quantiles"]] * 3
+    assert all(len(f["quantiles"]["0.5"]) == horizon for f in forecasts)
 
 
 def test_seq2seq_learns_to_reverse_token_sequences() -> None:
@@ -205,6 +238,14 @@ def test_seq2seq_learns_to_reverse_token_sequences() -> None:
         hits += sum(a == b for a, b in zip(expected, got, strict=False))
         total += len(expected)
     assert hits / total > 0.85
+    # Batch transform: text lines, or SageMaker's JSON Lines `{"source": ...}` -> `{"target": ...}`
+    text = "".join(line + "\n" for line in sentences[:5]).encode()
+    sources = jsonl([{"source": line} for line in sentences[:5]])
+    out = batch_transform(job.store, job.uri, {"s.txt": text}, "text/plain")
+    from_json = batch_transform(job.store, job.uri, {"s.jsonl": sources}, JSONLINES)
+    targets = [json.loads(line) for line in out["s.txt"].splitlines()]
+    assert targets == [json.loads(line) for line in from_json["s.jsonl"].splitlines()]
+    assert [t["target"] for t in targets] == [r["target"] for r in answer["predictions"][:5]]
 
 
 def test_image_classifier_beats_chance_on_digits_rendered_as_images() -> None:
@@ -245,6 +286,17 @@ def test_image_classifier_beats_chance_on_digits_rendered_as_images() -> None:
     assert len(job.ask(wrapped)["predictions"][0]) == 10
     with pytest.raises(InvalidInput, match="not a readable image"):
         job.ask(b"not an image", "image/png")
+    # Batch transform: each image file is a record answered in `<file>.out` (as the endpoint
+    # answers it); a `.lst` manifest beside them is a record a line, answered in JSON Lines.
+    paths = [line.split("\t")[2] for line in lines[:3]]
+    files = {path: valid_images[path] for path in paths}
+    manifest = "".join(line + "\n" for line in lines[:3]) + "9\t0\t../../models/x.png\n"
+    out = batch_transform(job.store, job.uri, {**files, "v.lst": manifest.encode()}, "image/png")
+    for path in paths:
+        assert json.loads(out[path]) == pytest.approx(job.ask(files[path], "image/png"), abs=1e-5)
+    listed = [json.loads(line)["prediction"] for line in out["v.lst"].splitlines()]
+    assert listed == [pytest.approx(json.loads(out[path]), abs=1e-5) for path in paths]
+    assert b"not under the manifest's folder" in out["errors"]
 
 
 def test_object_detection_finds_the_planted_shapes() -> None:
@@ -281,6 +333,8 @@ def test_object_detection_finds_the_planted_shapes() -> None:
                 int(d[0]) == cls and d[1] > 0.3 and iou(d[2:], truth) > 0.5 for d in detections
             )
     assert found >= 0.8 * sum(len(p) for p in boxes)
+    out = batch_transform(job.store, job.uri, {"scene.png": png(scenes[0])}, "application/x-image")
+    assert json.loads(out["scene.png"]) == job.ask(png(scenes[0]), "image/png")
 
 
 def iou(a: list[float], b: np.ndarray) -> float:
@@ -322,9 +376,11 @@ def test_semantic_segmentation_beats_a_trivial_mask() -> None:
     assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 1, 2}
     as_json = job.ask(png(scenes[0]), "image/png", accept="application/json")
     assert as_json["shape"] == [32, 32] and np.array_equal(np.array(as_json["mask"]), mask)
+    out = batch_transform(job.store, job.uri, {"a.png": png(scenes[0])}, "image/png", "image/png")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(out["a.png"]))), mask)
 
 
-def train_policy(hp: dict[str, Any]) -> tuple[Any, list[dict[str, float]], Any]:
+def train_policy(hp: dict[str, Any]) -> tuple[Any, list[dict[str, float]], Any, Any]:
     """Train on the environment (an RL job has no channels), package it and load it back."""
     built_in = ALGORITHMS["reinforcement-learning"]
     progress: list[dict[str, float]] = []
@@ -342,7 +398,7 @@ def train_policy(hp: dict[str, Any]) -> tuple[Any, list[dict[str, float]], Any]:
         lineage=Lineage(algorithm="reinforcement-learning", hyperparameters=hp),
     )
     uri = write_model_package(store, "models/rl/", manifest, trained.files)
-    return trained, progress, load_model(store, uri)
+    return trained, progress, load_model(store, uri), (store, uri)
 
 
 def test_reinforcement_learning_balances_cartpole_and_serves_actions() -> None:
@@ -356,7 +412,9 @@ def test_reinforcement_learning_balances_cartpole_and_serves_actions() -> None:
         "n_epochs": 4,
         "eval_episodes": 5,
     }
-    trained, progress, model = train_policy(hp)
+    sb3_folders = set(tempfile_dir().glob("SB3-*"))
+    trained, progress, model, (store, uri) = train_policy(hp)
+    assert set(tempfile_dir().glob("SB3-*")) == sb3_folders  # SB3 logs nowhere on disk
     assert "train:episode_reward_mean" in progress[0]
     assert trained.metrics["validation:episode_reward_mean"] >= 150, trained.metrics  # random ~22
     import gymnasium
@@ -375,6 +433,14 @@ def test_reinforcement_learning_balances_cartpole_and_serves_actions() -> None:
     assert reward >= 150
     with pytest.raises(InvalidInput, match="shape"):
         asyncio.run(model.invoke(b'{"instances": [[1, 2]]}', "application/json", ""))
+    observations = [env.reset(seed=seed)[0].tolist() for seed in range(4)]
+    states = b"".join(json.dumps(state).encode() + b"\n" for state in observations)
+    out = batch_transform(store, uri, {"states.jsonl": states}, JSONLINES)  # a state a line
+    served, _ = asyncio.run(
+        model.invoke(json.dumps({"instances": observations}).encode(), "application/json", "")
+    )
+    batch = [json.loads(line) for line in out["states.jsonl"].splitlines()]
+    assert batch == json.loads(served)["predictions"] and set(batch[0]) == {"action"}
 
 
 @pytest.mark.long
@@ -389,7 +455,7 @@ def test_reinforcement_learning_solves_cartpole() -> None:
         "n_epochs": 10,
         "eval_episodes": 20,
     }
-    trained, _, _ = train_policy(hp)
+    trained, *_ = train_policy(hp)
     assert trained.metrics["validation:episode_reward_mean"] >= 475  # Gymnasium's "solved"
 
 
@@ -444,6 +510,15 @@ def test_bad_hyperparameters_fail_fast_naming_the_problem(
 ) -> None:
     with pytest.raises(InvalidHyperparameters, match=problem):
         ALGORITHMS[algorithm].parse(hp)
+
+
+def test_every_torch_algorithm_picks_its_device_through_the_one_helper() -> None:
+    """`torch_device` is where CUDA is chosen (and logged); the device lands in the package."""
+    for name, algorithm in ALGORITHMS.items():
+        source = inspect.getsource(sys.modules[type(algorithm).__module__])
+        if "import torch" in source:
+            assert "torch_device(" in source, f"{name} chooses its device by itself"
+            assert "device=device_name" in source, f"{name} does not record its device"
 
 
 def test_file_jobs_refuse_channels_and_files_they_cannot_read() -> None:

@@ -16,6 +16,7 @@ from cairn.contracts.envelope import Envelope
 from cairn.contracts.events import (
     DeploymentFailed,
     DeploymentRequested,
+    DeploymentRolledBack,
     EndpointUpdated,
     ModelApprovalChanged,
     ModelPackageRegistered,
@@ -369,6 +370,44 @@ async def test_changes_need_the_deploy_scope_and_leave_an_audit_record(
         ("operator", "endpoint.create", "/endpoints", "success"),
         ("operator", "endpoint.delete", "/endpoints/live", "success"),
     }
+
+
+async def test_a_rollout_is_rolled_back_by_hand_and_audited(
+    api: tuple[httpx.AsyncClient, Deployer],
+    store: InMemoryObjectStore,
+    settings: CairnSettings,
+) -> None:
+    client, deployer = api
+    deployer.publish = recorder = Recorder()
+    await known(deployer, 1, 2)
+    operator = scoped_headers(store, settings, ["deploy"], name="operator")
+    await client.post(
+        "/endpoints", json={"endpoint_name": "live", "production_variants": [variant(1)]}
+    )
+    no_rollout = await client.post("/endpoints/live/rollback", json={}, headers=operator)
+    assert no_rollout.status_code == 409 and no_rollout.json()["code"] == "no_rollout_in_progress"
+    canary = {"mode": "canary", "canary_percent": 10, "bake_time_s": 600}
+    started = await client.put(
+        "/endpoints/live", json={"production_variants": [variant(2)], "rollout": canary}
+    )
+    assert started.json()["rollout"] is not None
+
+    undone = await client.post(
+        "/endpoints/live/rollback", json={"reason": "p99 looks wrong"}, headers=operator
+    )
+    assert undone.status_code == 200, undone.text
+    doc = undone.json()
+    assert doc["rollout"] is None and doc["last_rollback"]["reason"] == "p99 looks wrong"
+    assert [(v["model_version"], v["weight"]) for v in doc["production_variants"]] == [(1, 1.0)]
+    rolled_back = [e for e in recorder.events if isinstance(e, DeploymentRolledBack)]
+    assert [e.reason for e in rolled_back] == ["p99 looks wrong"]
+    assert recorder.updates("live")[-1].revision == doc["revision"]
+    rollbacks = list_audit_records(store, action="endpoint.rollback")
+    assert [(r.principal, r.outcome) for r in rollbacks] == [
+        ("operator", "success"),
+        ("operator", "failed"),
+    ]
+    assert (await client.post("/endpoints/nope/rollback", json={})).status_code == 404
 
 
 async def test_deployment_request_event_deploys_and_is_audited_in_the_signers_name(

@@ -150,6 +150,14 @@ async def test_the_gateway_answers_deep_models_in_sagemakers_shapes(
     assert pair.status_code == 200, pair.text
     scores = pair.json()["predictions"][0]["scores"]
     assert len(scores) == 2 and abs(sum(scores) - 1) < 1e-5
+    lines = await client.post(  # SageMaker's JSON Lines: a record a line, answered a line each
+        INVOKE,
+        content=b'{"in0": [1, 2], "in1": [3, 4]}\n{"in0": [5], "in1": [6]}\n',
+        headers={"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"},
+    )
+    assert lines.status_code == 200, lines.text
+    answers = [json.loads(line) for line in lines.text.splitlines()]
+    assert len(answers) == 2 and answers[0]["scores"] == pytest.approx(scores, abs=1e-5)
 
     image = digit_images(100, 101)[0]["img/100.png"]
     target = {"X-Amzn-SageMaker-Target-Variant": "image-classification"}

@@ -17,7 +17,7 @@ from cairn.errors import InvalidInput, NotFound
 from cairn.store import InMemoryObjectStore
 
 from services.gateway.batching import MicroBatcher
-from services.gateway.capture import Captured, CaptureWriter, capture_key
+from services.gateway.capture import Captured, CaptureWriter, capture_key, capture_lines
 from services.gateway.domain import (
     WeightedChoice,
     explanations_requested,
@@ -143,6 +143,30 @@ async def test_capture_files_follow_sagemakers_layout_and_are_announced():
     assert capture_key("e", "v", at).startswith("capture/e/v/2026/11/03/14/")
     assert capture_key("e", "v", at).endswith(".jsonl")
     assert await writer.flush() == []  # nothing left: no empty files
+
+
+async def test_capture_serialising_lets_requests_run_between_slices():
+    """A flush builds its lines on the event loop a slice at a time: requests that arrive
+    meanwhile run between slices (a thread building them held the GIL for ms at a time)."""
+    at = datetime(2026, 11, 3, 14, 5, 9, tzinfo=UTC).timestamp()
+    records = [
+        Captured("e", "v", at, f"id-{index}", None, "text/csv", b"1,2", "text/csv", b"0.5\n")
+        for index in range(2000)
+    ]
+    ran_meanwhile = 0
+    building = asyncio.create_task(capture_lines(records))
+    while not building.done():
+        ran_meanwhile += 1
+        await asyncio.sleep(0)
+    body = await building
+
+    assert ran_meanwhile > 1
+    lines = body.decode().split("\n")
+    assert lines[-1] == ""  # every line ends with a newline
+    ids = [
+        CaptureRecord.model_validate_json(line).eventMetadata["inferenceId"] for line in lines[:-1]
+    ]
+    assert ids == [record.inference_id for record in records]
 
 
 @pytest.fixture(scope="module")

@@ -203,6 +203,9 @@ def _verified_files(
 class LoadedModel:
     """A verified model ready to predict; `encode_*` turn request rows into its input matrix."""
 
+    # The JSON key SageMaker's algorithm puts its answers under (None: a bare list).
+    response_envelope: str | None = "predictions"
+
     def __init__(self, manifest: ModelManifest) -> None:
         self.manifest = manifest
         self._encoder = SignatureEncoder(manifest.signature.inputs)

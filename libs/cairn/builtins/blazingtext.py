@@ -83,6 +83,7 @@ class TextClassifierModel(TorchModel):
     """Supervised mode: the most likely label of each sentence and its probability."""
 
     build = staticmethod(build)
+    response_envelope = None  # SageMaker: [{"label": ["__label__x"], "prob": [p]}, ...]
 
     def __init__(self, manifest: ModelManifest, blobs: Mapping[str, bytes]) -> None:
         super().__init__(manifest, blobs)
@@ -111,6 +112,8 @@ class TextClassifierModel(TorchModel):
 
 class WordVectorsModel(LoadedModel):
     """Word2Vec mode: each row's word and its vector (zeros when the word is unknown)."""
+
+    response_envelope = None  # SageMaker: [{"vector": [...], "word": "w"}, ...]
 
     def __init__(self, manifest: ModelManifest, blobs: Mapping[str, bytes]) -> None:
         from safetensors.numpy import load

@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from cairn.builtins.structured import StructuredModel, instances
+from cairn.builtins.structured import StructuredModel, instances, load_json
 from cairn.errors import InvalidInput
 
 # SageMaker's time_freq units -> (pandas frequency, steps in one season)
@@ -182,6 +182,14 @@ class DeepARModel(StructuredModel):
     @staticmethod
     def build(architecture: dict[str, Any]) -> Any:
         return build_network(architecture)
+
+    def record_answers(self, records: list[Any], environment: dict[str, str]) -> list[Any]:
+        """Batch transform takes the configuration from `DEEPAR_INFERENCE_CONFIG`, as SageMaker."""
+        config: Any = {}
+        if "DEEPAR_INFERENCE_CONFIG" in environment:
+            config = load_json(environment["DEEPAR_INFERENCE_CONFIG"].encode())
+        answered = self.answer({"instances": records, "configuration": config})
+        return cast(list[Any], answered["predictions"])
 
     def answer(self, payload: Any) -> Any:
         items = instances(payload, limit=1000)

@@ -99,3 +99,8 @@ class ImageClassificationModel(StructuredModel):
         if not images:
             raise InvalidInput("no images in the request")
         return {"predictions": self.probabilities(images)}
+
+    def record_answers(self, records: list[Any], environment: dict[str, str]) -> list[Any]:
+        """SageMaker's JSON Lines answer per image: `{"prediction": [p0, p1, ...]}`."""
+        images = [image_from_instance(record) for record in records]
+        return [{"prediction": p} for p in self.probabilities(images)]

@@ -75,6 +75,8 @@ def load_trees(data: bytes) -> tuple[list[Any], list[float]]:
 class RandomCutForestModel(LoadedModel):
     """Scores rows by CoDisp; one lock, as scoring inserts into and forgets from the trees."""
 
+    response_envelope = "scores"  # SageMaker RCF: {"scores": [{"score": 0.02}, ...]}
+
     def __init__(self, manifest: ModelManifest, blobs: Mapping[str, bytes]) -> None:
         super().__init__(manifest)
         if FOREST_FILE not in blobs:

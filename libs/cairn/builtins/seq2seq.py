@@ -148,3 +148,18 @@ class Seq2SeqModel(StructuredModel):
             cast(Any, self.network).greedy(source, a["max_seq_len_target"] + 1), self.target_words
         )
         return {"predictions": [{"target": target} for target in targets]}
+
+    def record_answers(self, records: list[Any], environment: dict[str, str]) -> list[Any]:
+        """SageMaker's batch lines are `{"source": "..."}`; a bare sentence (text/plain) too."""
+        sources = [_source(record) for record in records]
+        return super().record_answers([{"data": source} for source in sources], environment)
+
+
+def _source(record: Any) -> str:
+    if isinstance(record, str):
+        return record
+    if isinstance(record, dict):
+        value = record.get("source", record.get("data"))
+        if isinstance(value, str):
+            return value
+    raise InvalidInput('each record must be {"source": "<tokenized source sentence>"}')

@@ -3,12 +3,15 @@
 SageMaker's deep built-ins take their own request bodies (`{"instances": [{"in0": [...]}]}`,
 an image's bytes) and answer in their own shape. `invoke` is that whole exchange: the body and its
 content type in, the response bytes and their content type out. Tabular `predict` is refused.
+JSON Lines bodies (SageMaker's batch records: a record a line) go through `answer_records` and
+are answered a line each; batch transform scores image files through `respond`, a file a record.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,7 @@ from cairn.builtins.torch_package import TorchModel
 from cairn.errors import InvalidInput
 
 JSON = "application/json"
+JSONLINES = "application/jsonlines"
 
 
 class UnsupportedMediaType(InvalidInput):
@@ -51,16 +55,42 @@ class StructuredModel(TorchModel):
         """The response body and its content type for one request."""
         import torch
 
-        if content_type not in self.accepts:
+        allowed = self.accepts | {JSONLINES}
+        if content_type not in allowed:
             raise UnsupportedMediaType(
-                f"{self.manifest.algorithm} takes {sorted(self.accepts)}, not {content_type!r}",
-                supported=sorted(self.accepts),
+                f"{self.manifest.algorithm} takes {sorted(allowed)}, not {content_type!r}",
+                supported=sorted(allowed),
             )
+        if content_type == JSONLINES:  # a record a line, answered a line each (batch's shape)
+            records = [load_json(line) for line in body.splitlines() if line.strip()]
+            answers = self.answer_records(records)
+            return b"".join(json.dumps(answer).encode() + b"\n" for answer in answers), JSONLINES
         with torch.inference_mode():
             if content_type in IMAGE_TYPES:
                 return self.answer_image(body, accept)
             answer = self.answer(load_json(body))
         return json.dumps(answer).encode(), JSON
+
+    def answer_records(
+        self, records: list[Any], environment: Mapping[str, str] | None = None
+    ) -> list[Any]:
+        """Batch transform's JSON Lines: one answer per record, in SageMaker's per-line shape.
+
+        `environment` is the transform job's (DeepAR reads `DEEPAR_INFERENCE_CONFIG` there)."""
+        import torch
+
+        with torch.inference_mode():
+            answers = self.record_answers(records, dict(environment or {}))
+        if len(answers) != len(records):
+            raise InvalidInput(f"{len(records)} records were answered {len(answers)} times")
+        return answers
+
+    def record_answers(self, records: list[Any], environment: dict[str, str]) -> list[Any]:
+        answered = self.answer({"instances": records})
+        predictions = answered.get("predictions") if isinstance(answered, dict) else answered
+        if not isinstance(predictions, list):
+            raise InvalidInput(f"{self.manifest.algorithm} answers no list of predictions")
+        return predictions
 
     def answer(self, payload: Any) -> Any:
         raise InvalidInput(f"{self.manifest.algorithm} does not take JSON bodies")

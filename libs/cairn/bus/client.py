@@ -7,10 +7,11 @@ from a service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
@@ -216,8 +217,33 @@ async def tail_events(
     load_contract_modules(settings.contract_modules)
     names = list(catalogue()) if event_types is None else event_types
     topics = list(dict.fromkeys(spec_for(name).topic for name in names))
+    records = tail_records(settings, topics, from_beginning, topic_refresh_s=topic_refresh_s)
+    async with contextlib.aclosing(records):  # the consumer stops when the caller stops reading
+        async for record in records:
+            yield read_record(record)
+
+
+async def tail_records(
+    settings: CairnSettings,
+    topics: list[str],
+    from_beginning: bool = False,
+    *,
+    topic_refresh_s: float = _TOPIC_WAIT_S,
+    client_id: str = "cairn-tail",
+    replay_last: int = 0,
+    position_timeout_s: float = 10.0,
+) -> AsyncGenerator[ConsumerRecord[bytes, bytes]]:
+    """Yield the raw records of `topics` (headers included) as they arrive, without a group.
+
+    Nothing is committed and no group is joined, so any number of readers watch without taking
+    messages from a service. `tail_events` decodes them; a reader of dead-letter topics wants the
+    headers (the reason) too. `replay_last` starts each partition that many records before its
+    end, so a reader that restarts sees the recent past again. Finding each partition's end
+    takes one fetch answer per partition: `position_timeout_s` bounds it (hundreds of partitions
+    on a busy broker take a while).
+    """
     consumer = AIOKafkaConsumer(
-        **kafka_client_options(settings, client_id="cairn-tail"),
+        **kafka_client_options(settings, client_id=client_id),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -229,14 +255,17 @@ async def tail_events(
             await consumer.seek_to_beginning(*existing)
         elif existing:
             # seek_to_end() trusts ListOffsets, which lags on Tansu; the high-watermark does not.
-            await fetch_high_watermarks(consumer, existing)
+            ends = await fetch_high_watermarks(consumer, existing, timeout_s=position_timeout_s)
+            for tp, end in ends.items():
+                if replay_last and end:  # below the log start, the reset policy says earliest
+                    consumer.seek(tp, max(end - replay_last, 0))
         next_refresh = time.monotonic() + topic_refresh_s
         while True:
             if consumer.assignment():
                 batch = await consumer.getmany(timeout_ms=int(topic_refresh_s * 1000))
                 for records in batch.values():
                     for record in records:
-                        yield read_record(record)
+                        yield record
             else:
                 await asyncio.sleep(topic_refresh_s)
             if time.monotonic() >= next_refresh:

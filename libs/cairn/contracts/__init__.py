@@ -9,6 +9,7 @@ from cairn.contracts import (
     pipeline_events,
     processing_events,
     review_events,
+    scaling_events,
     training_events,
     tuner_events,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "pipeline_events",
     "processing_events",
     "review_events",
+    "scaling_events",
     "spec_for",
     "spec_for_topic",
     "training_events",

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cairn.contracts.async_events import AsyncInferenceConfig
 from cairn.contracts.catalogue import event
+from cairn.contracts.graph import InferenceGraph, first_model
 
 JobName = str
 HyperparameterValue = str | int | float | bool
@@ -33,7 +34,9 @@ class InputChannel(_Data):
     uri: str = Field(
         description="Object-store prefix or key: s3://..., file://..., or a store key."
     )
-    content_type: Literal["text/csv", "application/x-parquet", "application/jsonlines"] = "text/csv"
+    content_type: Literal[
+        "text/csv", "application/x-parquet", "application/jsonlines", "text/plain"
+    ] = "text/csv"
     label_column: str | None = None
 
 
@@ -262,10 +265,19 @@ class VariantSpec(_Data):
         description="An inference pipeline's models in order (SageMaker's Containers); "
         "empty for a single model.",
     )
+    graph: InferenceGraph | None = Field(
+        default=None,
+        description="An inference graph (KServe's InferenceGraph); the model fields may then "
+        "be left out: they name its first model step.",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _last_container_is_the_model(cls, data: Any) -> Any:
+        graph = data.get("graph") if isinstance(data, dict) else None
+        if graph is not None and "model_package_group" not in data:
+            group, version = first_model(graph)
+            return {"model_package_group": group, "model_version": version, **data}
         containers = data.get("containers") if isinstance(data, dict) else None
         if not containers or not isinstance(containers, list):
             return data
@@ -281,6 +293,8 @@ class VariantSpec(_Data):
 
     @model_validator(mode="after")
     def _model_matches_last_container(self) -> VariantSpec:
+        if self.graph is not None and self.containers:
+            raise ValueError("a variant is a pipeline (containers) or a graph, not both")
         if self.containers and (self.model_package_group, self.model_version) != (
             self.containers[-1].model_package_group,
             self.containers[-1].model_version,
@@ -339,9 +353,14 @@ class VariantState(_Data):
     model_version: int
     artifact_uri: str
     weight: float = Field(ge=0)
-    instance_count: int = Field(ge=1)
+    instance_count: int = Field(
+        ge=0, description="Desired gateway processes; 0: scaled to zero by a scaling policy."
+    )
     containers: list[ContainerState] = Field(
         default_factory=list, description="An inference pipeline's steps in order; else empty."
+    )
+    graph: InferenceGraph | None = Field(
+        default=None, description="An inference graph, each model step's artifact filled in."
     )
 
 

@@ -6,9 +6,12 @@ Accepted bodies, one or more rows each:
 - text/csv: one row per line, columns in signature order (empty cell = missing);
 - application/json: `{"instances": [...]}`, a bare list of rows, one row, records by column name
   (`{"age": 41, ...}` or a list of them), or `{"instances": [{"features": [...]}]}`;
-- application/jsonlines: one JSON row or record per line.
+- application/jsonlines: one JSON row or record per line;
+- text/plain: one value per line (a sentence for BlazingText), for a model with one input.
 Answers follow `Accept` (default: the request's type): CSV, one line per row; JSON
-`{"predictions": [{<output>: value}, ...]}` (plus `explanations`); JSON Lines, an object a line.
+`{"predictions": [{<output>: value}, ...]}` (plus `explanations`), or the envelope the model's
+algorithm answers with in SageMaker (`LoadedModel.response_envelope`: RCF's `{"scores": [...]}`,
+BlazingText's bare list); JSON Lines, an object a line.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from cairn.errors import InvalidInput
 CSV = "text/csv"
 JSON = "application/json"
 JSONLINES = "application/jsonlines"
+TEXT = "text/plain"
 _JSONLINES_ALIASES = frozenset({JSONLINES, "application/jsonl", "application/x-ndjson"})
 
 Matrix = npt.NDArray[np.float32]
@@ -66,9 +70,11 @@ def parse_items(content_type: str, body: bytes) -> list[Any]:
         return _json_items(_loads(text))
     if content_type == JSONLINES:
         return [_unwrap_features(_loads(line)) for line in text.splitlines() if line.strip()]
+    if content_type == TEXT:
+        return [line.strip() for line in text.splitlines() if line.strip()]
     raise UnsupportedMediaType(
-        f"content type {content_type!r} is not supported: use {CSV}, {JSON} or {JSONLINES}",
-        supported=[CSV, JSON, JSONLINES],
+        f"content type {content_type!r} is not supported: use {CSV}, {JSON}, {JSONLINES} or {TEXT}",
+        supported=[CSV, JSON, JSONLINES, TEXT],
     )
 
 
@@ -178,8 +184,12 @@ def format_response(
     output_names: list[str],
     accept: str,
     explanations: list[dict[str, Any]] | None = None,
+    envelope: str | None = "predictions",
 ) -> tuple[bytes, str]:
-    """The response body and its content type for `accept` (CSV, JSON or JSON Lines)."""
+    """The response body and its content type for `accept` (CSV, JSON or JSON Lines).
+
+    `envelope` is the JSON key holding the records (SageMaker's per-algorithm name), or None
+    for a bare list (kept as `predictions` when explanations come with it)."""
     if explanations is not None and accept == CSV:
         accept = JSON  # contributions have no CSV shape; JSON carries both
     if accept == CSV:
@@ -200,7 +210,9 @@ def format_response(
         raise UnsupportedMediaType(
             f"cannot answer in {accept!r}: accept {CSV}, {JSON} or {JSONLINES}"
         )
-    document: dict[str, Any] = {"predictions": records}
+    if envelope is None and explanations is None:
+        return json.dumps(records).encode(), JSON
+    document: dict[str, Any] = {envelope or "predictions": records}
     if explanations is not None:
         document["explanations"] = explanations
     return json.dumps(document).encode(), JSON

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from cairn.runtime.state import RuntimeState, ServiceState
 
+CONSOLE = "console"  # the web console's page is where a person starts: its URL goes under the table
 _STATUS_STYLE = {
     "healthy": "green",
     "starting": "yellow",
@@ -30,10 +31,11 @@ def _uptime(service: ServiceState, now: datetime) -> str:
 def services_table(state: RuntimeState) -> Table:
     """A table of every service: name, pid, URL, status, restarts, uptime."""
     broker = "embedded" if state.broker_embedded else "external"
-    table = Table(
-        title=f"Cairn on {state.home}",
-        caption=f"kafka {state.kafka_bootstrap_servers} ({broker}) · store {state.store_url}",
-    )
+    caption = f"kafka {state.kafka_bootstrap_servers} ({broker}) · store {state.store_url}"
+    console = next((s for s in state.services if s.name == CONSOLE), None)
+    if console is not None:
+        caption += f"\nconsole: {console.url}/ui/"
+    table = Table(title=f"Cairn on {state.home}", caption=caption)
     for column in ("service", "pid", "url", "status", "restarts", "uptime"):
         table.add_column(column)
     now = datetime.now(UTC)

@@ -72,6 +72,7 @@ class ReinforcementLearning(FileAlgorithm[ReinforcementLearningHyperparameters])
         from cairn.builtins.reinforcement_learning import make_agent, make_env
         from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.evaluation import evaluate_policy
+        from stable_baselines3.common.logger import Logger
         from stable_baselines3.common.monitor import Monitor
 
         hp = hyperparameters
@@ -97,6 +98,9 @@ class ReinforcementLearning(FileAlgorithm[ReinforcementLearningHyperparameters])
         if hp.algorithm == "ppo":
             options["n_epochs"] = hp.n_epochs
         agent = make_agent(arch, env, **options)
+        # SB3's default logger makes a `SB3-<date>` folder in the temp dir on every learn(); the
+        # job reports through ctx.progress, so its logger writes nowhere.
+        agent.set_logger(Logger(folder=None, output_formats=[]))
 
         class Progress(BaseCallback):
             """Each rollout: the mean reward of recent episodes; stops at a stop request."""
