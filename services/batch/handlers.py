@@ -99,7 +99,11 @@ class BatchHandlers:
         else:
             assert request.model_package_group is not None and request.model_version is not None
             await asyncio.to_thread(
-                resolve_model, self.store, request.model_package_group, request.model_version
+                resolve_model,
+                self.store,
+                request.model_package_group,
+                request.model_version,
+                plan.content_type,
             )
         await asyncio.to_thread(list_inputs, self.store, plan.input_location, plan.output_prefix)
         fingerprint = request_fingerprint(request)
@@ -207,7 +211,7 @@ class BatchHandlers:
         request = envelope.data
         job = existing.doc if existing is not None else None
         if job is None or not job.planned:
-            model_uri = self._model_uri(request)
+            model_uri = self._model_uri(request, plan.content_type)
             files = list_inputs(self.store, plan.input_location, plan.output_prefix)
             shard_mb = request.shard_size_mb or self.settings.shard_size_mb
             shards = plan_shards(self.store, request.job_name, plan, files, int(shard_mb * MB))
@@ -244,13 +248,15 @@ class BatchHandlers:
 
         return self.jobs.update(job_key(request.job_name), begin).doc
 
-    def _model_uri(self, request: TransformJobRequested) -> str | None:
+    def _model_uri(self, request: TransformJobRequested, content_type: str) -> str | None:
         """The package a worker loads, or None when the job scores against an endpoint."""
         if request.endpoint_name is not None:
             check_endpoint(self.store, request.endpoint_name)
             return None
         assert request.model_package_group is not None and request.model_version is not None
-        return resolve_model(self.store, request.model_package_group, request.model_version)
+        return resolve_model(
+            self.store, request.model_package_group, request.model_version, content_type
+        )
 
     async def _may_invoke(
         self,

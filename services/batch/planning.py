@@ -8,13 +8,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from cairn.artifacts import read_manifest
 from cairn.contracts.envelope import utc_now
 from cairn.contracts.state import EndpointStateView, ModelVersionView, read_state
-from cairn.errors import NotFound
+from cairn.errors import InvalidInput, NotFound
 from cairn.store.base import ObjectStore
 from pydantic import BaseModel, Field
 
 from services.batch.domain import (
+    IMAGE_TYPES,
     PARQUET,
     InputFile,
     Shard,
@@ -33,6 +35,9 @@ from services.batch.inputs import open_ranged
 from services.batch.records import row_group_layout
 from services.batch.validation import Plan
 
+# The built-ins that take image files (the others answer records).
+IMAGE_ALGORITHMS = frozenset({"image-classification", "object-detection", "semantic-segmentation"})
+
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
@@ -42,13 +47,27 @@ class EndpointNotFound(NotFound):
     code = "endpoint_not_found"
 
 
-def resolve_model(store: ObjectStore, group: str, version: int) -> str:
-    """The package URI of a registered model version; ModelNotFound (404) when there is none."""
+def resolve_model(
+    store: ObjectStore, group: str, version: int, content_type: str | None = None
+) -> str:
+    """The package URI of a registered model version; ModelNotFound (404) when there is none.
+
+    With `content_type`, image files are refused (400) for a model that does not take images,
+    before anything runs (the package's manifest names its algorithm).
+    """
     found = read_state(store, ModelVersionView, group, str(version))
     if found is None:
         raise ModelNotFound(
             f"model {group}:{version} is not registered", model_package_group=group, version=version
         )
+    if content_type in IMAGE_TYPES:
+        algorithm = read_manifest(store, found.artifact_uri).algorithm
+        if algorithm not in IMAGE_ALGORITHMS:
+            raise InvalidInput(
+                f"transform_input.content_type: {content_type} is scored by an image model "
+                f"({', '.join(sorted(IMAGE_ALGORITHMS))}); {group}:{version} is {algorithm}",
+                field="transform_input.content_type",
+            )
     return found.artifact_uri
 
 
