@@ -5,7 +5,7 @@
 // (#/<name>/<path>) is opened. The key the person types stays in this tab's sessionStorage and
 // goes to the console's API as `Authorization: Bearer`; the console forwards it to the services.
 
-import { chart, fmtNumber, fmtTime, h, query, table } from "./kit.js";
+import { badge, badgeKind, chart, fmtNumber, fmtTime, h, query, table } from "./kit.js";
 
 const KEY_STORAGE = "cairn-console-key";
 const NOTICE_MS = 8000;
@@ -165,6 +165,8 @@ const ctx = {
   notice,
   fmtTime,
   fmtNumber,
+  badge,
+  badgeKind,
   every,
   onLeave: (fn) => state.leaving.push(fn),
   link: (hash, text, attrs = {}) => h("a", { href: String(hash).replace(/^#?\/?/, "#/"), ...attrs }, text),

@@ -135,3 +135,14 @@ export function fmtNumber(x) {
   const n = Number(x);
   return Number.isFinite(n) ? numberFormat.format(n) : String(x);
 }
+
+// A status as a badge: green when done well, red when it failed or stopped, amber in between.
+export function badgeKind(status) {
+  if (/^(Completed|Succeeded|Healthy|InService)$/.test(status)) return "ok";
+  if (/^(Failed|Stopped|RolledBack|Unhealthy)$/.test(status)) return "bad";
+  return "warn";
+}
+
+export function badge(status, attrs = {}) {
+  return h("span", { class: `badge ${badgeKind(status)}`, ...attrs, text: status });
+}

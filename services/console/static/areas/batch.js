@@ -1,17 +1,6 @@
 // Batch transform jobs: status, shard progress, records and throughput, and where the output
 // went. Reads the batch service through the console's proxy; stopping needs the deploy scope.
 
-// A status as the shell's badge: green when done well, red when it failed, amber in between.
-function badgeKind(status) {
-  if (/^(Completed|Succeeded|Healthy|InService)$/.test(status)) return "ok";
-  if (/^(Failed|Stopped|RolledBack|Unhealthy)$/.test(status)) return "bad";
-  return "warn";
-}
-
-function badge(ctx, status, attrs = {}) {
-  return ctx.h("span", { class: `badge ${badgeKind(status)}`, ...attrs, text: status });
-}
-
 const RUNNING = new Set(["Pending", "InProgress"]);
 
 export async function render(root, ctx, path) {
@@ -43,7 +32,7 @@ async function renderList(root, ctx) {
   }
   root.append(h("div", { "data-testid": "transform-jobs" }, ctx.table([
     { key: "job_name", label: "Job", format: (v) => h("a", { href: link(v), text: v }) },
-    { key: "status", label: "Status", format: (v) => badge(ctx, v) },
+    { key: "status", label: "Status", format: (v) => ctx.badge(v) },
     { key: "shards_done", label: "Shards", format: (_, job) => progress(ctx, job) },
     { key: "records_out", label: "Records out", format: (v) => ctx.fmtNumber(v) },
     { key: "records_failed", label: "Failed", format: (v) => ctx.fmtNumber(v) },
@@ -86,7 +75,7 @@ async function renderJob(root, ctx, name) {
   root.append(
     h("p", {}, h("a", { href: "#/batch", text: "← Batch transform jobs" })),
     h("h1", { text: name }),
-    h("p", {}, "Status: ", badge(ctx, job.status, { "data-testid": "transform-status" }), " · shards: ", progress(ctx, job), " ", actions),
+    h("p", {}, "Status: ", ctx.badge(job.status, { "data-testid": "transform-status" }), " · shards: ", progress(ctx, job), " ", actions),
     facts,
     h("h2", { text: "Request" }),
     h("pre", { class: "json", tabindex: "0", text: JSON.stringify(job.request, null, 2) }),

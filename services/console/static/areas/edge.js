@@ -2,17 +2,6 @@
 // the packages built for the edge, and rollout plans with their stages. Reads the edge service
 // through the console's proxy; pausing, resuming and rolling back a plan need the deploy scope.
 
-// A status as the shell's badge: green when done well, red when it failed, amber in between.
-function badgeKind(status) {
-  if (/^(Completed|Succeeded|Healthy|InService)$/.test(status)) return "ok";
-  if (/^(Failed|Stopped|RolledBack|Unhealthy)$/.test(status)) return "bad";
-  return "warn";
-}
-
-function badge(ctx, status, attrs = {}) {
-  return ctx.h("span", { class: `badge ${badgeKind(status)}`, ...attrs, text: status });
-}
-
 export async function render(root, ctx, path) {
   const [kind, name] = (path || "").split("/");
   if (kind === "fleet" && name) {
@@ -24,7 +13,7 @@ export async function render(root, ctx, path) {
   }
 }
 
-const statusCell = (ctx) => (v) => badge(ctx, v);
+const statusCell = (ctx) => (v) => ctx.badge(v);
 
 async function renderOverview(root, ctx) {
   const { h } = ctx;

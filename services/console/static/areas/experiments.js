@@ -2,17 +2,6 @@
 // (with "only show differences"), each metric's min / max / last, and the metric curves overlaid
 // (with a log-scale toggle). Reads the experiments service through the console's proxy.
 
-// A status as the shell's badge: green when done well, red when it failed, amber in between.
-function badgeKind(status) {
-  if (/^(Completed|Succeeded|Healthy|InService)$/.test(status)) return "ok";
-  if (/^(Failed|Stopped|RolledBack|Unhealthy)$/.test(status)) return "bad";
-  return "warn";
-}
-
-function badge(ctx, status, attrs = {}) {
-  return ctx.h("span", { class: `badge ${badgeKind(status)}`, ...attrs, text: status });
-}
-
 export async function render(root, ctx, path) {
   const [head, rest] = (path || "").split(/\/(.*)/s);
   if (head === "compare" && rest) {
@@ -67,7 +56,7 @@ async function renderRuns(root, ctx, experiment) {
       { key: "run_id", label: "Select", format: (_, run) => checkbox(run) },
       { key: "name", label: "Run" },
       { key: "kind", label: "Kind" },
-      { key: "status", label: "Status", format: (v) => badge(ctx, v) },
+      { key: "status", label: "Status", format: (v) => ctx.badge(v) },
       { key: "metrics", label: "Metric", format: (v) => mainMetric(v) },
       { key: "created_at", label: "Created", format: (v) => ctx.fmtTime(v) },
     ], runs)),

@@ -2,17 +2,6 @@
 // Reads the labeling service through the console's proxy; annotators and reviewers answer on
 // the labeling service's own page, which this page links to. The review queue needs `label`.
 
-// A status as the shell's badge: green when done well, red when it failed, amber in between.
-function badgeKind(status) {
-  if (/^(Completed|Succeeded|Healthy|InService)$/.test(status)) return "ok";
-  if (/^(Failed|Stopped|RolledBack|Unhealthy)$/.test(status)) return "bad";
-  return "warn";
-}
-
-function badge(ctx, status, attrs = {}) {
-  return ctx.h("span", { class: `badge ${badgeKind(status)}`, ...attrs, text: status });
-}
-
 const RUNNING = new Set(["Pending", "InProgress"]);
 
 export async function render(root, ctx, path) {
@@ -50,7 +39,7 @@ async function renderOverview(root, ctx) {
   jobs.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
   root.append(h("h2", { text: "Labeling jobs" }), h("div", { "data-testid": "labeling-jobs" }, jobs.length ? ctx.table([
     { key: "job_name", label: "Job", format: (v) => h("a", { href: link(v), text: v }) },
-    { key: "status", label: "Status", format: (v) => badge(ctx, v) },
+    { key: "status", label: "Status", format: (v) => ctx.badge(v) },
     { key: "task_type", label: "Task" },
     { key: "items_done", label: "Progress", format: (_, job) => progress(ctx, job) },
     { key: "annotations", label: "Answers", format: (v) => ctx.fmtNumber(v) },
@@ -70,7 +59,7 @@ async function renderOverview(root, ctx) {
         { key: "endpoint_name", label: "Endpoint" },
         { key: "variant_name", label: "Variant" },
         { key: "reasons", label: "Why", format: (v) => (v || []).join("; ") },
-        { key: "status", label: "Status", format: (v) => badge(ctx, v) },
+        { key: "status", label: "Status", format: (v) => ctx.badge(v) },
         { key: "claimed_by", label: "Claimed by", format: (v) => v || "" },
         { key: "reviewer", label: "Reviewer", format: (v) => v || "" },
         { key: "answer", label: "Answer", format: (v) => (v ? JSON.stringify(v) : "") },
@@ -115,7 +104,7 @@ async function renderJob(root, ctx, name) {
   root.append(
     h("p", {}, h("a", { href: "#/labeling", text: "← Labeling" })),
     h("h1", { text: name }),
-    h("p", {}, "Status: ", badge(ctx, job.status, { "data-testid": "labeling-status" }), " ", actions),
+    h("p", {}, "Status: ", ctx.badge(job.status, { "data-testid": "labeling-status" }), " ", actions),
     await pageLinks(ctx),
     h("p", {}, "Progress: ", progress(ctx, job), ` · ${job.annotations} answers · ${job.workers_per_item} per item`),
     h("h2", { text: "Agreement" }),

@@ -3,17 +3,6 @@
 // references in arguments and conditions, `depends_on`, and a condition's branches. Stopping and
 // retrying an execution need the train scope.
 
-// A status as the shell's badge: green when done well, red when it failed, amber in between.
-function badgeKind(status) {
-  if (/^(Completed|Succeeded|Healthy|InService)$/.test(status)) return "ok";
-  if (/^(Failed|Stopped|RolledBack|Unhealthy)$/.test(status)) return "bad";
-  return "warn";
-}
-
-function badge(ctx, status, attrs = {}) {
-  return ctx.h("span", { class: `badge ${badgeKind(status)}`, ...attrs, text: status });
-}
-
 const SVG = "http://www.w3.org/2000/svg";
 const NODE_W = 150;
 const NODE_H = 46;
@@ -37,7 +26,7 @@ export async function render(root, ctx, path) {
 
 const pipelineLink = (name) => `#/pipelines/pipeline/${encodeURIComponent(name)}`;
 const executionLink = (id) => `#/pipelines/execution/${encodeURIComponent(id)}`;
-const statusCell = (ctx) => (v) => badge(ctx, v);
+const statusCell = (ctx) => (v) => ctx.badge(v);
 
 function executionsTable(ctx, executions) {
   const { h } = ctx;
@@ -126,7 +115,7 @@ async function renderExecution(root, ctx, id) {
   root.append(
     h("p", {}, h("a", { href: pipelineLink(run.pipeline_name), text: `← ${run.pipeline_name}` })),
     h("h1", { text: `Execution ${id.slice(0, 12)}` }),
-    h("p", {}, "Status: ", badge(ctx, run.status, { "data-testid": "execution-status" }),
+    h("p", {}, "Status: ", ctx.badge(run.status, { "data-testid": "execution-status" }),
       ` · ${run.pipeline_name} version ${run.pipeline_version} · started by ${run.started_by} `, actions),
     run.failure_reason ? h("p", { class: "error", text: `${run.failed_step}: ${run.failure_reason}` }) : "",
     dag,

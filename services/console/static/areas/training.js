@@ -3,17 +3,6 @@
 // curves so far come from the events the console saw (and experiments' history when it runs),
 // then grow from the live event stream while the job trains.
 
-// A status as the shell's badge: green when done well, red when it failed, amber in between.
-function badgeKind(status) {
-  if (/^(Completed|Succeeded|Healthy|InService)$/.test(status)) return "ok";
-  if (/^(Failed|Stopped|RolledBack|Unhealthy)$/.test(status)) return "bad";
-  return "warn";
-}
-
-function badge(ctx, status, attrs = {}) {
-  return ctx.h("span", { class: `badge ${badgeKind(status)}`, ...attrs, text: status });
-}
-
 const STATUSES = ["Pending", "InProgress", "Stopping", "Completed", "Failed", "Stopped"];
 const RUNNING = new Set(["Pending", "InProgress", "Stopping"]);
 const ENDED = new Set(["TrainingJobCompleted", "TrainingJobFailed", "TrainingJobStopped"]);
@@ -65,7 +54,7 @@ async function renderList(root, ctx) {
   root.append(filters, results);
   const columns = [
     { key: "job_name", label: "Job", format: (value) => h("a", { href: jobLink(ctx, value), text: value }) },
-    { key: "status", label: "Status", format: (value) => badge(ctx, value) },
+    { key: "status", label: "Status", format: (value) => ctx.badge(value) },
     { key: "algorithm", label: "Algorithm" },
     { key: "device", label: "Device", format: (value) => value || "" },
     { key: "metrics", label: "Metric", format: (value) => mainMetric(value) },
@@ -160,7 +149,7 @@ async function renderJob(root, ctx, name) {
   let job = await ctx.proxy("trainer", `training-jobs/${encodeURIComponent(name)}`);
   const curves = new Map();
   let liveEvents = 0;
-  const status = badge(ctx, job.status, { "data-testid": "job-status" });
+  const status = ctx.badge(job.status, { "data-testid": "job-status" });
   const actions = h("span", { class: "actions" });
   const chart = h("div", { class: "chart", "data-testid": "metric-curve" });
   const counter = h("span", { class: "muted", "data-testid": "curve-points", "data-count": "0" });
@@ -227,7 +216,7 @@ async function renderJob(root, ctx, name) {
   const refresh = async () => {
     job = await ctx.proxy("trainer", `training-jobs/${encodeURIComponent(name)}`);
     status.textContent = job.status;
-    status.className = `badge ${badgeKind(job.status)}`;
+    status.className = `badge ${ctx.badgeKind(job.status)}`;
     drawActions();
     drawDetails();
     await loadLogs();

@@ -1,17 +1,6 @@
 // Tuning jobs: the list, and one job's leaderboard, objective over trials and the parallel
 // coordinates of its parameters. Reads the tuner through the console's proxy.
 
-// A status as the shell's badge: green when done well, red when it failed, amber in between.
-function badgeKind(status) {
-  if (/^(Completed|Succeeded|Healthy|InService)$/.test(status)) return "ok";
-  if (/^(Failed|Stopped|RolledBack|Unhealthy)$/.test(status)) return "bad";
-  return "warn";
-}
-
-function badge(ctx, status, attrs = {}) {
-  return ctx.h("span", { class: `badge ${badgeKind(status)}`, ...attrs, text: status });
-}
-
 const RUNNING = new Set(["InProgress", "Stopping"]);
 
 export async function render(root, ctx, path) {
@@ -41,7 +30,7 @@ async function renderList(root, ctx) {
   }
   root.append(h("div", { "data-testid": "tuning-jobs" }, ctx.table([
     { key: "tuning_job_name", label: "Tuning job", format: (v) => h("a", { href: link(v), text: v }) },
-    { key: "status", label: "Status", format: (v) => badge(ctx, v) },
+    { key: "status", label: "Status", format: (v) => ctx.badge(v) },
     { key: "strategy", label: "Strategy" },
     { key: "objective", label: "Objective", format: (v) => `${v.type} ${v.metric_name}` },
     { key: "trial_counts", label: "Trials ended", format: (v, job) => counts(job || { trial_counts: v }) },
@@ -88,7 +77,7 @@ async function renderJob(root, ctx, name) {
   root.append(
     h("p", {}, h("a", { href: "#/tuning", text: "← Tuning jobs" })),
     h("h1", { text: name }),
-    h("p", {}, "Status: ", badge(ctx, job.status, { "data-testid": "tuning-status" }),
+    h("p", {}, "Status: ", ctx.badge(job.status, { "data-testid": "tuning-status" }),
       ` · ${job.strategy} · ${objective.type} ${objective.metric_name} · trials ended ${counts(job)} `, actions),
   );
   if (job.reason) root.append(h("p", { class: "muted", text: job.reason }));
