@@ -15,7 +15,14 @@ from collections.abc import Callable, Mapping
 from cairn.artifacts import read_manifest
 from cairn.artifacts.manifest import ModelManifest
 from cairn.contracts.events import DeploymentRequested, VariantSpec
-from cairn.contracts.graph import ROOT, GraphNode, GraphStep, InferenceGraph, feed
+from cairn.contracts.graph import (
+    ROOT,
+    GraphNode,
+    GraphStep,
+    InferenceGraph,
+    combined_names,
+    feed,
+)
 from cairn.errors import CairnError, InvalidInput
 from cairn.inference.conditions import Condition, ConditionError
 from cairn.store.base import ObjectStore
@@ -195,14 +202,10 @@ class _Signatures:
             answer = self.step(at, step, fed, request)
             answers.append(answer)
             previous = answer
-        if node.router_type == "Sequence":
-            return answers[-1]
-        if node.router_type == "Ensemble" and node.combine == "all":
-            return [
-                f"{step.label}.{column}"
-                for step, out in zip(node.steps, answers, strict=True)
-                for column in out
-            ]
+        if node.router_type == "Sequence" or (
+            node.router_type == "Ensemble" and node.combine == "all"
+        ):
+            return combined_names(node, answers)
         for index, answer in enumerate(answers[1:], start=1):
             if answer != answers[0]:
                 raise _refuse(

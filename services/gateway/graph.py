@@ -25,7 +25,14 @@ import numpy as np
 import numpy.typing as npt
 from cairn.artifacts import LoadedModel
 from cairn.artifacts.manifest import OutputColumn, Signature
-from cairn.contracts.graph import ROOT, GraphNode, GraphStep, InferenceGraph, feed
+from cairn.contracts.graph import (
+    ROOT,
+    GraphNode,
+    GraphStep,
+    InferenceGraph,
+    combined_names,
+    feed,
+)
 from cairn.errors import InvalidInput
 from cairn.inference.conditions import Condition, ConditionError
 
@@ -92,7 +99,7 @@ class GraphModel(LoadedModel):
                 answer = self.models[self._uri[name, index]][0].output_names
             answers.append(answer)
             previous = answer
-        return _combined_names(node, answers)
+        return combined_names(node, answers)
 
     # Running -----------------------------------------------------------------------------
 
@@ -127,18 +134,6 @@ class GraphModel(LoadedModel):
             assert expression is not None
             found = self._conditions[key] = Condition(expression, columns)
         return found
-
-
-def _combined_names(node: GraphNode, answers: list[Columns]) -> Columns:
-    if node.router_type == "Sequence":
-        return answers[-1]
-    if node.router_type == "Ensemble" and node.combine == "all":
-        return [
-            f"{step.label}.{column}"
-            for step, answer in zip(node.steps, answers, strict=True)
-            for column in answer
-        ]
-    return answers[0]
 
 
 class _Walk:
@@ -238,7 +233,7 @@ class _Walk:
         else:
             answers = [await call for call in calls]
         matrices = [answer for answer, _ in answers]
-        names = _combined_names(node, [columns for _, columns in answers])
+        names = combined_names(node, [columns for _, columns in answers])
         if node.combine == "all":
             return np.concatenate(matrices, axis=1), names
         stacked = np.stack([m.astype(np.float64) for m in matrices])

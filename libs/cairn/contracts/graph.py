@@ -87,6 +87,20 @@ def feed(node: GraphNode, step: GraphStep, inputs: T, previous: T, request: T) -
     return inputs
 
 
+def combined_names(node: GraphNode, answers: list[list[str]]) -> list[str]:
+    """A node's output columns from its steps' (the deployer checks that the other kinds agree):
+    a Sequence answers with its last step's, an Ensemble `all` with each `<step>.<column>`."""
+    if node.router_type == "Sequence":
+        return answers[-1]
+    if node.router_type == "Ensemble" and node.combine == "all":
+        return [
+            f"{step.label}.{column}"
+            for step, answer in zip(node.steps, answers, strict=True)
+            for column in answer
+        ]
+    return answers[0]
+
+
 class InferenceGraph(_Data):
     """Nodes by name; `root` is where a request enters."""
 
