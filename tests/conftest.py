@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.redis_server",
     "tests.support.demo_platform",
     "tests.support.browser",
+    "tests.support.docker_engine",
 ]

@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -29,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cairn.contracts.events import InferenceCaptured
-from cairn.contracts.state import CaptureRecord, capture_file_key
+from cairn.contracts.state import capture_file_key
 from cairn.store.base import ObjectStore
 
 log = logging.getLogger("cairn.gateway.capture")
@@ -53,7 +55,11 @@ class Captured:
     output_body: bytes
 
 
-def _payload(content_type: str, body: bytes, mode: str) -> dict[str, Any]:
+_json_string = json.encoder.encode_basestring  # C; keeps non-ASCII as is, as pydantic does
+_VERSION_4 = "89ab"  # RFC 4122 variant bits of a UUID's 17th hex digit
+
+
+def _payload(content_type: str, body: bytes, mode: str) -> str:
     encoding = _TEXT_ENCODINGS.get(content_type)
     if encoding is not None:
         try:
@@ -62,32 +68,55 @@ def _payload(content_type: str, body: bytes, mode: str) -> dict[str, Any]:
             encoding = None
     if encoding is None:
         encoding, data = "BASE64", base64.b64encode(body).decode()
-    return {"observedContentType": content_type, "mode": mode, "data": data, "encoding": encoding}
-
-
-def capture_record(record: Captured) -> CaptureRecord:
-    """One request/response pair as SageMaker's data-capture record."""
-    metadata: dict[str, Any] = {
-        "eventId": str(uuid.uuid4()),
-        "inferenceTime": datetime.fromtimestamp(record.at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-    }
-    if record.inference_id is not None:
-        metadata["inferenceId"] = record.inference_id
-    if record.custom_attributes is not None:
-        metadata["customAttributes"] = record.custom_attributes
-    return CaptureRecord(
-        captureData={
-            "endpointInput": _payload(record.input_type, record.input_body, "INPUT"),
-            "endpointOutput": _payload(record.output_type, record.output_body, "OUTPUT"),
-        },
-        eventMetadata=metadata,
-        eventVersion="0",
+    return (
+        f'{{"observedContentType":{_json_string(content_type)},"mode":"{mode}",'
+        f'"data":{_json_string(data)},"encoding":"{encoding}"}}'
     )
 
 
-def capture_line(record: Captured) -> str:
-    """One JSON line of a capture file."""
-    return capture_record(record).model_dump_json()
+class _Clock:
+    """`inferenceTime` strings; the part up to the second is formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, at: float) -> str:
+        micros = round(at * 1_000_000)
+        second, fraction = divmod(micros, 1_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{fraction:06d}Z"
+
+
+def _event_ids(count: int) -> list[str]:
+    """Random (version 4) UUID strings, drawn from the OS in one call."""
+    digits = os.urandom(16 * count).hex()
+    ids = []
+    for start in range(0, 32 * count, 32):
+        h = digits[start : start + 32]
+        ids.append(
+            f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VERSION_4[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+        )
+    return ids
+
+
+def capture_line(record: Captured, event_id: str, clock: _Clock) -> str:
+    """One JSON line of a capture file: SageMaker's record, in `CaptureRecord`'s canonical form
+    (what `CaptureRecord.model_dump_json` writes), formatted directly: a pydantic model per
+    record cost ~15 us, which is what a flush of 1,000 records spent on the event loop."""
+    metadata = f'"eventId":"{event_id}","inferenceTime":"{clock(record.at)}"'
+    if record.inference_id is not None:
+        metadata += f',"inferenceId":{_json_string(record.inference_id)}'
+    if record.custom_attributes is not None:
+        metadata += f',"customAttributes":{_json_string(record.custom_attributes)}'
+    return (
+        f'{{"captureData":{{"endpointInput":'
+        f"{_payload(record.input_type, record.input_body, 'INPUT')},"
+        f'"endpointOutput":{_payload(record.output_type, record.output_body, "OUTPUT")}}},'
+        f'"eventMetadata":{{{metadata}}},"eventVersion":"0"}}'
+    )
 
 
 async def capture_lines(records: list[Captured]) -> bytes:
@@ -97,9 +126,11 @@ async def capture_lines(records: list[Captured]) -> bytes:
     that long, where a thread would hold the GIL for up to 5 ms at each hand-over.
     """
     lines: list[str] = []
+    ids = _event_ids(len(records))
+    clock = _Clock()
     deadline = time.perf_counter() + _SLICE_S
-    for record in records:
-        lines.append(capture_line(record))
+    for record, event_id in zip(records, ids, strict=True):
+        lines.append(capture_line(record, event_id, clock))
         if time.perf_counter() > deadline:
             await asyncio.sleep(0)
             deadline = time.perf_counter() + _SLICE_S
@@ -117,9 +148,12 @@ def capture_key(endpoint: str, variant: str, at: float) -> str:
 def group_by_file(records: list[Captured]) -> dict[tuple[str, str, str], list[Captured]]:
     """Records per (endpoint, variant, hour folder): each group becomes one file."""
     groups: dict[tuple[str, str, str], list[Captured]] = {}
+    hours: dict[int, str] = {}
     for record in records:
-        hour = datetime.fromtimestamp(record.at, UTC).strftime("%Y/%m/%d/%H")
-        groups.setdefault((record.endpoint, record.variant, hour), []).append(record)
+        hour = int(record.at // 3600)
+        if hour not in hours:
+            hours[hour] = datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y/%m/%d/%H")
+        groups.setdefault((record.endpoint, record.variant, hours[hour]), []).append(record)
     return groups
 
 

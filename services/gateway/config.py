@@ -70,5 +70,23 @@ class GatewaySettings(BaseSettings):
         default=0, ge=0, description="Set by the primary (0) on the processes it starts."
     )
     script_start_timeout_s: float = Field(
-        default=120.0, gt=0, description="How long a script model's model_fn may take to load."
+        default=120.0,
+        gt=0,
+        description="How long a script model's model_fn may take to load (a container model's "
+        "image: to answer GET /ping).",
+    )
+    container_engine_url: str | None = Field(
+        default=None,
+        description="The Docker engine container models run on; default: DOCKER_HOST, else the "
+        "local socket.",
+    )
+    container_network: str | None = Field(
+        default=None,
+        description="A network model containers join, reached there on port 8080 (a gateway in a "
+        "container); default: a port published on 127.0.0.1.",
+    )
+    container_instance: str | None = Field(
+        default=None,
+        description="This gateway's `cairn.gateway` label on its model containers; default: the "
+        "host name and process index.",
     )

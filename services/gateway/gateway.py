@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import random
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -48,6 +49,7 @@ from services.gateway.asgi import (
 )
 from services.gateway.capture import Captured, CaptureWriter
 from services.gateway.config import GatewaySettings
+from services.gateway.container_models import ContainerModels
 from services.gateway.domain import explanations_requested, resolve_target_model
 from services.gateway.human_loop import HumanLoop
 from services.gateway.instances import ScaledToZero
@@ -60,7 +62,8 @@ from services.gateway.runtime import (
     VariantRuntime,
 )
 from services.gateway.sagemaker_errors import CredentialRejected, EndpointNotFound, ModelFailed
-from services.gateway.script_models import ScriptModel, ScriptModels
+from services.gateway.script_models import ScriptModels
+from services.gateway.served_models import ServedModel
 
 log = logging.getLogger("cairn.gateway")
 
@@ -103,6 +106,14 @@ class Gateway:
         self.scripts = ScriptModels(
             start_timeout_s=settings.script_start_timeout_s,
             timeout_s=settings.script_invocation_timeout_s,
+            containers=ContainerModels(
+                engine_url=settings.container_engine_url,
+                network=settings.container_network,
+                instance=settings.container_instance
+                or f"{socket.gethostname()}-{settings.process_index}",
+                start_timeout_s=settings.script_start_timeout_s,
+                timeout_s=settings.script_invocation_timeout_s,
+            ),
         )
         self.cache = ModelCache(
             service.store,
@@ -225,8 +236,8 @@ class Gateway:
             headers.get("accept"),
             default=content_type if content_type in (CSV, JSON, JSONLINES) else JSON,
         )
-        # user code in its own model server, or a built-in that takes whole bodies (images, ...)
-        if isinstance(serving.model, ScriptModel | StructuredModel):
+        # user code in its own server or container, or a built-in that takes whole bodies
+        if isinstance(serving.model, ServedModel | StructuredModel):
             await self._invoke_script(endpoint, variant, serving.model, headers, body, send, call)
             return
         try:  # what SageMaker's container would do: its refusals are ModelErrors
@@ -263,7 +274,7 @@ class Gateway:
         self,
         endpoint: EndpointRuntime,
         variant: VariantRuntime,
-        model: ScriptModel | StructuredModel,
+        model: ServedModel | StructuredModel,
         headers: dict[str, str],
         body: bytes,
         send: Send,
@@ -275,6 +286,8 @@ class Gateway:
         accept = media_type(headers.get("accept"), default=JSON)
         try:
             out_body, out_type = await model.invoke(body, content_type, accept)
+        except Unavailable:
+            raise  # the platform's (no container engine), not the model's: 503
         except CairnError as error:
             log.info("model error on %s/%s: %s", endpoint.name, variant.name, error.message)
             raise ModelFailed(error, endpoint.name, variant.name) from error

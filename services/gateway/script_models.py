@@ -4,7 +4,9 @@ User code never runs in the gateway's process: each script package gets a `model
 process (SageMaker's inference-toolkit contract), started on its first request, reached over a
 Unix socket in a private temp directory, restarted on the next request once it died. A request
 the user code fails on, or one it does not answer within `script_invocation_timeout_s` (the
-server is then killed and started again at once), is a ModelError of that request only.
+server is then killed and started again at once), is a ModelError of that request only. The
+lifecycle is `ServedModel`'s (served_models.py), shared with container models: a script package
+whose manifest names an `image` is served by its container instead (container_models.py).
 """
 
 from __future__ import annotations
@@ -18,13 +20,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from cairn.artifacts import (
     LoadedModel,
     ModelManifest,
@@ -33,25 +31,21 @@ from cairn.artifacts import (
     load_model,
     read_manifest,
 )
-from cairn.artifacts.signature import Cell
-from cairn.errors import CairnError, InvalidInput
+from cairn.errors import InvalidInput
 from cairn.store.base import ObjectStore
 
+from services.gateway.container_models import ContainerModels
 from services.gateway.model_server import SCRIPT_FILES
+from services.gateway.served_models import ModelServerError, Reply, ServedModel
 
 log = logging.getLogger("cairn.gateway")
 
 SERVER = Path(__file__).with_name("model_server.py")
-_POLL_S = 0.02
 # The gateway's own credentials stay out of user code's environment.
 _PRIVATE_ENV = ("CAIRN_", "AWS_")
-_INVOCATIONS_ONLY = (
-    "a script model answers SageMaker invocations only (its inference.py decodes the body): "
-    "v2, v1, async requests and pipelines cannot feed it rows"
-)
 
 
-class ScriptModelError(CairnError):
+class ScriptModelError(ModelServerError):
     """The user's inference code failed, hung or died (SageMaker: the container's 500)."""
 
     code = "script_model_error"
@@ -81,92 +75,26 @@ _REFUSALS: dict[int, type[ScriptInputRefused]] = {
 }
 
 
-class ScriptModel(LoadedModel):
+class ScriptModel(ServedModel):
     """A script package on disk and its model-server process (none until the first request)."""
+
+    failure = ScriptModelError
+    refusals = _REFUSALS
+    refused = ScriptInputRefused
 
     def __init__(
         self, manifest: ModelManifest, root: Path, *, start_timeout_s: float, timeout_s: float
     ) -> None:
-        super().__init__(manifest)
+        super().__init__(manifest, start_timeout_s=start_timeout_s, timeout_s=timeout_s)
         self.root = root
         self.model_dir = root / "model"
         self.socket_path = str(root / "server.sock")
-        self.start_timeout_s = start_timeout_s
-        self.timeout_s = timeout_s
         self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self._lock = asyncio.Lock()
-        self._restart: asyncio.Task[None] | None = None
 
-    def encode_rows(self, rows: Sequence[Sequence[Cell]]) -> npt.NDArray[np.float32]:
-        raise InvalidInput(_INVOCATIONS_ONLY)
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
-    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.float32]:
-        raise InvalidInput(_INVOCATIONS_ONLY)
-
-    def predict(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
-        raise InvalidInput(_INVOCATIONS_ONLY)
-
-    async def invoke(self, body: bytes, content_type: str, accept: str | None) -> tuple[bytes, str]:
-        """One request through the user's input_fn, predict_fn and output_fn.
-
-        Requests queue for the server (it answers one at a time); the timeout counts from the
-        moment this one is sent, so a slow model_fn at start does not fail it.
-        """
-        async with self._lock:
-            await self._ensure_started()
-            try:
-                answer, out = await asyncio.wait_for(
-                    self._exchange(body, content_type, accept), self.timeout_s
-                )
-            except TimeoutError:
-                pid = self.process.pid if self.process else None
-                log.warning("model server %s (pid %s) hung: killed, restarting", self.root, pid)
-                self._kill()
-                self._restart = asyncio.get_running_loop().create_task(self._start_locked())
-                raise ScriptModelError(
-                    f"the model did not answer within {self.timeout_s:g} s: its server was "
-                    "restarted"
-                ) from None
-            except (OSError, ValueError, asyncio.IncompleteReadError) as error:
-                code = self.process.poll() if self.process else None
-                self._kill()
-                raise ScriptModelError(
-                    f"the model server died while answering (exit code {code}): it restarts "
-                    "with the next request",
-                    reason=type(error).__name__,
-                ) from None
-        status = int(answer["status"])
-        if 400 <= status < 500:
-            refusal = _REFUSALS.get(status, ScriptInputRefused)
-            raise refusal(str(answer["error"]), model_status=status)
-        if status != 200:
-            raise ScriptModelError(str(answer["error"]), model_status=status)
-        return out, str(answer["content_type"])
-
-    async def _exchange(
-        self, body: bytes, content_type: str, accept: str | None
-    ) -> tuple[dict[str, Any], bytes]:
-        header = {"content_type": content_type, "accept": accept, "length": len(body)}
-        reader, writer = await asyncio.open_unix_connection(self.socket_path)
-        try:
-            writer.write(json.dumps(header).encode() + b"\n" + body)
-            await writer.drain()
-            answer: dict[str, Any] = json.loads(await reader.readline())
-            return answer, await reader.readexactly(int(answer["length"]))
-        finally:
-            writer.close()
-
-    async def _start_locked(self) -> None:
-        async with self._lock:
-            with contextlib.suppress(CairnError):
-                await self._ensure_started()
-
-    async def _ensure_started(self) -> None:
-        """Start the server unless it runs; wait until its socket accepts or it exits."""
-        if self.process is not None and self.process.poll() is None:
-            return
-        self._kill()
+    async def launch(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV)}
         env.update(SM_MODEL_DIR=str(self.model_dir), PYTHONUNBUFFERED="1")
         self.process = await asyncio.to_thread(
@@ -176,23 +104,42 @@ class ScriptModel(LoadedModel):
             env=env,
             stdin=subprocess.DEVNULL,
         )
-        self.starts += 1
-        deadline = time.monotonic() + self.start_timeout_s
-        while not self._listening():
-            code = self.process.poll()
-            if code is not None:
-                raise ScriptModelError(
-                    f"the model server exited with code {code} before serving (model_fn or "
-                    "inference.py failed; its traceback is in the gateway's log)"
-                )
-            if time.monotonic() > deadline:
-                self._kill()
-                raise ScriptModelError(f"model_fn did not finish within {self.start_timeout_s:g} s")
-            await asyncio.sleep(_POLL_S)
-        log.info("model server of %s serving (pid %d)", self.root, self.process.pid)
 
-    def _listening(self) -> bool:
-        return os.path.exists(self.socket_path)  # the server renames it there once it listens
+    async def answers(self) -> bool:
+        # the server renames its socket there once it listens (one stat: no thread needed)
+        return os.path.exists(self.socket_path)  # noqa: ASYNC240
+
+    async def exit_code(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    async def exchange(self, body: bytes, content_type: str, accept: str | None) -> Reply:
+        header = {"content_type": content_type, "accept": accept, "length": len(body)}
+        reader, writer = await asyncio.open_unix_connection(self.socket_path)
+        try:
+            writer.write(json.dumps(header).encode() + b"\n" + body)
+            await writer.drain()
+            answer: dict[str, Any] = json.loads(await reader.readline())
+            out = await reader.readexactly(int(answer["length"]))
+        finally:
+            writer.close()
+        content_type, error = answer.get("content_type", ""), answer.get("error", "")
+        return Reply(int(answer["status"]), out, str(content_type), str(error))
+
+    async def stop(self) -> None:
+        self._kill()
+
+    def exited_message(self, code: int) -> str:
+        return (
+            f"the model server exited with code {code} before serving (model_fn or "
+            "inference.py failed; its traceback is in the gateway's log)"
+        )
+
+    def slow_start_message(self) -> str:
+        return f"model_fn did not finish within {self.start_timeout_s:g} s"
+
+    def describe(self) -> str:
+        pid = self.process.pid if self.process else None
+        return f"model server of {self.root} (pid {pid})"
 
     def _kill(self) -> None:
         process, self.process = self.process, None
@@ -204,23 +151,38 @@ class ScriptModel(LoadedModel):
 
     def close(self) -> None:
         """Stop the server and remove the package's files."""
-        if self._restart is not None:
-            self._restart.cancel()
+        super().close()
         self._kill()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
 class ScriptModels:
-    """Loads packages for the gateway's cache: script packages here, the others by `load_model`."""
+    """Loads packages for the gateway's cache: script packages here (or in their container, when
+    they name an image), the others by `load_model`."""
 
-    def __init__(self, *, start_timeout_s: float, timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        start_timeout_s: float,
+        timeout_s: float,
+        containers: ContainerModels | None = None,
+    ) -> None:
         self.start_timeout_s = start_timeout_s
         self.timeout_s = timeout_s
+        self.containers = containers
         self.models: set[ScriptModel] = set()
 
     def load(self, store: ObjectStore, uri: str) -> LoadedModel:
-        if read_manifest(store, uri).framework != "script":
+        manifest = read_manifest(store, uri)
+        if manifest.framework != "script":
             return load_model(store, uri)
+        if manifest.details.get("image"):
+            if self.containers is None:
+                raise UnsupportedModelPackage(
+                    f"package {uri} is served by its image {manifest.details['image']!r}, and "
+                    "this gateway serves no container models"
+                )
+            return self.containers.load(store, uri)
         root = Path(tempfile.mkdtemp(prefix="cairn-script-"))  # short: Unix socket paths are
         try:
             manifest = download_package(store, uri, root / "model")
@@ -242,7 +204,11 @@ class ScriptModels:
         if isinstance(model, ScriptModel):
             self.models.discard(model)
             model.close()
+        elif self.containers is not None:
+            self.containers.evicted(model)
 
     def close(self) -> None:
         for model in list(self.models):
             self.evicted(model)
+        if self.containers is not None:
+            self.containers.close()

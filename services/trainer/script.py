@@ -78,7 +78,7 @@ def run_script_job(
         if request.image:
             from services.trainer.container import run_container
 
-            code = run_container(request.image, ml, env, args, ctx)
+            code = run_container(request.image, ml, env, args, ctx, log_metrics.read)
         else:
             code = _run_subprocess(store, request, ml, env, args, ctx, log_metrics)
         stack.close()  # last checkpoint upload, pipes released

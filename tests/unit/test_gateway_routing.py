@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -167,6 +169,64 @@ async def test_capture_serialising_lets_requests_run_between_slices():
         CaptureRecord.model_validate_json(line).eventMetadata["inferenceId"] for line in lines[:-1]
     ]
     assert ids == [record.inference_id for record in records]
+
+
+async def test_capture_lines_are_the_contracts_canonical_form():
+    """Lines are formatted without a pydantic model per record; they must still be exactly what
+    `CaptureRecord` writes, whatever the bodies and ids hold."""
+    at = datetime(2026, 11, 3, 23, 59, 59, 999_999, tzinfo=UTC).timestamp()
+    odd = 'q"uote\\back\nnew\tline\x01ctl\x7f é ✓ 🙂 </script>'
+    records = [
+        Captured("e", "v", at, None, None, "text/csv", b"1,2", "text/csv", b"0.5\n"),
+        Captured(
+            "e",
+            "v",
+            at + 1e-6,
+            odd,
+            odd,
+            "application/json",
+            odd.encode(),
+            "application/json",
+            b"[]",
+        ),
+        Captured(
+            "e",
+            "v",
+            at + 0.5,
+            "i",
+            None,
+            "application/x-npy",
+            b"\x93NUMPY\xff",
+            "application/json",
+            b"1",
+        ),
+        Captured("e", "v", at + 2, None, "a=1", "text/csv", b"\xff\xfe", "text/csv", b"0"),
+    ]
+    lines = (await capture_lines(records)).decode().split("\n")[:-1]
+
+    assert len(lines) == len(records)
+    for record, line in zip(records, lines, strict=True):
+        parsed = CaptureRecord.model_validate_json(line)
+        assert parsed.model_dump_json() == line
+        metadata = parsed.eventMetadata
+        assert uuid.UUID(metadata["eventId"]).version == 4
+        moment = datetime.strptime(metadata["inferenceTime"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        assert moment.replace(tzinfo=UTC).timestamp() == pytest.approx(record.at, abs=2e-6)
+        assert metadata.get("inferenceId") == record.inference_id
+        assert metadata.get("customAttributes") == record.custom_attributes
+        sent = parsed.captureData["endpointInput"]
+        if sent["encoding"] == "BASE64":
+            assert base64.b64decode(sent["data"]) == record.input_body
+        else:
+            assert sent["data"].encode() == record.input_body
+    assert json.loads(lines[1])["captureData"]["endpointInput"]["encoding"] == "JSON"
+    assert [json.loads(line)["captureData"]["endpointInput"]["encoding"] for line in lines] == [
+        "CSV",
+        "JSON",
+        "BASE64",
+        "BASE64",  # text/csv that is not UTF-8
+    ]
+    assert len({json.loads(line)["eventMetadata"]["eventId"] for line in lines}) == len(lines)
 
 
 @pytest.fixture(scope="module")

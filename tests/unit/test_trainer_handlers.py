@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -276,8 +277,9 @@ async def test_a_byo_script_runs_with_the_sagemaker_contract(store: InMemoryObje
 
 
 async def test_an_image_job_without_docker_fails_with_a_clear_reason(
-    store: InMemoryObjectStore,
+    store: InMemoryObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-docker.sock'}")  # whatever runs
     harness = Harness(store)
     job = request(
         algorithm="script",
