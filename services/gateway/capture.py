@@ -90,16 +90,9 @@ class _Clock:
         return f"{self._prefix}.{fraction:06d}Z"
 
 
-def _event_ids(count: int) -> list[str]:
-    """Random (version 4) UUID strings, drawn from the OS in one call."""
-    digits = os.urandom(16 * count).hex()
-    ids = []
-    for start in range(0, 32 * count, 32):
-        h = digits[start : start + 32]
-        ids.append(
-            f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VERSION_4[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-        )
-    return ids
+def _event_id(h: str) -> str:
+    """A random (version 4) UUID string from 32 random hex digits."""
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VERSION_4[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 def capture_line(record: Captured, event_id: str, clock: _Clock) -> str:
@@ -126,10 +119,11 @@ async def capture_lines(records: list[Captured]) -> bytes:
     that long, where a thread would hold the GIL for up to 5 ms at each hand-over.
     """
     lines: list[str] = []
-    ids = _event_ids(len(records))
+    randomness = os.urandom(16 * len(records)).hex()  # one call to the OS for every event id
     clock = _Clock()
     deadline = time.perf_counter() + _SLICE_S
-    for record, event_id in zip(records, ids, strict=True):
+    for index, record in enumerate(records):
+        event_id = _event_id(randomness[32 * index : 32 * index + 32])
         lines.append(capture_line(record, event_id, clock))
         if time.perf_counter() > deadline:
             await asyncio.sleep(0)

@@ -28,6 +28,17 @@ class GatewaySettings(BaseSettings):
         "arrives while the previous batch runs (no added latency).",
     )
     micro_batching: bool = True
+    gpu: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: large requests to XGBoost models predict on a GPU when one is usable "
+        "(an XGBoost built with CUDA and `nvidia-smi -L` listing a GPU); off: never.",
+    )
+    gpu_min_rows: int = Field(
+        default=2048,
+        ge=1,
+        description="Rows from which a request is large: it skips the micro-batcher for the GPU "
+        "when there is one, and its answer says which device served it (X-Cairn-Device).",
+    )
     mme_cache_bytes: int = Field(
         default=1 << 30,
         gt=0,

@@ -51,6 +51,7 @@ from services.gateway.capture import Captured, CaptureWriter
 from services.gateway.config import GatewaySettings
 from services.gateway.container_models import ContainerModels
 from services.gateway.domain import explanations_requested, resolve_target_model
+from services.gateway.gpu import GpuServing, with_device
 from services.gateway.human_loop import HumanLoop
 from services.gateway.instances import ScaledToZero
 from services.gateway.metrics import VariantMeter
@@ -115,13 +116,14 @@ class Gateway:
                 timeout_s=settings.script_invocation_timeout_s,
             ),
         )
+        self.gpu = GpuServing(settings, self.executor)
         self.cache = ModelCache(
             service.store,
             self.executor,
             budget_bytes=settings.mme_cache_bytes,
             batch_max_rows=settings.batch_max_size,
             batch_max_wait_s=settings.batch_max_wait_ms / 1000.0,
-            loader=self.scripts.load,
+            loader=self.gpu.loader(self.scripts.load),
             on_evict=self.scripts.evicted,
         )
         self.table = RoutingTable(self.cache, VariantMeter)
@@ -242,7 +244,13 @@ class Gateway:
             return
         try:  # what SageMaker's container would do: its refusals are ModelErrors
             matrix = parse_body(serving.model, content_type, body)
-            result = await self.predict(serving, matrix)
+            if len(matrix) < self.gpu.min_rows:
+                result = await self.predict(serving, matrix)
+            else:  # large: the GPU where there is one (gpu.py); the answer says which served it
+                result, device = await self.gpu.predict(
+                    serving, variant.meter, matrix, self.predict
+                )
+                send = with_device(send, device)
             explanations = None
             if explanations_requested(headers.get(H_EXPLANATIONS)):
                 explanations = await self.explain(serving, matrix)

@@ -50,7 +50,7 @@ async def list_endpoints(gateway: GatewayDep) -> list[dict[str, Any]]:
 @endpoints_router.get("/endpoints/{name}/models", dependencies=[requires("read")])
 async def endpoint_models(name: str, gateway: GatewayDep) -> dict[str, Any]:
     """The models an endpoint serves on this replica (its Target-Model choices) and their size."""
-    return loaded_models(gateway.table.get(name), gateway.cache)
+    return {**loaded_models(gateway.table.get(name), gateway.cache), "gpu": gateway.gpu.describe()}
 
 
 def _v2_error(error: CairnError) -> JSONResponse:

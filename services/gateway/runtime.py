@@ -111,6 +111,7 @@ def loaded_models(endpoint: EndpointRuntime, cache: ModelCache) -> dict[str, Any
                 "target_model": short[uri] if taken.count(short[uri]) == 1 else uri,
                 "model_uri": uri,
                 "framework": serving.model.manifest.framework,
+                "devices": list(getattr(serving.model, "devices", ("cpu",))),
                 "variants": variants,
                 "size_bytes": serving.size_bytes,
             }

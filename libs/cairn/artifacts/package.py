@@ -263,9 +263,46 @@ class XGBoostModel(LoadedModel):
         self._feature_names = self.booster.feature_names
         self._feature_types = self.booster.feature_types
         self._explain_lock = threading.Lock()
+        self._gpu_booster: Any = None
+        self._gpu_lock = threading.Lock()  # one device: large batches take turns on it
+        self.devices: tuple[str, ...] = ("cpu",)
 
     def predict(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[Any]:
         result: npt.NDArray[Any] = self.booster.inplace_predict(self._check_width(matrix))
+        return result
+
+    def use_gpu(self, booster: Any = None) -> None:
+        """Add a copy of the booster on the GPU for `predict_on(..., "cuda")`; `predict` stays
+        on the CPU booster, so small requests pay no transfer to the device.
+
+        Only call this where `cairn.gpu.gpu_status()` says a GPU is usable: elsewhere XGBoost
+        falls back to the CPU with no more than a warning. `booster` stands in for the copy
+        (tests, on machines without a GPU).
+        """
+        if booster is None:
+            booster = self.booster.copy()
+            booster.set_param({"device": "cuda"})
+        self._gpu_booster = booster
+        self.devices = ("cpu", "cuda")
+
+    def predict_on(self, matrix: npt.NDArray[np.float32], device: str) -> npt.NDArray[Any]:
+        """`predict` on the named device: "cpu", or "cuda" once `use_gpu` added that booster."""
+        if device == "cpu":
+            return self.predict(matrix)
+        if device != "cuda" or self._gpu_booster is None:
+            raise InvalidInput(f"this model predicts on {list(self.devices)}, not {device!r}")
+        # The rows are in host memory: XGBoost copies a DMatrix to the device whole, and
+        # inplace_predict with a GPU booster falls back to that (with a warning) anyway.
+        import xgboost
+
+        dmatrix = xgboost.DMatrix(
+            self._check_width(matrix),
+            feature_names=self._feature_names,
+            feature_types=self._feature_types,
+            enable_categorical=True,
+        )
+        with self._gpu_lock:
+            result: npt.NDArray[Any] = self._gpu_booster.predict(dmatrix)
         return result
 
     def explain(self, matrix: npt.NDArray[np.float32]) -> npt.NDArray[Any]:

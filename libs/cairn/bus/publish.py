@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from cairn.auth.signing import sign_envelope
 from cairn.contracts import Envelope, EventSpec, spec_for
+from cairn.contracts.envelope import envelope_class
 from cairn.errors import InvalidInput
 
 CONTENT_TYPE = "application/json"
@@ -53,8 +54,7 @@ def envelope_for(
     spec = _spec_of(data)
     if correlation_id is None:
         correlation_id = cause.correlation_id if cause is not None else str(uuid4())
-    envelope_class: type[Envelope[Any]] = Envelope[type(data)]  # type: ignore[misc,assignment]
-    return envelope_class(
+    return envelope_class(type(data))(
         type=spec.type,
         source=source,
         correlation_id=correlation_id,

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from cairn.contracts.envelope import Envelope, RawEnvelope
+from cairn.contracts.envelope import Envelope, RawEnvelope, envelope_class
 from cairn.errors import EventValidationError, UnknownEventType
 
 ModelT = TypeVar("ModelT", bound=type[BaseModel])
@@ -176,7 +176,7 @@ def decode_envelope(raw: bytes | str | dict[str, Any]) -> Envelope[Any]:
     except ValidationError as exc:
         raise EventValidationError(f"invalid envelope: {validation_message(exc)}") from exc
     data = validate_data(loose.type, loose.data)
-    typed: Envelope[Any] = Envelope[type(data)].model_validate(  # type: ignore[misc]
+    typed: Envelope[Any] = envelope_class(type(data)).model_validate(
         {**loose.model_dump(exclude={"data"}), "data": data}
     )
     return typed
