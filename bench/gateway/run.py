@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -52,8 +53,14 @@ ENDPOINT = "bench"
 ASYNC_REQUESTS = 300  # InvokeEndpointAsync requests per async measurement
 ASYNC_WORKERS = (1, 2)  # the gateway's async consumers (MaxConcurrentInvocationsPerInstance)
 ASYNC_OUTPUT = "outputs/bench-async/"
+PIPELINE_REPEATS = 2000  # timed calls per pipeline.py figure
 CONNECTIONS = (1, 8, 32, 64)
+TAIL_ROWS = {(server, count) for server in ("gateway", "floor") for count in (1, 8)}
+TAIL_REPEATS = 3  # runs of each TAIL_ROWS row; the one with the median p99 is kept
 SERVERS = ("gateway", "triton", "mlflow", "floor")
+# Not wrk rows: the queue's req/s, pipeline.py's overhead per step, scaling.py's 1 -> 2
+# processes and serverless cold start (each script also runs alone).
+EXTRAS = ("async", "pipeline", "scaling")
 # (workers, OMP_NUM_THREADS or None for MLflow's default) tried at 32 connections.
 MLFLOW_CANDIDATES: tuple[tuple[int, str | None], ...] = ((1, "1"), (2, "1"), (4, "1"), (2, None))
 FOREIGN_CPU_LIMIT = 0.15  # cores used by other processes during a run before it is re-run
@@ -82,6 +89,7 @@ class Measurement:
     wrk_cpu_cores: float
     setting: str = ""
     attempts: int = 1
+    p99_ms_repeats: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -436,7 +444,28 @@ def measure(
     groups: set[int],
     retries: int,
 ) -> Measurement:
-    """One row; re-run (up to `retries` times) while other processes took CPU, keep the calmest."""
+    """One row. The rows of the p99 goal (gateway and floor at 1 and 8 clients) are measured
+    `TAIL_REPEATS` times and the run with the median p99 is kept: one 10 s run's p99 moves by
+    +-25 % from run to run on this machine (the floor's 8-client p99 went from 5.8 to 9.0 ms in
+    one evening), so a single run's ratio says more about the noise than about the servers."""
+    repeats = TAIL_REPEATS if (target.name, connections) in TAIL_ROWS else 1
+    runs = [
+        measure_once(wrk, target, connections, duration_s, groups, retries) for _ in range(repeats)
+    ]
+    kept = sorted(runs, key=lambda run: run.p99_ms)[len(runs) // 2]
+    kept.p99_ms_repeats = [run.p99_ms for run in runs]
+    return kept
+
+
+def measure_once(
+    wrk: str,
+    target: Target,
+    connections: int,
+    duration_s: float,
+    groups: set[int],
+    retries: int,
+) -> Measurement:
+    """One run; re-run (up to `retries` times) while other processes took CPU, keep the calmest."""
     attempts: list[Measurement] = []
     for _ in range(retries + 1):
         attempts.append(run_wrk(wrk, target, connections, duration_s, groups))
@@ -763,6 +792,11 @@ def print_report(results: dict[str, Any]) -> None:
                 f"{row['p99_ms']:8.2f} {row['errors']:6d} {row['load1']:5.2f} "
                 f"{row['foreign_cpu_cores']:9.2f}  {row.get('setting', '')}"
             )
+    for server, count in sorted(TAIL_ROWS):
+        row = find(rows, server, count)
+        if row is not None and len(row.get("p99_ms_repeats", [])) > 1:
+            runs = ", ".join(f"{value:.2f}" for value in row["p99_ms_repeats"])
+            print(f"p99 of each run, {server} at {count} client(s): {runs} ms (median kept)")
     print()
     labels = {
         "gateway_over_mlflow_rps_at_32": "gateway / MLflow req/s at 32 clients",
@@ -780,9 +814,50 @@ def print_report(results: dict[str, Any]) -> None:
             extra = f" (p99 {ratio['gateway_p99_ms']:.2f} vs {ratio['mlflow_p99_ms']:.2f} ms)"
         verdict = "met" if ratio["met"] else "NOT met"
         print(f"{label}: {ratio['value']:.2f}x{extra}  goal {ratio['goal']}: {verdict}")
-    for run in results["settings"].get("async", []):
-        print(f"async through the queue, {run['workers']} worker(s): {run['rps']:.1f} req/s")
+    print_extras(results["settings"])
     print(f"MLflow settings measured: {results['settings'].get('mlflow')}")
+
+
+def _script(name: str) -> Any:
+    """A sibling benchmark script as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_gateway_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure_scaling(duration_s: float) -> dict[str, Any]:
+    """scaling.py in its own process (it starts gateways of its own); its summary and rows."""
+    subprocess.run(
+        [sys.executable, str(BENCH / "scaling.py"), "--duration", str(duration_s)], check=True
+    )
+    written = json.loads((BENCH / "scaling.json").read_text())
+    return {key: written[key] for key in ("summary", "processes", "cold_start")}
+
+
+def print_extras(settings: dict[str, Any]) -> None:
+    for run in settings.get("async", []):
+        print(f"async through the queue, {run['workers']} worker(s): {run['rps']:.1f} req/s")
+    pipeline = settings.get("pipeline")
+    if pipeline:
+        for size in ("1_row", "64_rows"):
+            figures = pipeline[size]
+            print(
+                f"inference pipeline, {size.replace('_', ' ')}: model alone "
+                f"{figures['single_model_us']:.1f} us, each added step "
+                f"+{figures['overhead_per_added_step_us']:.1f} us"
+            )
+    summary = settings.get("scaling", {}).get("summary", {})
+    if "rps_2_over_1" in summary:
+        print(f"1 -> 2 gateway processes at 32 clients: {summary['rps_2_over_1']:.2f}x req/s")
+    if summary.get("server_cold_start_ms_median") is not None:
+        print(
+            "serverless cold start: first answer "
+            f"{summary.get('cold_first_answer_ms_median_running_process')} ms (running "
+            f"process), server's own {summary['server_cold_start_ms_median']} ms, warm "
+            f"{summary.get('warm_request_ms_median')} ms"
+        )
 
 
 # Main --------------------------------------------------------------------------------------------
@@ -793,8 +868,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per row")
     parser.add_argument(
         "--servers",
-        default=",".join(SERVERS),
-        help=f"subset, comma-separated, of {','.join(SERVERS)} and async (the queue's req/s)",
+        default=",".join(SERVERS + EXTRAS),
+        help=f"subset, comma-separated, of {','.join(SERVERS + EXTRAS)} (default: all, one run)",
     )
     parser.add_argument("--connections", default=",".join(map(str, CONNECTIONS)))
     parser.add_argument("--retries", type=int, default=2, help="re-runs of a disturbed row")
@@ -838,6 +913,12 @@ def main() -> None:
                     for workers in ASYNC_WORKERS
                 ]
                 continue
+            if name == "pipeline":
+                settings["pipeline"] = _script("pipeline").main(PIPELINE_REPEATS)
+                continue
+            if name == "scaling":
+                settings["scaling"] = measure_scaling(args.duration)
+                continue
             if name == "gateway":
                 contexts.append(gateway(workdir, token, row))
             elif name == "triton":
@@ -866,7 +947,7 @@ def main() -> None:
                     for count, threads in chosen
                 )
             else:
-                sys.exit(f"unknown server {name!r}: pick from {SERVERS}")
+                sys.exit(f"unknown server {name!r}: pick from {SERVERS + EXTRAS}")
             candidates: list[Measurement] = []
             for context in contexts:
                 with context as (target, groups):

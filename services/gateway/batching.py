@@ -1,10 +1,17 @@
 """Adaptive micro-batching: concurrent requests for one model are stacked into one predict call.
 
 There is no fixed delay. A request that is alone predicts at once on the event loop (the cheapest
-path for one client). When several are in flight they queue; one batch runs in a worker thread
-(XGBoost releases the GIL, so the loop keeps parsing requests meanwhile) and whatever queued while
-it ran becomes the next batch. Batches therefore grow with load and cost no latency without it.
-`max_wait_s` optionally holds a partly filled batch a little longer under load.
+path for one client). When several are in flight they queue; each batch is predicted as one call
+and whatever queued while it ran becomes the next batch. Batches therefore grow with load and cost
+no latency without it. `max_wait_s` optionally holds a partly filled batch a little longer under
+load.
+
+A batch of at most `inline_max_rows` rows predicts on the event loop; a larger one in a worker
+thread (XGBoost releases the GIL, so the loop keeps parsing requests meanwhile). Small batches
+used to go to the thread too, and that hand-over was the gateway's p99 at 8 clients: the thread
+runs Python around the predict (stacking, XGBoost's own argument checks, the batch metric) while
+the loop runs Python too, and each waits for the other's GIL up to the 5 ms switch interval. On
+the loop a batch of 64 single-row requests costs ~0.3 ms (bench/gateway/README.md).
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ class MicroBatcher:
         max_batch_rows: int = 64,
         max_wait_s: float = 0.0,
         on_batch: BatchObserver | None = None,
+        inline_max_rows: int = 0,
     ) -> None:
         self._predict = predict
         self._executor = executor
         self.max_batch_rows = max_batch_rows
+        self.inline_max_rows = inline_max_rows
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
         self._pending: deque[tuple[Matrix, asyncio.Future[npt.NDArray[Any]]]] = deque()
@@ -90,8 +99,22 @@ class MicroBatcher:
         self._pending_rows -= rows
         self._running = True
         matrices = [matrix for matrix, _ in batch]
+        if rows <= self.inline_max_rows:
+            self._finish(loop, batch, self._predict_inline(loop, matrices))
+            return
         work = loop.run_in_executor(self._executor, self._predict_stacked, matrices)
         work.add_done_callback(lambda done: self._finish(loop, batch, done))
+
+    def _predict_inline(
+        self, loop: asyncio.AbstractEventLoop, matrices: list[Matrix]
+    ) -> asyncio.Future[npt.NDArray[Any]]:
+        """The batch predicted on the loop, as the done future `_finish` takes."""
+        done: asyncio.Future[npt.NDArray[Any]] = loop.create_future()
+        try:
+            done.set_result(self._predict_stacked(matrices))
+        except Exception as error:
+            done.set_exception(error)
+        return done
 
     def _predict_stacked(self, matrices: list[Matrix]) -> npt.NDArray[Any]:
         stacked = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)

@@ -21,6 +21,12 @@ class GatewaySettings(BaseSettings):
         default=None, description="Served by POST /invocations; default: the only endpoint."
     )
     batch_max_size: int = Field(default=64, ge=1, description="Rows stacked into one predict.")
+    batch_inline_max_rows: int = Field(
+        default=64,
+        ge=0,
+        description="Batches of at most this many rows predict on the event loop, larger ones "
+        "in a worker thread (0: every batch in a thread).",
+    )
     batch_max_wait_ms: float = Field(
         default=0.0,
         ge=0,

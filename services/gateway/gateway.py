@@ -123,6 +123,7 @@ class Gateway:
             budget_bytes=settings.mme_cache_bytes,
             batch_max_rows=settings.batch_max_size,
             batch_max_wait_s=settings.batch_max_wait_ms / 1000.0,
+            batch_inline_max_rows=settings.batch_inline_max_rows,
             loader=self.gpu.loader(self.scripts.load),
             on_evict=self.scripts.evicted,
         )

@@ -135,6 +135,7 @@ class ModelCache:
         budget_bytes: int,
         batch_max_rows: int,
         batch_max_wait_s: float,
+        batch_inline_max_rows: int = 0,
         loader: Callable[[ObjectStore, str], LoadedModel] = load_model,
         on_evict: Callable[[LoadedModel], None] = lambda model: None,
     ) -> None:
@@ -145,6 +146,7 @@ class ModelCache:
         self.budget_bytes = budget_bytes
         self.batch_max_rows = batch_max_rows
         self.batch_max_wait_s = batch_max_wait_s
+        self.batch_inline_max_rows = batch_inline_max_rows
         self._models: OrderedDict[str, ServingModel] = OrderedDict()
         self._loading: dict[str, asyncio.Future[ServingModel]] = {}
         self._pipelines: dict[str, ServingModel] = {}
@@ -200,6 +202,7 @@ class ModelCache:
             max_batch_rows=self.batch_max_rows,
             max_wait_s=self.batch_max_wait_s,
             on_batch=BATCH_ROWS.labels(uri).observe,
+            inline_max_rows=self.batch_inline_max_rows,
         )
         size = sum(step.size_bytes for step in steps)
         chained = self._pipelines[uri] = ServingModel(uri, model, batcher, size, uris)
@@ -235,6 +238,7 @@ class ModelCache:
             max_batch_rows=self.batch_max_rows,
             max_wait_s=self.batch_max_wait_s,
             on_batch=rows.observe,
+            inline_max_rows=self.batch_inline_max_rows,
         )
         log.info("loaded model %s (%d bytes) in %.3fs", uri, size, time.perf_counter() - started)
         return ServingModel(uri, model, batcher, size)

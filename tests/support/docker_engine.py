@@ -294,9 +294,16 @@ def build_image(engine: DockerEngine, tag: str = IMAGE) -> str:
 def model_image(docker_engine: DockerEngine) -> str:
     """The test image's tag, built once per session."""
     try:
-        return build_image(docker_engine)
+        tag = build_image(docker_engine)
     except FileNotFoundError as error:
         pytest.skip(f"cannot build the test image: {error}")
+    try:  # an engine that answers may still be unable to run anything (storage, cgroups)
+        docker_engine.client.containers.run(
+            tag, entrypoint=["/usr/bin/python3", "-c", "pass"], remove=True, network_mode="none"
+        )
+    except Exception as error:
+        pytest.skip(f"the Docker engine cannot run a container here: {error}")
+    return tag
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +96,35 @@ async def test_batches_respect_the_row_limit_and_errors_reach_every_waiter():
         failing = [batcher.predict(-np.ones((1, 2), np.float32)) for _ in range(3)]
         outcomes = await asyncio.gather(*failing, return_exceptions=True)
     assert all(isinstance(outcome, ValueError) for outcome in outcomes)
+
+
+@pytest.mark.parametrize("inline_max_rows", [0, 8])
+async def test_small_batches_predict_on_the_loop_and_large_ones_in_a_thread(inline_max_rows):
+    """Small batches skip the hand-over to a worker thread (the gateway's p99 at 8 clients);
+    batches over the limit still leave the loop free while they predict."""
+    threads: list[tuple[int, bool]] = []
+
+    def predict(matrix: np.ndarray) -> np.ndarray:
+        threads.append((len(matrix), threading.current_thread() is threading.main_thread()))
+        if (matrix < 0).any():
+            raise ValueError("model failure")
+        return matrix[:, 0] * 2
+
+    with ThreadPoolExecutor(1) as executor:
+        batcher = MicroBatcher(
+            predict, executor, max_batch_rows=64, inline_max_rows=inline_max_rows
+        )
+        small = [np.full((1, 2), i, np.float32) for i in range(6)]
+        answers = await asyncio.gather(*(batcher.predict(m) for m in small))
+        large = await batcher.predict(np.ones((30, 2), np.float32))
+        failing = [batcher.predict(-np.ones((1, 2), np.float32)) for _ in range(3)]
+        outcomes = await asyncio.gather(*failing, return_exceptions=True)
+
+    assert [float(a[0]) for a in answers] == [2.0 * i for i in range(6)]
+    assert large.tolist() == [2.0] * 30
+    assert all(isinstance(outcome, ValueError) for outcome in outcomes)
+    assert all(on_loop == (rows <= inline_max_rows) for rows, on_loop in threads)
+    assert any(rows > 1 for rows, _ in threads)  # requests were batched, not served one by one
 
 
 async def test_capture_files_follow_sagemakers_layout_and_are_announced():
