@@ -55,7 +55,7 @@ def lookup(
     """The endpoint a v2 model names, and its variant when a version is named."""
     endpoint = gateway.table.endpoints.get(model)
     if endpoint is None:
-        if model in gateway.table.cold:  # 503 until an InvokeEndpoint cold-starts it
+        if model in gateway.table.cold:  # inferences cold-start it; metadata and ready: 503
             raise ScaledToZero(model)
         raise NotFound(f"model {model!r} is not deployed")
     variant = pick_variant(gateway, endpoint, version) if version is not None else None
@@ -93,7 +93,11 @@ async def metered(
     try:
         if len(raw) > gateway.settings.max_body_bytes:
             raise InvalidInput(f"request body exceeds {gateway.settings.max_body_bytes} bytes")
-        endpoint, named = lookup(gateway, model, version)
+        try:
+            endpoint, named = lookup(gateway, model, version)
+        except ScaledToZero:  # an inference cold-starts it, as an InvokeEndpoint does
+            await gateway.table.warm(model)
+            endpoint, named = lookup(gateway, model, version)
         variant = named or pick_variant(gateway, endpoint, None)
         answer = await run(endpoint, variant)
         status = 200

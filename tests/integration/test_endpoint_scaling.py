@@ -197,9 +197,12 @@ async def test_a_policy_scales_a_variant_out_under_load_and_back_in(platform: Pl
     assert scaled_in.from_instances == 2 and scaled_in.reason == history[0]["reason"]
 
 
+@pytest.mark.parametrize("protocol", ["sagemaker", "kserve-v1"])
 async def test_a_serverless_variant_idles_to_zero_and_cold_starts_on_a_request(
-    platform: Platform,
+    platform: Platform, protocol: str
 ) -> None:
+    """An invocation of a variant at 0 instances loads it, then is answered: SageMaker's
+    InvokeEndpoint as Serverless Inference does, and KServe's v1 predict as its activator does."""
     name = await create_endpoint(platform)
     policy = {
         "target_invocations_per_instance": 60,
@@ -219,9 +222,16 @@ async def test_a_serverless_variant_idles_to_zero_and_cold_starts_on_a_request(
     await until("the idle variant to scale to zero", unloaded)
     assert await instances(platform, name) == 0
 
-    answer = await invoke(platform, name)  # the cold start: load, then answer
-    assert answer.status_code == 200, answer.text
-    assert len(answer.text.strip().splitlines()) == len(ROWS)
+    if protocol == "sagemaker":  # the cold start: load, then answer
+        answer = await invoke(platform, name)
+        assert answer.status_code == 200, answer.text
+        assert len(answer.text.strip().splitlines()) == len(ROWS)
+    else:
+        answer = await platform.gateway.post(
+            f"/v1/models/{name}:predict", json={"instances": [list(row) for row in ROWS]}
+        )
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == len(ROWS)
     cold = await scaled_event(platform, name, "EndpointColdStarted", lambda e: True)
     assert cold.variants == ["main"] and cold.cold_start_s > 0
     metrics = (await platform.gateway.get("/metrics")).text
