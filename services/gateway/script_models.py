@@ -41,8 +41,9 @@ from services.gateway.served_models import ModelServerError, Reply, ServedModel
 log = logging.getLogger("cairn.gateway")
 
 SERVER = Path(__file__).with_name("model_server.py")
-# The gateway's own credentials stay out of user code's environment.
-_PRIVATE_ENV = ("CAIRN_", "AWS_")
+# The gateway's own credentials stay out of user code's environment, and so does the pool's
+# metrics folder (user code importing prometheus_client would write into it).
+_PRIVATE_ENV = ("CAIRN_", "AWS_", "PROMETHEUS_MULTIPROC_DIR")
 
 
 class ScriptModelError(ModelServerError):
