@@ -79,6 +79,14 @@ def train(
     allow_cpu_fallback: Annotated[
         bool, typer.Option("--allow-cpu-fallback", help="A GPU job may run on a CPU worker.")
     ] = False,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="Your own training image (SageMaker's /opt/ml contract)."),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="NAME=REGEX (repeatable): a metric read from the log."),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait with a progress bar.")] = False,
     experiment: Annotated[
         str | None, typer.Option("--experiment", help="The experiment this job is a run of.")
@@ -113,6 +121,9 @@ def train(
         name: parse_value(value) for name, value in parse_pairs(hyperparameter, "-p").items()
     }
     chosen_device: Literal["cpu", "gpu"] = "gpu" if device == "gpu" else "cpu"
+    if image and algorithm == "xgboost":  # the default: an image job is a `script` job
+        algorithm = "script"
+    metric_definitions = parse_pairs(metric, "--metric")
     console = Console(stderr=as_json)
     with service_errors(), client_for(target, home) as client:
         created = client.create_training_job(
@@ -132,6 +143,8 @@ def train(
             checkpoint_interval_rounds=checkpoint_interval,
             max_wait_s=max_wait,
             allow_cpu_fallback=allow_cpu_fallback,
+            image=image,
+            metric_definitions=metric_definitions,
         )
         if not wait:
             if as_json:

@@ -193,11 +193,16 @@ class Client(
         checkpoint_interval_rounds: int | None = None,
         max_wait_s: int | None = None,
         allow_cpu_fallback: bool = False,
+        image: str | None = None,
+        metric_definitions: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """CreateTrainingJob: `channels` maps a channel name (train, validation) to a URI.
 
         `instance_count` > 1 trains XGBoost over that many Dask workers (script mode: hosts);
         `checkpoint_uri` (under outputs/) makes a killed job resume from its last checkpoint.
+        `image` runs your own training image (SageMaker's /opt/ml contract; the algorithm is then
+        `script`), and `metric_definitions` maps a metric name to the regex that reads it from
+        the job's log lines.
         """
         request: dict[str, Any] = {
             "job_name": job_name,
@@ -238,6 +243,12 @@ class Client(
             request["checkpoint_config"] = checkpoint
         if experiment:
             request["experiment"] = experiment
+        if image:
+            request["image"] = image
+        if metric_definitions:
+            request["metric_definitions"] = [
+                {"name": name, "regex": regex} for name, regex in metric_definitions.items()
+            ]
         return dict(self._json("POST", "trainer", "/training-jobs", json=request))
 
     def describe_training_job(self, job_name: str) -> dict[str, Any]:
