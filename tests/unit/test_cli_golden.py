@@ -16,7 +16,7 @@ runner = CliRunner()
         (["train", "j"], "--channel", "at least one"),
         (["train", "j", "-c", "train=x", "--device", "tpu"], "--device", "'tpu'"),
         (["train", "j", "-c", "train=x", "-p", "eta"], "-p", "'eta'"),
-        (["train", "j", "-c", "train=x", "--image", "i:1", "--metric", "loss"], "--metric", "'loss'"),
+        (["train", "j", "-c", "x=y", "--image", "i:1", "--metric", "loss"], "--metric", "'loss'"),
         (["endpoints", "create", "e", "--variant", "a=g"], "--variant", "'a=g'"),
         (["endpoints", "create", "e", "-v", "a=g:0"], "--variant", "'a=g:0'"),
         (["endpoints", "create", "e", "-v", "a=g:1", "--rollout", "fast"], "--rollout", "'fast'"),
