@@ -99,9 +99,8 @@ def train(args):
             handle.write("the image was told to fail")
         sys.exit(2)
     channel = os.path.join(ML, "input", "data", "train")
-    rows = sum(
-        len(open(os.path.join(channel, name)).read().splitlines()) for name in os.listdir(channel)
-    ) if os.path.isdir(channel) else 0
+    names = os.listdir(channel) if os.path.isdir(channel) else []
+    rows = sum(len(open(os.path.join(channel, name), "rb").read().splitlines()) for name in names)
     with open(os.path.join(ML, "model", "factor.txt"), "w") as handle:
         handle.write(str(hps.get("factor", "1")))
     with open(os.path.join(ML, "model", "rows.txt"), "w") as handle:
