@@ -2,7 +2,7 @@
 
 The gateway's own ASGI app runs in this process (the SageMaker fast path behind a real key; no
 broker: the endpoint is applied directly, as an EndpointUpdated would). One XGBoost model
-(200 trees, depth 6, 15 numeric features, binary) is trained here. Two gateways serve it:
+(run.py's: 200 trees, depth 6, 15 numeric features, binary) is trained here. Two gateways serve it:
 `CAIRN_GATEWAY_GPU=auto` (the GPU when `cairn.gpu.gpu_status()` says one is usable) and `off`.
 Each gets batches of `--rows` rows as one CSV request; every answer must match the CPU booster's
 own predictions within `--tolerance` and carry the `X-Cairn-Device` expected (cuda for `auto`
@@ -31,14 +31,6 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import xgboost
-from cairn.artifacts import (
-    InputColumn,
-    Lineage,
-    ModelManifest,
-    OutputColumn,
-    Signature,
-    write_model_package,
-)
 from cairn.artifacts.package import XGBoostModel
 from cairn.auth.keys import issue_key
 from cairn.auth.sealing import secret_box
@@ -52,35 +44,21 @@ from services.gateway.app import create_service
 from services.gateway.config import GatewaySettings
 from services.gateway.gateway import Gateway
 
-FEATURES = 15
-TREES = 200
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run as gateway_bench  # bench/gateway/run.py: the same booster and model package
+
+FEATURES = gateway_bench.FEATURES
 ENDPOINT = "bench-gpu"
 URI = "models/bench-gpu/"
 MAX_BODY_BYTES = 512 * 1024 * 1024  # 100k rows of 15 features is ~17 MB of CSV
 
 
-def make_model(store: ObjectStore) -> xgboost.Booster:
-    """Train the benchmark's booster on the CPU and store it as a Cairn package."""
-    rng = np.random.default_rng(7)
-    features = rng.normal(size=(20_000, FEATURES)).astype(np.float32)
-    label = (features[:, :5].sum(axis=1) + rng.normal(0, 1, len(features))) > 0
-    booster = xgboost.train(
-        {"objective": "binary:logistic", "max_depth": 6, "tree_method": "hist", "seed": 7},
-        xgboost.DMatrix(features, label=label),
-        TREES,
-    )
-    manifest = ModelManifest(
-        framework="xgboost",
-        framework_version=xgboost.__version__,
-        algorithm="xgboost",
-        task="binary_classification",
-        signature=Signature(
-            inputs=[InputColumn(name=f"f{i}", dtype="float") for i in range(FEATURES)],
-            outputs=[OutputColumn(name="probability")],
-        ),
-        lineage=Lineage(algorithm="xgboost"),
-    )
-    write_model_package(store, URI, manifest, {"model.ubj": bytes(booster.save_raw("ubj"))})
+def make_model(store: ObjectStore, workdir: Path) -> xgboost.Booster:
+    """run.py's booster, stored as a package; it predicts the expected answers on all cores."""
+    booster, _, _, _ = gateway_bench.train(workdir)
+    gateway_bench.package_booster(store, booster, URI)
+    booster.set_param({"nthread": 0})
     return booster
 
 
@@ -173,7 +151,7 @@ async def run(args: argparse.Namespace, home: Path) -> tuple[bool, dict[str, Any
     usable, detail = gpu_status()
     print(f"xgboost {xgboost.__version__}, GPU usable: {usable} ({detail})")
     store = InMemoryObjectStore()
-    booster = make_model(store)
+    booster = make_model(store, home)
     settings = CairnSettings(
         home=home,
         platform_key=Fernet.generate_key().decode(),

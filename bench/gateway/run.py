@@ -166,11 +166,8 @@ def train(workdir: Path) -> tuple[xgboost.Booster, Path, str, float]:
     return booster, model_file, row, float(booster.inplace_predict(matrix)[0])
 
 
-def write_cairn_store(store_dir: Path, home: Path, booster: xgboost.Booster) -> str:
-    """The model package, the deployer's endpoint document and an invoke key; returns the token.
-
-    The key is sealed with the platform key in `home`, the gateway's CAIRN_HOME.
-    """
+def package_booster(store: Any, booster: xgboost.Booster, prefix: str) -> str:
+    """The booster as a Cairn model package (15 float inputs, one probability); its prefix."""
     from cairn.artifacts import (
         InputColumn,
         Lineage,
@@ -179,14 +176,7 @@ def write_cairn_store(store_dir: Path, home: Path, booster: xgboost.Booster) -> 
         Signature,
         write_model_package,
     )
-    from cairn.auth.keys import issue_key
-    from cairn.auth.sealing import secret_box
-    from cairn.contracts.events import EndpointUpdated, VariantState
-    from cairn.contracts.state import EndpointStateView, state_spec
-    from cairn.settings import CairnSettings
-    from cairn.store import open_store
 
-    store = open_store(store_dir.resolve().as_uri())
     manifest = ModelManifest(
         framework="xgboost",
         framework_version=xgboost.__version__,
@@ -198,9 +188,25 @@ def write_cairn_store(store_dir: Path, home: Path, booster: xgboost.Booster) -> 
         ),
         lineage=Lineage(algorithm="xgboost"),
     )
-    uri = write_model_package(
-        store, "models/bench/", manifest, {"model.ubj": booster.save_raw("ubj")}
+    return write_model_package(
+        store, prefix, manifest, {"model.ubj": bytes(booster.save_raw("ubj"))}
     )
+
+
+def write_cairn_store(store_dir: Path, home: Path, booster: xgboost.Booster) -> str:
+    """The model package, the deployer's endpoint document and an invoke key; returns the token.
+
+    The key is sealed with the platform key in `home`, the gateway's CAIRN_HOME.
+    """
+    from cairn.auth.keys import issue_key
+    from cairn.auth.sealing import secret_box
+    from cairn.contracts.events import EndpointUpdated, VariantState
+    from cairn.contracts.state import EndpointStateView, state_spec
+    from cairn.settings import CairnSettings
+    from cairn.store import open_store
+
+    store = open_store(store_dir.resolve().as_uri())
+    uri = package_booster(store, booster, "models/bench/")
     state = EndpointUpdated(
         endpoint_name=ENDPOINT,
         revision=1,
