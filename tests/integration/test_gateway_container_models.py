@@ -25,13 +25,10 @@ import httpx
 import pytest
 from cairn.artifacts import Lineage, ModelManifest, Signature, read_manifest, write_model_package
 from cairn.contracts.events import (
-    EndpointUpdated,
     InputChannel,
     MetricDefinition,
     TrainingJobRequested,
-    VariantState,
 )
-from cairn.contracts.state import EndpointStateView, state_spec
 from cairn.store import InMemoryObjectStore, ObjectStore
 
 from services.gateway.app import create_service
@@ -44,6 +41,7 @@ from services.trainer.domain import JobFailure
 from services.trainer.execution import run_job
 from tests.support.auth import auth_settings, scoped_headers
 from tests.support.docker_engine import DockerEngine
+from tests.support.endpoints import store_endpoint
 
 pytestmark = pytest.mark.integration
 
@@ -66,24 +64,7 @@ def container_package(store: ObjectStore, image: str, factor: str = "2", **envir
 
 
 def deploy(store: ObjectStore, uri: str) -> None:
-    """The endpoint's stored state, as the deployer leaves it (the gateway loads it at start)."""
-    state = EndpointUpdated(
-        endpoint_name=ENDPOINT,
-        revision=1,
-        status="InService",
-        production_variants=[
-            VariantState(
-                variant_name="boxed",
-                model_package_group=ENDPOINT,
-                model_version=1,
-                artifact_uri=uri,
-                weight=1.0,
-                instance_count=1,
-            )
-        ],
-    )
-    document = {**state.model_dump(mode="json"), "rollout": None}
-    store.put_bytes(state_spec(EndpointStateView).key(ENDPOINT), json.dumps(document).encode())
+    store_endpoint(store, ENDPOINT, uri, variant="boxed")
 
 
 @asynccontextmanager

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cairn.contracts.events import EndpointUpdated, VariantState
-from cairn.contracts.state import EndpointStateView, state_spec
 from cairn.settings import CairnSettings
 from cairn.store import open_store
 from prometheus_client.mmap_dict import MmapedDict
 from pydantic import SecretStr
 
 from tests.support.auth import PLATFORM_KEY, scoped_headers
+from tests.support.endpoints import store_endpoint
 from tests.support.service_process import ServiceProcess
 from tests.unit.test_gateway_payloads import ROWS, make_package
 
@@ -30,22 +29,8 @@ COUNTED = re.compile(r'^cairn_gateway_invocations_total\{[^}]*endpoint="pool"[^}
 
 
 def deploy_two_instances(settings: CairnSettings) -> None:
-    """The deployer's endpoint document, as the gateway reads it at start-up."""
     store = open_store(settings=settings)
-    uri = make_package(store, "models/pool/")
-    variant = VariantState(
-        variant_name="AllTraffic",
-        model_package_group=ENDPOINT,
-        model_version=1,
-        artifact_uri=uri,
-        weight=1.0,
-        instance_count=2,
-    )
-    state = EndpointUpdated(
-        endpoint_name=ENDPOINT, revision=1, status="InService", production_variants=[variant]
-    )
-    document = {**state.model_dump(mode="json"), "rollout": {"phase": "done"}}
-    store.put_bytes(state_spec(EndpointStateView).key(ENDPOINT), json.dumps(document).encode())
+    store_endpoint(store, ENDPOINT, make_package(store, "models/pool/"), instance_count=2)
 
 
 def children_of(pid: int) -> list[int]:
